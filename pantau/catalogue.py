@@ -1,0 +1,194 @@
+"""The sensor catalogue: which families exist, what each one measures, in which unit and range.
+
+Each metric names the FIWARE Smart Data Models entity and attribute it maps to, so the open-data
+API can publish readings in the vocabulary other cities and agencies already use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Family(StrEnum):
+    """The three kinds of device Pantau knows."""
+
+    FLOOD_GAUGE = "flood_gauge"
+    TRAFFIC_COUNTER = "traffic_counter"
+    STREET_NODE = "street_node"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Metric:
+    """One measured quantity: name, unit (SenML unit symbol where one exists) and valid range."""
+
+    name: str
+    unit: str
+    minimum: float
+    maximum: float
+    description: str
+    sdm_entity: str
+    sdm_attribute: str
+    integer: bool = False
+
+    def in_range(self, value: float) -> bool:
+        return self.minimum <= value <= self.maximum
+
+
+def _m(**kwargs: object) -> Metric:
+    return Metric(**kwargs)  # type: ignore[arg-type]
+
+
+FLOOD_GAUGE_METRICS = (
+    _m(
+        name="water_level",
+        unit="m",
+        minimum=-2.0,
+        maximum=15.0,
+        description="River water level above the gauge's zero.",
+        sdm_entity="FloodMonitoring",
+        sdm_attribute="currentLevel",
+    ),
+    _m(
+        name="rainfall",
+        unit="mm",
+        minimum=0.0,
+        maximum=300.0,
+        description="Rain fallen since the previous report.",
+        sdm_entity="WeatherObserved",
+        sdm_attribute="precipitation",
+    ),
+    _m(
+        name="battery",
+        unit="V",
+        minimum=0.0,
+        maximum=30.0,
+        description="Supply voltage of the gauge (solar and battery powered).",
+        sdm_entity="Device",
+        sdm_attribute="batteryLevel",
+    ),
+)
+
+_VEHICLE_CLASSES = (
+    ("motorcycle", "motorcycle", "Motorcycles (sepeda motor), counted separately."),
+    ("car", "car", "Cars, vans and pick-ups."),
+    ("bus", "bus", "Buses and minibuses."),
+    ("truck", "lorry", "Trucks and lorries."),
+)
+
+TRAFFIC_COUNTER_METRICS = (
+    *(
+        _m(
+            name=f"count_{name}",
+            unit="count",
+            minimum=0,
+            maximum=10_000,
+            description=f"{text} Vehicles passing in the reporting interval.",
+            sdm_entity="TrafficFlowObserved",
+            sdm_attribute=f"intensity[vehicleType={sdm}]",
+            integer=True,
+        )
+        for name, sdm, text in _VEHICLE_CLASSES
+    ),
+    _m(
+        name="avg_speed",
+        unit="km/h",
+        minimum=0.0,
+        maximum=200.0,
+        description="Average speed of the vehicles counted in the interval.",
+        sdm_entity="TrafficFlowObserved",
+        sdm_attribute="averageVehicleSpeed",
+    ),
+    _m(
+        name="occupancy",
+        unit="/",
+        minimum=0.0,
+        maximum=1.0,
+        description="Fraction of the interval the detection zone was occupied.",
+        sdm_entity="TrafficFlowObserved",
+        sdm_attribute="occupancy",
+    ),
+)
+
+STREET_NODE_METRICS = (
+    _m(
+        name="lamp_state",
+        unit="1",
+        minimum=0,
+        maximum=1,
+        description="Lamp switched on (1) or off (0).",
+        sdm_entity="Streetlight",
+        sdm_attribute="powerState",
+        integer=True,
+    ),
+    _m(
+        name="lamp_power",
+        unit="W",
+        minimum=0.0,
+        maximum=1_000.0,
+        description="Electrical power drawn by the lamp; 0 while on means a failed lamp.",
+        sdm_entity="Streetlight",
+        sdm_attribute="powerConsumption",
+    ),
+    _m(
+        name="pm25",
+        unit="ug/m3",
+        minimum=0.0,
+        maximum=1_000.0,
+        description="Fine particulate matter PM2.5 concentration.",
+        sdm_entity="AirQualityObserved",
+        sdm_attribute="pm25",
+    ),
+    _m(
+        name="pm10",
+        unit="ug/m3",
+        minimum=0.0,
+        maximum=2_000.0,
+        description="Particulate matter PM10 concentration.",
+        sdm_entity="AirQualityObserved",
+        sdm_attribute="pm10",
+    ),
+    _m(
+        name="noise",
+        unit="dB",
+        minimum=20.0,
+        maximum=140.0,
+        description="Equivalent continuous A-weighted sound level over the interval.",
+        sdm_entity="NoiseLevelObserved",
+        sdm_attribute="LAeq",
+    ),
+    _m(
+        name="temperature",
+        unit="Cel",
+        minimum=-10.0,
+        maximum=60.0,
+        description="Air temperature.",
+        sdm_entity="AirQualityObserved",
+        sdm_attribute="temperature",
+    ),
+    _m(
+        name="humidity",
+        unit="%RH",
+        minimum=0.0,
+        maximum=100.0,
+        description="Relative humidity.",
+        sdm_entity="AirQualityObserved",
+        sdm_attribute="relativeHumidity",
+    ),
+)
+
+CATALOGUE: dict[Family, dict[str, Metric]] = {
+    Family.FLOOD_GAUGE: {m.name: m for m in FLOOD_GAUGE_METRICS},
+    Family.TRAFFIC_COUNTER: {m.name: m for m in TRAFFIC_COUNTER_METRICS},
+    Family.STREET_NODE: {m.name: m for m in STREET_NODE_METRICS},
+}
+
+
+def metrics_of(family: Family | str) -> dict[str, Metric]:
+    """The metrics a family of sensors reports, by name."""
+    return CATALOGUE[Family(family)]
+
+
+def find_metric(family: Family | str, name: str) -> Metric | None:
+    """The metric called ``name`` in ``family``, or None when the family has no such metric."""
+    return CATALOGUE[Family(family)].get(name)

@@ -1,0 +1,177 @@
+"""The `pantau` command: database, city registry, the services, and the whole platform at once."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Annotated
+
+import psycopg
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pantau import logs
+from pantau.city import CityFileError, load_city
+from pantau.db import registry
+from pantau.db.migrate import MigrationError, maintain, migrate, set_readonly_password
+from pantau.db.status import status
+from pantau.settings import Settings, SettingsError, get_settings
+
+app = typer.Typer(
+    help="Pantau: sensor platform for Kabupaten Pasuruan.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema, maintenance and status.", no_args_is_help=True)
+city_app = typer.Typer(help="City files and the sensor registry.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(city_app, name="city")
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        settings = get_settings()
+    except SettingsError as error:
+        err.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+    logs.configure(settings.log_level, json=settings.log_json)
+    return settings
+
+
+def _database_url(settings: Settings) -> str:
+    try:
+        return settings.require_database_url()
+    except SettingsError as error:
+        err.print(f"[red]{error}[/red] (e.g. postgresql://postgres@127.0.0.1:5432/pantau)")
+        raise typer.Exit(2) from None
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply pending migrations and make policies/partitions match the settings (idempotent)."""
+    settings = _settings()
+    url = _database_url(settings)
+    try:
+        result = migrate(url, settings.storage)
+        if settings.readonly_password is not None:
+            set_readonly_password(url, settings.readonly_password.get_secret_value())
+    except (MigrationError, psycopg.Error) as error:
+        err.print(f"[red]migration failed:[/red] {error}")
+        raise typer.Exit(1) from None
+    applied = ", ".join(f"{v:04d}" for v in result.applied) or "none (already up to date)"
+    console.print(f"mode: [bold]{result.mode}[/bold]  version: {result.version}  applied: {applied}")
+
+
+@db_app.command("maintain")
+def db_maintain() -> None:
+    """Create partitions ahead and apply retention (plain PostgreSQL mode)."""
+    settings = _settings()
+    try:
+        done = maintain(_database_url(settings), settings.storage)
+    except (MigrationError, psycopg.Error) as error:
+        err.print(f"[red]maintenance failed:[/red] {error}")
+        raise typer.Exit(1) from None
+    console.print(done or "nothing to do: TimescaleDB policies keep this database")
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Report the storage mode, the migration version and row counts."""
+    settings = _settings()
+    try:
+        state = status(_database_url(settings))
+    except psycopg.Error as error:
+        err.print(f"[red]cannot read the database:[/red] {error}")
+        raise typer.Exit(1) from None
+    table = Table(title="Pantau database", show_header=False)
+    table.add_row("mode", str(state.mode or "not migrated"))
+    table.add_row("migration version", f"{state.version} of {state.latest_version}")
+    table.add_row("timescaledb", state.timescaledb_version or "not installed")
+    table.add_row("partitions/chunks", str(state.partitions))
+    for name, count in state.rows.items():
+        table.add_row(f"rows: {name}", f"{count:,}")
+    console.print(table)
+    if not state.up_to_date:
+        raise typer.Exit(1)
+
+
+@city_app.command("load")
+def city_load(
+    path: Annotated[Path | None, typer.Argument(help="City file; default: PANTAU_CITY_FILE")] = None,
+) -> None:
+    """Put a city file's kecamatan and sensors into the registry (idempotent)."""
+    settings = _settings()
+    try:
+        city = load_city(path or settings.city_file)
+        with psycopg.connect(_database_url(settings), autocommit=True) as conn:
+            result = registry.load_city(conn, city)
+    except CityFileError as error:
+        err.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+    except psycopg.Error as error:
+        err.print(f"[red]cannot load the city:[/red] {error}")
+        raise typer.Exit(1) from None
+    console.print(
+        f"{city.name}: {result.kecamatan} kecamatan, {result.sensors} sensors, "
+        f"{result.thresholds_changed} threshold version(s) added"
+    )
+
+
+@city_app.command("show")
+def city_show(
+    path: Annotated[Path | None, typer.Argument(help="City file; default: PANTAU_CITY_FILE")] = None,
+) -> None:
+    """Validate a city file and list its sensors."""
+    settings = _settings()
+    try:
+        city = load_city(path or settings.city_file)
+    except CityFileError as error:
+        err.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+    table = Table(title=f"{city.name}: {len(city.sensors)} sensors in {len(city.kecamatan)} kecamatan")
+    for column in ("id", "family", "kecamatan", "name", "interval"):
+        table.add_column(column)
+    for s in city.sensors:
+        table.add_row(s.id, s.family.value, s.kecamatan, s.name, f"{s.interval_s:g} s")
+    console.print(table)
+
+
+@app.command()
+def up(
+    scenario: Annotated[str, typer.Option(help="Simulator scenario to run")] = "normal",
+    speed: Annotated[float, typer.Option(help="Simulated seconds per real second")] = 60.0,
+    simulate: Annotated[bool, typer.Option(help="Run the city simulator")] = True,
+) -> None:
+    """Run the whole platform on this machine until Ctrl-C."""
+    from pantau.up import run_platform
+
+    settings = _settings()
+    raise typer.Exit(run_platform(settings, scenario=scenario, speed=speed, simulate=simulate))
+
+
+def _delegate(name: str, module: str, help_text: str) -> None:
+    """Mount a service's own command-line app, imported only when it is called."""
+
+    @app.command(
+        name,
+        help=help_text,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        add_help_option=False,
+    )
+    def command(ctx: typer.Context) -> None:
+        sub = importlib.import_module(module).app
+        sub(args=ctx.args, prog_name=f"pantau {name}")
+
+
+_delegate("ingest", "ingest.cli", "Run the ingest service (MQTT to the database).")
+_delegate("simulate", "simulators.cli", "Simulate the city's sensors over MQTT.")
+_delegate("api", "api.cli", "Run the open-data and operator API.")
+_delegate("bench", "pantau.bench.cli", "Benchmarks (e.g. `pantau bench ingest`).")
+
+
+def main() -> None:
+    app()

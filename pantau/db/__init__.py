@@ -1,0 +1,1 @@
+"""Database access shared by the services: schema, migrations, the write path and the registry."""

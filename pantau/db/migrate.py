@@ -1,0 +1,207 @@
+"""Versioned migrations, storage-mode detection and routine maintenance.
+
+``migrate`` is idempotent and safe to run from several processes at once: a session-level
+advisory lock serialises them, and each migration commits together with its record.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from importlib import resources
+
+import psycopg
+from psycopg import sql
+
+from pantau.db import postgres, timescaledb
+from pantau.settings import StorageSettings
+
+log = logging.getLogger(__name__)
+
+# Arbitrary but fixed: every Pantau process serialises schema work on this key.
+MIGRATION_LOCK = 0x70616E746175
+
+
+class Mode(StrEnum):
+    TIMESCALEDB = "timescaledb"
+    POSTGRES = "postgres"
+
+
+class MigrationError(RuntimeError):
+    """The schema could not be brought up to date; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    statements: Callable[[Mode, StorageSettings], str | sql.Composable]
+
+
+def _file(name: str) -> Callable[[Mode, StorageSettings], str]:
+    text = resources.files("pantau.db").joinpath("migrations", name).read_text(encoding="utf-8")
+    return lambda mode, storage: text
+
+
+def _readings(mode: Mode, storage: StorageSettings) -> str | sql.Composable:
+    if mode is Mode.TIMESCALEDB:
+        return timescaledb.schema_sql(storage)
+    return postgres.schema_sql()
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "core tables", _file("0001_core.sql")),
+    Migration(2, "readings and rollups", _readings),
+)
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def _ensure_bookkeeping(conn: psycopg.Connection) -> None:
+    conn.execute(
+        """
+        CREATE TABLE IF NOT EXISTS schema_migrations (
+            version    integer PRIMARY KEY,
+            name       text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE IF NOT EXISTS pantau_meta (key text PRIMARY KEY, value text NOT NULL);
+        """
+    )
+
+
+def current_mode(conn: psycopg.Connection) -> Mode | None:
+    """The storage mode the database was migrated in, or None before the first migration."""
+    exists = conn.execute("SELECT to_regclass('pantau_meta') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return None
+    row = conn.execute("SELECT value FROM pantau_meta WHERE key = 'storage_mode'").fetchone()
+    return None if row is None else Mode(row[0])
+
+
+def _choose_mode(conn: psycopg.Connection, wanted: str) -> Mode:
+    if wanted == Mode.POSTGRES:
+        return Mode.POSTGRES
+    if not timescaledb.available(conn):
+        if wanted == Mode.TIMESCALEDB:
+            raise MigrationError(
+                "PANTAU_STORAGE__MODE=timescaledb but the server has no timescaledb extension"
+            )
+        return Mode.POSTGRES
+    try:
+        with conn.transaction():
+            timescaledb.create_extension(conn)
+    except psycopg.Error as error:
+        if wanted == Mode.TIMESCALEDB:
+            raise MigrationError(f"cannot create the timescaledb extension: {error}") from None
+        log.warning("timescaledb is installed but unusable (%s); using plain PostgreSQL", error)
+        return Mode.POSTGRES
+    return Mode.TIMESCALEDB
+
+
+def applied_version(conn: psycopg.Connection) -> int:
+    exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return 0
+    row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+    return int(row[0]) if row else 0
+
+
+@dataclass(frozen=True, slots=True)
+class MigrateResult:
+    mode: Mode
+    version: int
+    applied: tuple[int, ...]
+
+
+def migrate(conninfo: str, storage: StorageSettings, *, now: datetime | None = None) -> MigrateResult:
+    """Apply pending migrations, then make policies and partitions match ``storage``."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", [MIGRATION_LOCK])
+        try:
+            _ensure_bookkeeping(conn)
+            mode = current_mode(conn)
+            if mode is None:
+                mode = _choose_mode(conn, storage.mode)
+                conn.execute(
+                    "INSERT INTO pantau_meta (key, value) VALUES ('storage_mode', %s)", [mode.value]
+                )
+            elif storage.mode != "auto" and storage.mode != mode:
+                raise MigrationError(
+                    f"database was migrated in {mode} mode; PANTAU_STORAGE__MODE={storage.mode}"
+                )
+            done = {
+                row[0] for row in conn.execute("SELECT version FROM schema_migrations").fetchall()
+            }
+            applied = []
+            for migration in MIGRATIONS:
+                if migration.version in done:
+                    continue
+                log.info("applying migration %04d %s (%s)", migration.version, migration.name, mode)
+                with conn.transaction():
+                    conn.execute(migration.statements(mode, storage))  # type: ignore[arg-type]
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                        [migration.version, migration.name],
+                    )
+                applied.append(migration.version)
+            with conn.transaction():
+                if mode is Mode.TIMESCALEDB:
+                    timescaledb.apply_policies(conn, storage)
+                else:
+                    postgres.maintain(conn, storage, now or datetime.now(UTC))
+                conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO pantau_readonly")
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK])
+    return MigrateResult(mode=mode, version=applied_version_of(conninfo), applied=tuple(applied))
+
+
+def applied_version_of(conninfo: str) -> int:
+    with psycopg.connect(conninfo) as conn:
+        return applied_version(conn)
+
+
+def maintain(
+    conninfo: str, storage: StorageSettings, *, now: datetime | None = None, wait: bool = True
+) -> dict[str, int] | None:
+    """Routine upkeep: in plain PostgreSQL mode, partitions ahead and retention.
+
+    TimescaleDB's own policies do this in its mode. With ``wait=False`` it returns None at once
+    when another process holds the lock.
+    """
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        if wait:
+            conn.execute("SELECT pg_advisory_lock(%s)", [MIGRATION_LOCK])
+        else:
+            got = conn.execute("SELECT pg_try_advisory_lock(%s)", [MIGRATION_LOCK]).fetchone()
+            if not got or not got[0]:
+                return None
+        try:
+            mode = current_mode(conn)
+            if mode is None:
+                raise MigrationError("database is not migrated: run `pantau db migrate`")
+            if mode is Mode.TIMESCALEDB:
+                return {}
+            with conn.transaction():
+                return postgres.maintain(conn, storage, now or datetime.now(UTC))
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK])
+
+
+def refresh_rollups(conninfo: str) -> None:
+    """Bring the rollups fully up to date now (TimescaleDB); plain mode is always current."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        if current_mode(conn) is Mode.TIMESCALEDB:
+            timescaledb.refresh_aggregates(conn)
+
+
+def set_readonly_password(conninfo: str, password: str | None) -> None:
+    """Create or update the login role ``pantau_reader`` in the read-only group."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'pantau_reader'").fetchone()
+        login = sql.SQL("LOGIN PASSWORD {}").format(sql.Literal(password)) if password else sql.SQL("NOLOGIN")
+        verb = sql.SQL("ALTER") if exists else sql.SQL("CREATE")
+        conn.execute(sql.SQL("{} ROLE pantau_reader {}").format(verb, login))
+        conn.execute("GRANT pantau_readonly TO pantau_reader")

@@ -1,0 +1,383 @@
+"""Decoding of sensor payloads: the wire protocol of docs/protocol.md.
+
+A device publishes JSON to ``ROOT/up/DEVICE_ID`` in one of three shapes:
+
+* one observation: ``{"ts": ..., "seq": 17, "values": {"water_level": 1.42}}``
+* a list of such observations;
+* a SenML pack (RFC 8428), for gateways that speak for many sensors: records named
+  ``SENSOR_ID/METRIC`` (usually ``bn`` carries ``SENSOR_ID/``).
+
+Decoding never raises: every problem becomes a :class:`Rejection` with a reason code, and the
+good readings of a partly bad payload are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from pantau.catalogue import Family, Metric, find_metric
+
+# SenML: times below 2**28 are relative to "now" (RFC 8428, section 4.5.3).
+SENML_RELATIVE_LIMIT = 2**28
+# How many record-level problems one rejection row spells out before summarising.
+MAX_DETAILS = 5
+
+
+class Reason(StrEnum):
+    """Why a payload (or part of it) was not stored."""
+
+    OVERSIZED = "oversized"
+    BAD_TOPIC = "bad_topic"
+    MALFORMED_JSON = "malformed_json"
+    BAD_SHAPE = "bad_shape"
+    UNKNOWN_SENSOR = "unknown_sensor"
+    UNKNOWN_METRIC = "unknown_metric"
+    UNIT_MISMATCH = "unit_mismatch"
+    BAD_VALUE = "bad_value"
+    NON_FINITE = "non_finite"
+    OUT_OF_RANGE = "out_of_range"
+    BAD_TIME = "bad_time"
+    FUTURE_TIME = "future_time"
+    TOO_OLD = "too_old"
+
+
+@dataclass(slots=True, frozen=True)
+class Reading:
+    """One stored value: the natural key is (sensor_id, metric, time)."""
+
+    time: datetime
+    sensor_id: str
+    metric: str
+    value: float
+    time_estimated: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class Rejection:
+    """One reason a payload was (partly) refused, with a human-readable detail."""
+
+    reason: Reason
+    detail: str
+
+
+@dataclass(slots=True)
+class Decoded:
+    """The outcome of decoding one MQTT message."""
+
+    readings: list[Reading] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    # (sensor_id, seq) pairs the device numbered, for gap detection upstream of Pantau.
+    sequences: list[tuple[str, int]] = field(default_factory=list)
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class DecodeLimits:
+    """What a payload may carry; built from settings by the caller."""
+
+    max_payload_bytes: int = 256 * 1024
+    max_future: timedelta = timedelta(minutes=5)
+    max_age: timedelta = timedelta(days=90)
+
+
+class _Problem(Exception):
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+SensorLookup = Callable[[str], Family | None]
+
+
+def device_from_topic(topic: str, topic_root: str) -> str | None:
+    """The device id in ``ROOT/up/DEVICE_ID``, or None when the topic is not an uplink."""
+    prefix = f"{topic_root}/up/"
+    if not topic.startswith(prefix):
+        return None
+    device = topic[len(prefix) :]
+    return device if device and "/" not in device else None
+
+
+def decode(
+    payload: bytes,
+    *,
+    topic: str,
+    topic_root: str,
+    sensors: SensorLookup | Mapping[str, Family],
+    received_at: datetime,
+    limits: DecodeLimits = DecodeLimits(),
+) -> Decoded:
+    """Decode one message into readings and rejections; never raises on bad input."""
+    lookup: SensorLookup = sensors.get if isinstance(sensors, Mapping) else sensors
+    out = Decoded()
+    try:
+        _decode_into(out, payload, topic, topic_root, lookup, received_at, limits)
+    except _Problem as problem:
+        out.rejections.append(Rejection(problem.reason, problem.detail))
+    except Exception as error:  # a decoder bug must not stall the stream: refuse the message
+        out.readings.clear()
+        out.rejections.append(Rejection(Reason.BAD_SHAPE, f"undecodable: {error!r}"[:500]))
+    out.rejections = _summarise(out.rejections)
+    return out
+
+
+def _decode_into(
+    out: Decoded,
+    payload: bytes,
+    topic: str,
+    topic_root: str,
+    lookup: SensorLookup,
+    received_at: datetime,
+    limits: DecodeLimits,
+) -> None:
+    if len(payload) > limits.max_payload_bytes:
+        raise _Problem(
+            Reason.OVERSIZED, f"{len(payload)} bytes > limit of {limits.max_payload_bytes}"
+        )
+    device = device_from_topic(topic, topic_root)
+    if device is None:
+        raise _Problem(Reason.BAD_TOPIC, f"expected {topic_root}/up/DEVICE_ID, got {topic!r}")
+    try:
+        document = json.loads(payload)
+    except (ValueError, RecursionError) as error:
+        raise _Problem(Reason.MALFORMED_JSON, str(error)[:300]) from None
+    clock = _Clock(received_at=received_at, limits=limits)
+    if isinstance(document, dict):
+        _observation(out, document, device, lookup, clock)
+    elif isinstance(document, list) and document:
+        if all(isinstance(r, dict) for r in document) and _looks_like_senml(document):
+            _senml(out, document, lookup, clock)
+        else:
+            for index, item in enumerate(document):
+                if not isinstance(item, dict):
+                    out.rejections.append(
+                        Rejection(Reason.BAD_SHAPE, f"[{index}]: expected an object")
+                    )
+                    continue
+                _observation(out, item, device, lookup, clock, where=f"[{index}]")
+    else:
+        raise _Problem(
+            Reason.BAD_SHAPE, "expected an observation object, a list of them, or a SenML pack"
+        )
+
+
+def _looks_like_senml(records: list[dict[str, Any]]) -> bool:
+    senml_keys = {"bn", "bt", "bu", "bv", "bver", "n", "u", "v", "vb", "vs", "vd", "s", "t", "ut"}
+    return any(senml_keys.intersection(r) for r in records) and not any(
+        "values" in r for r in records
+    )
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class _Clock:
+    received_at: datetime
+    limits: DecodeLimits
+
+    def parse(self, raw: Any) -> datetime:
+        if isinstance(raw, bool) or raw is None:
+            raise _Problem(Reason.BAD_TIME, f"time must be RFC 3339 or epoch seconds: {raw!r}")
+        if isinstance(raw, int | float):
+            if not math.isfinite(raw) or not 0 <= raw < 32_503_680_000:  # before year 3000
+                raise _Problem(Reason.BAD_TIME, f"epoch seconds out of range: {raw!r}")
+            return self.check(datetime.fromtimestamp(raw, tz=UTC))
+        if isinstance(raw, str):
+            try:
+                parsed = datetime.fromisoformat(raw)
+            except ValueError:
+                raise _Problem(Reason.BAD_TIME, f"not an RFC 3339 time: {raw[:64]!r}") from None
+            if parsed.tzinfo is None:
+                raise _Problem(Reason.BAD_TIME, f"time without a UTC offset: {raw[:64]!r}")
+            return self.check(parsed.astimezone(UTC))
+        raise _Problem(Reason.BAD_TIME, f"time must be RFC 3339 or epoch seconds: {raw!r}"[:200])
+
+    def check(self, when: datetime) -> datetime:
+        if when > self.received_at + self.limits.max_future:
+            raise _Problem(Reason.FUTURE_TIME, f"{when.isoformat()} is ahead of the clock")
+        if when < self.received_at - self.limits.max_age:
+            raise _Problem(Reason.TOO_OLD, f"{when.isoformat()} is older than retention")
+        return when
+
+
+def _value(metric: Metric, raw: Any) -> float:
+    if isinstance(raw, bool):
+        if not metric.integer:
+            raise _Problem(Reason.BAD_VALUE, f"{metric.name}: expected a number, got {raw!r}")
+        return 1.0 if raw else 0.0
+    if not isinstance(raw, int | float):
+        raise _Problem(Reason.BAD_VALUE, f"{metric.name}: expected a number, got {raw!r}"[:200])
+    try:
+        value = float(raw)
+    except OverflowError:
+        raise _Problem(Reason.NON_FINITE, f"{metric.name}: value overflows") from None
+    if not math.isfinite(value):
+        raise _Problem(Reason.NON_FINITE, f"{metric.name}: {value}")
+    if not metric.in_range(value):
+        raise _Problem(
+            Reason.OUT_OF_RANGE,
+            f"{metric.name}={value:g} outside {metric.minimum:g}..{metric.maximum:g} "
+            f"{metric.unit}",
+        )
+    if metric.integer and not value.is_integer():
+        raise _Problem(Reason.BAD_VALUE, f"{metric.name}: expected a whole number, got {value:g}")
+    return value
+
+
+def _observation(
+    out: Decoded,
+    obj: dict[str, Any],
+    device: str,
+    lookup: SensorLookup,
+    clock: _Clock,
+    where: str = "",
+) -> None:
+    prefix = f"{where}: " if where else ""
+    family = lookup(device)
+    if family is None:
+        out.rejections.append(Rejection(Reason.UNKNOWN_SENSOR, f"{prefix}{device}"))
+        return
+    values = obj.get("values")
+    if not isinstance(values, dict) or not values:
+        out.rejections.append(
+            Rejection(Reason.BAD_SHAPE, f"{prefix}`values` must be a non-empty object")
+        )
+        return
+    try:
+        if "ts" in obj:
+            when, estimated = clock.parse(obj["ts"]), False
+        else:
+            when, estimated = clock.received_at, True
+        seq = obj.get("seq")
+        if seq is not None:
+            if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**63:
+                raise _Problem(Reason.BAD_SHAPE, f"`seq` must be a whole number >= 0: {seq!r}")
+    except _Problem as problem:
+        out.rejections.append(Rejection(problem.reason, prefix + problem.detail))
+        return
+    if seq is not None:
+        out.sequences.append((device, seq))
+    for name, raw in values.items():
+        metric = find_metric(family, name)
+        if metric is None:
+            out.rejections.append(
+                Rejection(Reason.UNKNOWN_METRIC, f"{prefix}{family.value} has no {name[:64]!r}")
+            )
+            continue
+        try:
+            value = _value(metric, raw)
+        except _Problem as problem:
+            out.rejections.append(Rejection(problem.reason, f"{prefix}{device}: {problem.detail}"))
+            continue
+        out.readings.append(Reading(when, device, name, value, estimated))
+
+
+def _senml(out: Decoded, records: list[dict[str, Any]], lookup: SensorLookup, clock: _Clock) -> None:
+    base_name, base_time, base_unit, base_value = "", 0.0, None, None
+    for index, record in enumerate(records):
+        try:
+            if "bn" in record:
+                base_name = _text(record["bn"], "bn")
+            if "bt" in record:
+                base_time = _number(record["bt"], "bt")
+            if "bu" in record:
+                base_unit = _text(record["bu"], "bu")
+            if "bv" in record:
+                base_value = _number(record["bv"], "bv")
+            reading = _senml_record(record, base_name, base_time, base_unit, base_value, lookup, clock)
+        except _Problem as problem:
+            out.rejections.append(Rejection(problem.reason, f"[{index}]: {problem.detail}"))
+            continue
+        if reading is not None:
+            out.readings.append(reading)
+
+
+def _senml_record(
+    record: dict[str, Any],
+    base_name: str,
+    base_time: float,
+    base_unit: str | None,
+    base_value: float | None,
+    lookup: SensorLookup,
+    clock: _Clock,
+) -> Reading | None:
+    value_keys = {"v", "vb", "vs", "vd"}.intersection(record)
+    if not value_keys and base_value is None:
+        if "n" in record or "t" in record:
+            raise _Problem(Reason.BAD_SHAPE, "record has no value")
+        return None  # a record that only sets base fields
+    if value_keys - {"v", "vb"}:
+        raise _Problem(Reason.BAD_VALUE, "string and data values are not supported")
+    name = base_name + (_text(record["n"], "n") if "n" in record else "")
+    sensor_id, _, metric_name = name.rpartition("/")
+    if not sensor_id or not metric_name:
+        raise _Problem(Reason.BAD_SHAPE, f"name must be SENSOR_ID/METRIC, got {name[:80]!r}")
+    family = lookup(sensor_id)
+    if family is None:
+        raise _Problem(Reason.UNKNOWN_SENSOR, sensor_id[:80])
+    metric = find_metric(family, metric_name)
+    if metric is None:
+        raise _Problem(Reason.UNKNOWN_METRIC, f"{family.value} has no {metric_name[:64]!r}")
+    unit = _text(record["u"], "u") if "u" in record else base_unit
+    if unit is not None and unit != metric.unit:
+        raise _Problem(
+            Reason.UNIT_MISMATCH, f"{metric_name}: unit {unit[:20]!r}, expected {metric.unit!r}"
+        )
+    if "vb" in record:
+        raw: Any = record["vb"]
+        if not isinstance(raw, bool):
+            raise _Problem(Reason.BAD_VALUE, f"{metric_name}: vb must be true or false")
+    else:
+        raw = record.get("v", 0.0)
+        if base_value is not None:
+            raw = base_value + _number(raw, "v")
+    value = _value(metric, raw)
+    if "t" in record or base_time:
+        when = base_time + (_number(record["t"], "t") if "t" in record else 0.0)
+        if abs(when) < SENML_RELATIVE_LIMIT:
+            stamp = clock.check(clock.received_at + timedelta(seconds=when))
+        else:
+            stamp = clock.parse(when)
+        return Reading(stamp, sensor_id, metric_name, value, False)
+    return Reading(clock.received_at, sensor_id, metric_name, value, True)
+
+
+def _text(raw: Any, key: str) -> str:
+    if not isinstance(raw, str):
+        raise _Problem(Reason.BAD_SHAPE, f"{key} must be a string")
+    return raw
+
+
+def _number(raw: Any, key: str) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise _Problem(Reason.BAD_SHAPE, f"{key} must be a number")
+    try:
+        value = float(raw)
+    except OverflowError:
+        raise _Problem(Reason.NON_FINITE, f"{key} overflows") from None
+    if not math.isfinite(value):
+        raise _Problem(Reason.NON_FINITE, f"{key} is not finite")
+    return value
+
+
+def _summarise(rejections: list[Rejection]) -> list[Rejection]:
+    """One rejection per reason, its detail listing the first few problems."""
+    by_reason: dict[Reason, list[str]] = {}
+    for rejection in rejections:
+        by_reason.setdefault(rejection.reason, []).append(rejection.detail)
+    summary = []
+    for reason, details in by_reason.items():
+        text = "; ".join(details[:MAX_DETAILS])
+        if len(details) > MAX_DETAILS:
+            text += f"; and {len(details) - MAX_DETAILS} more"
+        summary.append(Rejection(reason, text[:2000]))
+    return summary
+
+
+def iter_reasons() -> Iterator[str]:
+    """Every reason code, for metrics and docs."""
+    return (reason.value for reason in Reason)

@@ -1,0 +1,285 @@
+"""Private PostgreSQL and Mosquitto servers on free loopback ports.
+
+`pantau up` runs the platform on them when no database or broker is configured, and tests that
+stop or reconfigure a server start their own. PostgreSQL refuses to run as root, so as root the
+cluster belongs to the ``postgres`` (or ``nobody``) account.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+INSTALL_HINT = {
+    "postgres": "apt-get install postgresql (Debian/Ubuntu)",
+    "mosquitto": "apt-get install mosquitto (Debian/Ubuntu)",
+}
+
+
+class MissingProgram(RuntimeError):
+    """A server program is not installed; the message says what to install."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(probe: Callable[[], bool], *, timeout_s: float, what: str) -> None:
+    """Poll ``probe`` until it returns True; raise TimeoutError naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.02
+    while True:
+        try:
+            if probe():
+                return
+        except Exception:  # noqa: S110 - a failing probe just means "not yet"
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not ready after {timeout_s:.0f} s")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
+
+
+def port_open(host: str, port: int) -> bool:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def postgres_bindir() -> Path:
+    """Directory of initdb/pg_ctl, newest installed version first."""
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).parent
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), reverse=True)
+    if not candidates:
+        raise MissingProgram(f"PostgreSQL server not found: {INSTALL_HINT['postgres']}")
+    return candidates[0].parent
+
+
+def _service_account() -> pwd.struct_passwd | None:
+    """Account to run PostgreSQL as when we are root (it refuses root)."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    raise MissingProgram("running as root needs a `postgres` or `nobody` account for PostgreSQL")
+
+
+def _timescaledb_installed(bindir: Path) -> bool:
+    pg_config = bindir / "pg_config"
+    if not pg_config.exists():
+        pg_config = Path(shutil.which("pg_config") or "pg_config")
+    try:
+        sharedir = subprocess.run(
+            [str(pg_config), "--sharedir"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return False
+    return (Path(sharedir) / "extension" / "timescaledb.control").exists()
+
+
+@dataclass(kw_only=True)
+class PrivatePostgres:
+    """A throw-away PostgreSQL cluster in ``directory`` listening on 127.0.0.1:``port``."""
+
+    directory: Path
+    port: int = 0
+    start_timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        self.directory = self.directory.resolve()
+        self.port = self.port or free_port()
+        self.bindir = postgres_bindir()
+        self.account = _service_account()
+
+    @property
+    def data(self) -> Path:
+        return self.directory / "data"
+
+    @property
+    def logfile(self) -> Path:
+        return self.directory / "postgres.log"
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        command = [str(self.bindir / args[0]), *args[1:]]
+        if self.account is not None:
+            command = ["runuser", "-u", self.account.pw_name, "--", *command]
+        return subprocess.run(command, capture_output=True, text=True, check=check)
+
+    def _own(self, path: Path) -> None:
+        if self.account is not None:
+            os.chown(path, self.account.pw_uid, self.account.pw_gid)
+
+    def init(self) -> None:
+        """Create the cluster unless it exists."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.chmod(0o755)
+        self._own(self.directory)
+        if (self.data / "PG_VERSION").exists():
+            return
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        options = [
+            "listen_addresses = '127.0.0.1'",
+            f"unix_socket_directories = '{self.directory}'",
+            "shared_buffers = 128MB",
+            "max_connections = 200",
+            "log_min_messages = warning",
+        ]
+        if _timescaledb_installed(self.bindir):
+            options += ["shared_preload_libraries = 'timescaledb'", "timescaledb.telemetry_level = off"]
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write("\n# pantau private cluster\n" + "\n".join(options) + "\n")
+
+    def start(self) -> str:
+        """Start (initialising first if needed) and wait until it accepts connections."""
+        self.init()
+        self.logfile.touch()
+        self._own(self.logfile)
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-o", f"-p {self.port}",
+            "-w", "-t", str(int(self.start_timeout_s)), "start",
+        )
+        self.wait_ready()
+        return self.url()
+
+    def wait_ready(self) -> None:
+        def probe() -> bool:
+            with psycopg.connect(self.url(), connect_timeout=2):
+                return True
+
+        wait_until(probe, timeout_s=self.start_timeout_s, what=f"PostgreSQL on port {self.port}")
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server; ``immediate`` is a crash as far as PostgreSQL is concerned."""
+        if (self.data / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop", check=False)
+
+    def running(self) -> bool:
+        result = self._run("pg_ctl", "-D", str(self.data), "status", check=False)
+        return result.returncode == 0
+
+    def create_database(self, name: str) -> str:
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+
+def mosquitto_binary() -> str:
+    found = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
+    if not found:
+        raise MissingProgram(f"Mosquitto not found: {INSTALL_HINT['mosquitto']}")
+    return found
+
+
+def mosquitto_config(*, port: int, directory: Path, max_inflight: int = 0) -> str:
+    """Configuration of a private broker: persistence on, queues sized for an outage."""
+    return "\n".join(
+        [
+            f"listener {port} 127.0.0.1",
+            "allow_anonymous true",
+            # Keep root when started as root: the broker writes its persistence file here.
+            "user root" if os.geteuid() == 0 else "",
+            "persistence true",
+            f"persistence_location {directory}/",
+            "autosave_interval 1",
+            # 0: no limit. Ingest's Receive Maximum (v5) governs the in-flight window; a
+            # v3.1.1 client falls back to this value.
+            f"max_inflight_messages {max_inflight}",
+            "max_queued_messages 1000000",
+            "max_queued_bytes 0",
+            "persistent_client_expiration 1d",
+            "set_tcp_nodelay true",
+            f"log_dest file {directory}/mosquitto.log",
+            "log_type error",
+            "log_type warning",
+            "",
+        ]
+    )
+
+
+@dataclass(kw_only=True)
+class PrivateMosquitto:
+    """A Mosquitto broker of our own, with persistence in ``directory``."""
+
+    directory: Path
+    port: int = 0
+    start_timeout_s: float = 20.0
+
+    def __post_init__(self) -> None:
+        self.directory = self.directory.resolve()
+        self.port = self.port or free_port()
+        self.binary = mosquitto_binary()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> str:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        config = self.directory / "mosquitto.conf"
+        config.write_text(mosquitto_config(port=self.port, directory=self.directory))
+        self.process = subprocess.Popen(
+            [self.binary, "-c", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=(self.directory / "stderr.log").open("ab"),
+            start_new_session=True,
+        )
+        wait_until(
+            lambda: self._alive() and port_open("127.0.0.1", self.port),
+            timeout_s=self.start_timeout_s,
+            what=f"Mosquitto on port {self.port}",
+        )
+        return self.url
+
+    def _alive(self) -> bool:
+        if self.process is None or self.process.poll() is not None:
+            log = (self.directory / "stderr.log").read_text(errors="replace")[-500:]
+            raise RuntimeError(f"mosquitto exited: {log}")
+        return True
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Stop the broker; SIGTERM saves its persistence file first."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+@contextmanager
+def running(server: PrivatePostgres | PrivateMosquitto) -> Iterator[str]:
+    """Start a server for the duration of a block."""
+    started = server.start()
+    try:
+        yield started
+    finally:
+        server.stop()

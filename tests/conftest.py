@@ -1,0 +1,6 @@
+"""Test-wide configuration: fixtures live in modules by concern under tests/fixtures."""
+
+pytest_plugins = [
+    "tests.fixtures.database",
+    "tests.fixtures.broker",
+]
