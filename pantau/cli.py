@@ -16,7 +16,7 @@ from pantau.city import CityFileError, load_city
 from pantau.db import registry
 from pantau.db.migrate import MigrationError, maintain, migrate, set_readonly_password
 from pantau.db.status import status
-from pantau.settings import Settings, SettingsError, get_settings
+from pantau.settings import Settings, SettingsError, get_settings, settings_table
 
 app = typer.Typer(
     help="Pantau: sensor platform for Kabupaten Pasuruan.",
@@ -138,6 +138,12 @@ def city_show(
     for s in city.sensors:
         table.add_row(s.id, s.family.value, s.kecamatan, s.name, f"{s.interval_s:g} s")
     console.print(table)
+
+
+@app.command("config")
+def config_reference() -> None:
+    """Print the configuration reference (Markdown), generated from the settings."""
+    typer.echo(settings_table())
 
 
 @app.command()

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from pantau.catalogue import Family, Metric, find_metric
 
@@ -47,9 +47,12 @@ class Reason(StrEnum):
     TOO_OLD = "too_old"
 
 
-@dataclass(slots=True, frozen=True)
-class Reading:
-    """One stored value: the natural key is (sensor_id, metric, time)."""
+class Reading(NamedTuple):
+    """One stored value: the natural key is (sensor_id, metric, time).
+
+    A named tuple because it is built once per reading on the hot path and is exactly the row
+    written by COPY.
+    """
 
     time: datetime
     sensor_id: str
@@ -174,10 +177,13 @@ def _looks_like_senml(records: list[dict[str, Any]]) -> bool:
     )
 
 
-@dataclass(slots=True, frozen=True, kw_only=True)
 class _Clock:
-    received_at: datetime
-    limits: DecodeLimits
+    __slots__ = ("earliest", "latest", "received_at")
+
+    def __init__(self, *, received_at: datetime, limits: DecodeLimits) -> None:
+        self.received_at = received_at
+        self.earliest = received_at - limits.max_age
+        self.latest = received_at + limits.max_future
 
     def parse(self, raw: Any) -> datetime:
         if isinstance(raw, bool) or raw is None:
@@ -193,13 +199,17 @@ class _Clock:
                 raise _Problem(Reason.BAD_TIME, f"not an RFC 3339 time: {raw[:64]!r}") from None
             if parsed.tzinfo is None:
                 raise _Problem(Reason.BAD_TIME, f"time without a UTC offset: {raw[:64]!r}")
-            return self.check(parsed.astimezone(UTC))
+            try:
+                in_utc = parsed.astimezone(UTC)
+            except OverflowError:  # e.g. year 1 with a positive offset
+                raise _Problem(Reason.BAD_TIME, f"time out of range: {raw[:64]!r}") from None
+            return self.check(in_utc)
         raise _Problem(Reason.BAD_TIME, f"time must be RFC 3339 or epoch seconds: {raw!r}"[:200])
 
     def check(self, when: datetime) -> datetime:
-        if when > self.received_at + self.limits.max_future:
+        if when > self.latest:
             raise _Problem(Reason.FUTURE_TIME, f"{when.isoformat()} is ahead of the clock")
-        if when < self.received_at - self.limits.max_age:
+        if when < self.earliest:
             raise _Problem(Reason.TOO_OLD, f"{when.isoformat()} is older than retention")
         return when
 
@@ -278,6 +288,9 @@ def _observation(
 
 def _senml(out: Decoded, records: list[dict[str, Any]], lookup: SensorLookup, clock: _Clock) -> None:
     base_name, base_time, base_unit, base_value = "", 0.0, None, None
+    # A gateway pack repeats the same few names many times: resolve each name once.
+    names: dict[str, tuple[str, Metric] | _Problem] = {}
+    outcomes = len(out.readings) + len(out.rejections)
     for index, record in enumerate(records):
         try:
             if "bn" in record:
@@ -288,12 +301,30 @@ def _senml(out: Decoded, records: list[dict[str, Any]], lookup: SensorLookup, cl
                 base_unit = _text(record["bu"], "bu")
             if "bv" in record:
                 base_value = _number(record["bv"], "bv")
-            reading = _senml_record(record, base_name, base_time, base_unit, base_value, lookup, clock)
+            reading = _senml_record(
+                record, base_name, base_time, base_unit, base_value, lookup, clock, names
+            )
         except _Problem as problem:
             out.rejections.append(Rejection(problem.reason, f"[{index}]: {problem.detail}"))
             continue
         if reading is not None:
             out.readings.append(reading)
+    if len(out.readings) + len(out.rejections) == outcomes:
+        # Only base fields, no record with a value: refuse the pack rather than drop it silently.
+        out.rejections.append(Rejection(Reason.BAD_SHAPE, "SenML pack holds no record with a value"))
+
+
+def _resolve(name: str, lookup: SensorLookup) -> tuple[str, Metric]:
+    sensor_id, _, metric_name = name.rpartition("/")
+    if not sensor_id or not metric_name:
+        raise _Problem(Reason.BAD_SHAPE, f"name must be SENSOR_ID/METRIC, got {name[:80]!r}")
+    family = lookup(sensor_id)
+    if family is None:
+        raise _Problem(Reason.UNKNOWN_SENSOR, sensor_id[:80])
+    metric = find_metric(family, metric_name)
+    if metric is None:
+        raise _Problem(Reason.UNKNOWN_METRIC, f"{family.value} has no {metric_name[:64]!r}")
+    return sensor_id, metric
 
 
 def _senml_record(
@@ -304,33 +335,35 @@ def _senml_record(
     base_value: float | None,
     lookup: SensorLookup,
     clock: _Clock,
+    names: dict[str, tuple[str, Metric] | _Problem],
 ) -> Reading | None:
-    value_keys = {"v", "vb", "vs", "vd"}.intersection(record)
-    if not value_keys and base_value is None:
+    has_value = "v" in record or "vb" in record
+    if not has_value and ("vs" in record or "vd" in record):
+        raise _Problem(Reason.BAD_VALUE, "string and data values are not supported")
+    if not has_value and base_value is None:
         if "n" in record or "t" in record:
             raise _Problem(Reason.BAD_SHAPE, "record has no value")
         return None  # a record that only sets base fields
-    if value_keys - {"v", "vb"}:
-        raise _Problem(Reason.BAD_VALUE, "string and data values are not supported")
     name = base_name + (_text(record["n"], "n") if "n" in record else "")
-    sensor_id, _, metric_name = name.rpartition("/")
-    if not sensor_id or not metric_name:
-        raise _Problem(Reason.BAD_SHAPE, f"name must be SENSOR_ID/METRIC, got {name[:80]!r}")
-    family = lookup(sensor_id)
-    if family is None:
-        raise _Problem(Reason.UNKNOWN_SENSOR, sensor_id[:80])
-    metric = find_metric(family, metric_name)
-    if metric is None:
-        raise _Problem(Reason.UNKNOWN_METRIC, f"{family.value} has no {metric_name[:64]!r}")
+    resolved = names.get(name)
+    if resolved is None:
+        try:
+            resolved = _resolve(name, lookup)
+        except _Problem as problem:
+            resolved = problem
+        names[name] = resolved
+    if isinstance(resolved, _Problem):
+        raise resolved
+    sensor_id, metric = resolved
     unit = _text(record["u"], "u") if "u" in record else base_unit
     if unit is not None and unit != metric.unit:
         raise _Problem(
-            Reason.UNIT_MISMATCH, f"{metric_name}: unit {unit[:20]!r}, expected {metric.unit!r}"
+            Reason.UNIT_MISMATCH, f"{metric.name}: unit {unit[:20]!r}, expected {metric.unit!r}"
         )
     if "vb" in record:
         raw: Any = record["vb"]
         if not isinstance(raw, bool):
-            raise _Problem(Reason.BAD_VALUE, f"{metric_name}: vb must be true or false")
+            raise _Problem(Reason.BAD_VALUE, f"{metric.name}: vb must be true or false")
     else:
         raw = record.get("v", 0.0)
         if base_value is not None:
@@ -342,8 +375,8 @@ def _senml_record(
             stamp = clock.check(clock.received_at + timedelta(seconds=when))
         else:
             stamp = clock.parse(when)
-        return Reading(stamp, sensor_id, metric_name, value, False)
-    return Reading(clock.received_at, sensor_id, metric_name, value, True)
+        return Reading(stamp, sensor_id, metric.name, value, False)
+    return Reading(clock.received_at, sensor_id, metric.name, value, True)
 
 
 def _text(raw: Any, key: str) -> str:

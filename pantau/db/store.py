@@ -2,8 +2,7 @@
 
 Readings are copied (binary COPY) into a per-connection staging table, then inserted into
 ``readings`` skipping any natural key (sensor, metric, time) already stored, so a redelivered
-message is stored once. Only the rows really inserted move the latest values, which follow
-observation time, not arrival time.
+message is stored once. Latest values follow observation time, not arrival time.
 """
 
 from __future__ import annotations
@@ -30,25 +29,27 @@ CREATE TEMPORARY TABLE IF NOT EXISTS pantau_stage (
 # Rows are inserted in key order so that concurrent writers take index and row locks in the same
 # order; DISTINCT ON keeps the first of two identical keys within one batch.
 _INSERT = """
-WITH inserted AS (
-    INSERT INTO readings (time, sensor_id, metric, value, time_estimated)
-    SELECT DISTINCT ON (sensor_id, metric, time) time, sensor_id, metric, value, time_estimated
-    FROM pantau_stage
-    ORDER BY sensor_id, metric, time
-    ON CONFLICT DO NOTHING
-    RETURNING time, sensor_id, metric, value
-), newest AS (
+INSERT INTO readings (time, sensor_id, metric, value, time_estimated)
+SELECT DISTINCT ON (sensor_id, metric, time) time, sensor_id, metric, value, time_estimated
+FROM pantau_stage
+ORDER BY sensor_id, metric, time
+ON CONFLICT DO NOTHING
+"""
+
+# Latest values move only forward in observation time, so replaying the whole staged batch is
+# idempotent: a redelivered reading is never newer than what it already set.
+_LATEST = """
+INSERT INTO latest_readings AS l (sensor_id, metric, time, value, updated_at)
+SELECT sensor_id, metric, time, value, now()
+FROM (
     SELECT DISTINCT ON (sensor_id, metric) sensor_id, metric, time, value
-    FROM inserted
+    FROM pantau_stage
     ORDER BY sensor_id, metric, time DESC
-), latest AS (
-    INSERT INTO latest_readings AS l (sensor_id, metric, time, value, updated_at)
-    SELECT sensor_id, metric, time, value, now() FROM newest ORDER BY sensor_id, metric
-    ON CONFLICT (sensor_id, metric) DO UPDATE
-        SET time = EXCLUDED.time, value = EXCLUDED.value, updated_at = EXCLUDED.updated_at
-        WHERE l.time < EXCLUDED.time
-)
-SELECT count(*) FROM inserted
+) newest
+ORDER BY sensor_id, metric
+ON CONFLICT (sensor_id, metric) DO UPDATE
+    SET time = EXCLUDED.time, value = EXCLUDED.value, updated_at = EXCLUDED.updated_at
+    WHERE l.time < EXCLUDED.time
 """
 
 _REJECT = """
@@ -109,8 +110,8 @@ def store(
                     copy.set_types(["timestamptz", "text", "text", "float8", "bool"])
                     for r in readings:
                         copy.write_row((r.time, r.sensor_id, r.metric, r.value, r.time_estimated))
-                row = cur.execute(_INSERT).fetchone()
-                inserted = int(row[0]) if row else 0
+                inserted = cur.execute(_INSERT).rowcount
+                cur.execute(_LATEST)
         if rejected:
             with conn.cursor() as cur:
                 cur.executemany(

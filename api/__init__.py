@@ -1,0 +1,1 @@
+"""The open-data and operator API (FastAPI)."""
