@@ -311,7 +311,7 @@ def _senml(out: Decoded, records: list[dict[str, Any]], lookup: SensorLookup, cl
             out.readings.append(reading)
     if len(out.readings) + len(out.rejections) == outcomes:
         # Only base fields, no record with a value: refuse the pack rather than drop it silently.
-        out.rejections.append(Rejection(Reason.BAD_SHAPE, "SenML pack holds no record with a value"))
+        out.rejections.append(Rejection(Reason.BAD_SHAPE, "SenML pack has no record with a value"))
 
 
 def _resolve(name: str, lookup: SensorLookup) -> tuple[str, Metric]:

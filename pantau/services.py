@@ -241,6 +241,9 @@ class PrivateMosquitto:
         return f"mqtt://127.0.0.1:{self.port}"
 
     def start(self) -> str:
+        if port_open("127.0.0.1", self.port):
+            # Otherwise the readiness probe would see the other server and report success.
+            raise RuntimeError(f"cannot start Mosquitto: port {self.port} is already in use")
         self.directory.mkdir(parents=True, exist_ok=True)
         config = self.directory / "mosquitto.conf"
         config.write_text(mosquitto_config(port=self.port, directory=self.directory))

@@ -1,0 +1,30 @@
+# The Pantau image: one image for every service (`pantau db migrate`, `pantau ingest`,
+# `pantau api`, `pantau simulate`); the compose file picks the command.
+
+# Build a wheel from the source tree, so the runtime image holds an ordinary (non-editable)
+# install and no sources or build tools.
+FROM python:3.11-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY . .
+RUN pip wheel --no-deps --wheel-dir /wheels .
+
+FROM python:3.11-slim-bookworm
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+COPY --from=build /wheels /tmp/wheels
+RUN pip install /tmp/wheels/*.whl && rm -rf /tmp/wheels
+
+# A fixed, unprivileged user. The spool directory exists in the image with the right owner so
+# that a named volume mounted over it is writable by that user.
+RUN groupadd --system --gid 10001 pantau \
+    && useradd --system --uid 10001 --gid pantau --home-dir /var/lib/pantau --create-home \
+       --shell /usr/sbin/nologin pantau \
+    && install -d -o pantau -g pantau /var/lib/pantau/spool
+USER pantau
+WORKDIR /var/lib/pantau
+
+ENTRYPOINT ["pantau"]
+CMD ["--help"]

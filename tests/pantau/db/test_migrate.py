@@ -1,0 +1,148 @@
+"""Migrations: idempotent, safe to run concurrently, mode kept, read-only role granted."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from pantau.db.migrate import (
+    LATEST_VERSION,
+    MIGRATION_LOCK,
+    MigrateResult,
+    MigrationError,
+    Mode,
+    applied_version,
+    current_mode,
+    maintain,
+    migrate,
+)
+from pantau.db.store import prepare, store
+from pantau.payload import Reading
+from pantau.settings import StorageSettings
+
+CORE_TABLES = {
+    "schema_migrations", "pantau_meta", "kecamatan", "sensors", "flood_thresholds",
+    "latest_readings", "rejected_payloads", "alerts", "readings",
+}  # fmt: skip
+
+
+def _tables(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm')"
+        ).fetchall()
+    return {name for (name,) in rows}
+
+
+def _versions(url: str) -> list[int]:
+    with psycopg.connect(url) as conn:
+        return [v for (v,) in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
+
+
+def test_migrate_is_idempotent(empty_db: str, storage: StorageSettings) -> None:
+    with psycopg.connect(empty_db) as conn:
+        assert applied_version(conn) == 0
+        assert current_mode(conn) is None
+    first = migrate(empty_db, storage)
+    assert first.version == LATEST_VERSION == 2
+    assert first.applied == (1, 2)
+    tables = _tables(empty_db)
+    assert tables >= CORE_TABLES
+    second = migrate(empty_db, storage)
+    assert second == MigrateResult(mode=first.mode, version=2, applied=())
+    assert _tables(empty_db) == tables
+    assert _versions(empty_db) == [1, 2]
+
+
+def test_concurrent_migrations_apply_once(empty_db: str, storage: StorageSettings) -> None:
+    workers = 4
+    start = threading.Barrier(workers)
+
+    def run() -> MigrateResult:
+        start.wait(timeout=30)
+        return migrate(empty_db, storage)
+
+    with ThreadPoolExecutor(workers) as pool:
+        results = [f.result(timeout=120) for f in [pool.submit(run) for _ in range(workers)]]
+    assert {r.version for r in results} == {2}
+    assert {r.mode for r in results} == {results[0].mode}
+    assert sorted(r.applied for r in results) == [(), (), (), (1, 2)]
+    assert _versions(empty_db) == [1, 2]
+    with psycopg.connect(empty_db) as conn:
+        assert conn.execute("SELECT count(*) FROM pantau_meta").fetchone() == (1,)
+    tables = _tables(empty_db)
+    assert tables >= CORE_TABLES
+    assert migrate(empty_db, storage).applied == ()
+    assert _tables(empty_db) == tables
+
+
+def test_auto_mode_follows_the_server(db_mode: Mode, server_has_timescaledb: bool) -> None:
+    assert db_mode is (Mode.TIMESCALEDB if server_has_timescaledb else Mode.POSTGRES)
+
+
+def test_mode_cannot_change_after_the_first_migration(
+    db_url: str, db_mode: Mode, storage: StorageSettings
+) -> None:
+    other = "postgres" if db_mode is Mode.TIMESCALEDB else "timescaledb"
+    with pytest.raises(MigrationError, match=f"migrated in {db_mode} mode") as caught:
+        migrate(db_url, storage.model_copy(update={"mode": other}))
+    assert "PANTAU_STORAGE__MODE" in str(caught.value)
+    # Naming the mode it already has, or auto, is fine.
+    assert migrate(db_url, storage.model_copy(update={"mode": db_mode.value})).applied == ()
+
+
+def test_timescaledb_mode_needs_the_extension(
+    empty_db: str, storage: StorageSettings, server_has_timescaledb: bool
+) -> None:
+    if server_has_timescaledb:
+        pytest.skip("the test server offers TimescaleDB")
+    with pytest.raises(MigrationError, match="no timescaledb extension"):
+        migrate(empty_db, storage.model_copy(update={"mode": "timescaledb"}))
+    # Nothing half-done: the database can still be migrated in plain mode.
+    assert migrate(empty_db, storage).mode is Mode.POSTGRES
+
+
+def test_explicit_postgres_mode(empty_db: str, storage: StorageSettings) -> None:
+    result = migrate(empty_db, storage.model_copy(update={"mode": "postgres"}))
+    assert result.mode is Mode.POSTGRES
+    with psycopg.connect(empty_db) as conn:
+        assert current_mode(conn) is Mode.POSTGRES
+
+
+def test_maintain_needs_a_migrated_database(empty_db: str, storage: StorageSettings) -> None:
+    with pytest.raises(MigrationError, match="pantau db migrate"):
+        maintain(empty_db, storage)
+
+
+def test_maintain_without_waiting_skips_when_locked(db_url: str, storage: StorageSettings) -> None:
+    with psycopg.connect(db_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", [MIGRATION_LOCK])
+        assert maintain(db_url, storage, wait=False) is None
+        holder.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK])
+    assert maintain(db_url, storage, wait=False) is not None
+
+
+def test_readonly_role_can_read_but_not_write(conn: psycopg.Connection, city_db: str) -> None:
+    prepare(conn)
+    when = datetime.now(UTC) - timedelta(hours=1)
+    store(conn, [Reading(when, "fg-welang-1", "water_level", 1.0)])
+    with psycopg.connect(city_db) as reader:  # not autocommit: SET ROLE ends with it
+        reader.execute("SET ROLE pantau_readonly")
+        for table in ("readings", "latest_readings", "sensors", "readings_1m",
+                      "current_flood_thresholds"):  # fmt: skip
+            reader.execute(f"SELECT count(*) FROM {table}").fetchone()
+        assert reader.execute("SELECT count(*) FROM readings").fetchone() == (1,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), reader.transaction():
+            reader.execute(
+                "INSERT INTO readings (time, sensor_id, metric, value) "
+                "VALUES (now(), 'fg-welang-1', 'water_level', 1)"
+            )
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), reader.transaction():
+            reader.execute("DELETE FROM sensors")
+        reader.rollback()
+    assert conn.execute("SELECT count(*) FROM sensors").fetchone() == (7,)
