@@ -42,14 +42,16 @@ def wait_until(probe: Callable[[], bool], *, timeout_s: float, what: str) -> Non
     """Poll ``probe`` until it returns True; raise TimeoutError naming ``what``."""
     deadline = time.monotonic() + timeout_s
     delay = 0.02
+    last: Exception | None = None
     while True:
         try:
             if probe():
                 return
-        except Exception:  # noqa: S110 - a failing probe just means "not yet"
-            pass
+        except Exception as error:  # a failing probe just means "not yet"
+            last = error
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not ready after {timeout_s:.0f} s")
+            reason = f" (last error: {last!r})" if last else ""
+            raise TimeoutError(f"{what} not ready after {timeout_s:.0f} s{reason}") from last
         time.sleep(delay)
         delay = min(delay * 1.5, 0.5)
 

@@ -3,4 +3,7 @@
 pytest_plugins = [
     "tests.fixtures.database",
     "tests.fixtures.broker",
+    "tests.fixtures.ingest",
+    "tests.fixtures.simulator",
+    "tests.fixtures.api",
 ]

@@ -1,0 +1,1 @@
+"""City simulators: a believable sensor fleet, scenarios, faults, load and verification."""
