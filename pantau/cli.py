@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pantau import logs
+from pantau.catalogue import catalogue_markdown
 from pantau.city import CityFileError, load_city
 from pantau.db import registry
 from pantau.db.migrate import MigrationError, maintain, migrate, set_readonly_password
@@ -144,6 +145,12 @@ def city_show(
 def config_reference() -> None:
     """Print the configuration reference (Markdown), generated from the settings."""
     typer.echo(settings_table())
+
+
+@app.command("catalogue")
+def catalogue_reference() -> None:
+    """Print the sensor catalogue (Markdown): metrics, units, ranges, Smart Data Models."""
+    typer.echo(catalogue_markdown(), nl=False)
 
 
 @app.command()

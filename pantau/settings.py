@@ -60,6 +60,9 @@ class MqttSettings(BaseModel):
         "while the process is away.",
     )
     keepalive_s: PositiveInt = Field(default=30, description="MQTT keep-alive.")
+    reconnect_max_delay_s: PositiveInt = Field(
+        default=30, description="Longest wait between attempts to reconnect to the broker."
+    )
     connect_timeout_s: PositiveFloat = Field(
         default=10.0, description="How long to wait for the broker before giving up at start-up."
     )
@@ -104,10 +107,17 @@ class IngestSettings(BaseModel):
     batch_max_age_ms: int = Field(
         default=200, ge=0, description="Flush a batch once its oldest message is this old."
     )
-    max_undelivered_messages: PositiveInt = Field(
+    max_undelivered_messages: int = Field(
         default=10_000,
+        ge=2,
+        le=65_535,
         description="Unacknowledged messages held in memory at most; also the Receive Maximum "
-        "asked of the broker. The broker's own limit must not be lower.",
+        "asked of the broker (MQTT v5 caps it at 65535). The broker's own limit must not be "
+        "lower.",
+    )
+    batch_max_bytes: PositiveInt = Field(
+        default=32 * 1024**2,
+        description="Flush a batch once the raw payloads it holds reach this many bytes.",
     )
     max_payload_bytes: PositiveInt = Field(
         default=256 * 1024, description="Larger payloads are rejected as `oversized`."
@@ -128,6 +138,31 @@ class IngestSettings(BaseModel):
     )
     metrics_port: int = Field(
         default=9108, ge=0, le=65535, description="Prometheus metrics and health port (0: off)."
+    )
+    metrics_host: str = Field(
+        default="0.0.0.0",  # exporters listen on every interface, for Prometheus
+        description="Address the metrics and health endpoint listens on.",
+    )
+    registry_refresh_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="An unknown sensor reloads the sensor registry at most this often before "
+        "its payload is rejected as `unknown_sensor`.",
+    )
+    maintenance_interval_s: float = Field(
+        default=3_600.0,
+        gt=0,
+        description="Plain PostgreSQL: how often ingest creates partitions ahead and applies "
+        "retention.",
+    )
+    db_connect_timeout_s: float = Field(
+        default=5.0, gt=0, description="Timeout of one database connection attempt."
+    )
+    shutdown_timeout_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="On SIGTERM, how long to keep trying to commit what is held before "
+        "disconnecting without acknowledging it (the broker then keeps it).",
     )
 
 
@@ -271,3 +306,44 @@ def get_settings() -> Settings:
         return Settings()
     except ValidationError as error:
         raise SettingsError(describe_validation_error(error)) from None
+
+
+def settings_table() -> str:
+    """The configuration reference as a Markdown table, generated from the settings classes."""
+    rows = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, info in model.model_fields.items():
+            annotation = info.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                walk(annotation, f"{prefix}{name.upper()}__")
+                continue
+            if info.default_factory is not None:
+                default = str(info.default_factory())  # type: ignore[call-arg]
+            elif info.default is None:
+                default = "unset"
+            elif isinstance(info.default, Path) and info.default == DEFAULT_CITY_FILE:
+                default = "built-in Kabupaten Pasuruan file"
+            elif isinstance(info.default, timedelta):
+                default = _iso_duration(info.default)
+            else:
+                default = str(info.default)
+            description = (info.description or "").replace("|", "\\|")
+            rows.append(f"| `{prefix}{name.upper()}` | `{default}` | {description} |")
+
+    walk(Settings, "PANTAU_")
+    return "\n".join(rows)
+
+
+def _iso_duration(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    days, rest = divmod(seconds, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, seconds = divmod(rest, 60)
+    text = "P" + (f"{days}D" if days else "")
+    clock = (
+        (f"{hours}H" if hours else "")
+        + (f"{minutes}M" if minutes else "")
+        + (f"{seconds}S" if seconds else "")
+    )
+    return text + ("T" + clock if clock else "") if (days or clock) else "PT0S"

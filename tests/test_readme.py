@@ -21,3 +21,12 @@ def test_readme_gives_exactly_the_two_setup_commands() -> None:
     assert "make run" in text and "make test" in text
     ci = (Path(__file__).parent.parent / ".ci" / "run").read_text(encoding="utf-8")
     assert ci.rstrip().endswith("make test")
+
+
+def test_catalogue_document_matches_the_catalogue() -> None:
+    from pantau.catalogue import catalogue_markdown
+
+    document = README.parent / "docs" / "catalogue.md"
+    assert document.read_text(encoding="utf-8") == catalogue_markdown(), (
+        "docs/catalogue.md is stale: regenerate it with `pantau catalogue > docs/catalogue.md`"
+    )

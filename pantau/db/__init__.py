@@ -1,1 +1,12 @@
 """Database access shared by the services: schema, migrations, the write path and the registry."""
+
+# The narrow readings table, identical in both storage modes; each mode adds its own storage
+# clause (partitioning or hypertable) after it.
+READINGS_TABLE = """
+CREATE TABLE readings (
+    time           timestamptz NOT NULL,
+    sensor_id      text NOT NULL,
+    metric         text NOT NULL,
+    value          double precision NOT NULL,
+    time_estimated boolean NOT NULL DEFAULT false
+)"""

@@ -128,7 +128,7 @@ def migrate(conninfo: str, storage: StorageSettings, *, now: datetime | None = N
                 conn.execute(
                     "INSERT INTO pantau_meta (key, value) VALUES ('storage_mode', %s)", [mode.value]
                 )
-            elif storage.mode != "auto" and storage.mode != mode:
+            elif storage.mode not in ("auto", mode):
                 raise MigrationError(
                     f"database was migrated in {mode} mode; PANTAU_STORAGE__MODE={storage.mode}"
                 )

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg import sql
 
+from pantau.db import READINGS_TABLE
 from pantau.settings import StorageSettings
 
 ROLLUPS = {
@@ -62,14 +63,7 @@ def schema_sql() -> str:
     """DDL of the readings table, its default partition and the rollups with their trigger."""
     merges = "".join(_ROLLUP_MERGE.format(name=n, bucket=b) for n, b in ROLLUPS.items())
     tables = "".join(_ROLLUP_TABLE.format(name=n) for n in ROLLUPS)
-    return f"""
-CREATE TABLE readings (
-    time           timestamptz NOT NULL,
-    sensor_id      text NOT NULL,
-    metric         text NOT NULL,
-    value          double precision NOT NULL,
-    time_estimated boolean NOT NULL DEFAULT false
-) PARTITION BY RANGE (time);
+    return f"""{READINGS_TABLE} PARTITION BY RANGE (time);
 CREATE UNIQUE INDEX readings_key ON readings (sensor_id, metric, time);
 CREATE INDEX readings_time ON readings USING brin (time);
 -- Catches anything outside the partitions made ahead; maintenance moves it out again.

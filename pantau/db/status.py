@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import psycopg
+from psycopg import sql
 
 from pantau.db import postgres, timescaledb
 from pantau.db.migrate import LATEST_VERSION, Mode, applied_version, current_mode
@@ -44,7 +45,8 @@ def status(conninfo: str) -> Status:
         partitions = 0
         if mode is not None and version >= 2:
             for table in COUNTED_TABLES:
-                row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608
+                query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
+                row = conn.execute(query).fetchone()
                 rows[table] = int(row[0]) if row else 0
             partitions = (
                 timescaledb.chunk_count(conn)

@@ -12,6 +12,7 @@ from datetime import timedelta
 import psycopg
 from psycopg import sql
 
+from pantau.db import READINGS_TABLE
 from pantau.settings import StorageSettings
 
 # Buckets of the continuous aggregates. Days are the city's local days (WIB): time_bucket with a
@@ -61,14 +62,8 @@ def schema_sql(storage: StorageSettings) -> sql.Composed:
     """DDL of the readings hypertable and its continuous aggregates."""
     aggregates = "".join(_AGGREGATE.format(name=n, bucket=b) for n, b in AGGREGATES.items())
     return sql.SQL(
-        """
-CREATE TABLE readings (
-    time           timestamptz NOT NULL,
-    sensor_id      text NOT NULL,
-    metric         text NOT NULL,
-    value          double precision NOT NULL,
-    time_estimated boolean NOT NULL DEFAULT false
-);
+        READINGS_TABLE
+        + """;
 SELECT create_hypertable('readings', by_range('time', {chunk}));
 CREATE UNIQUE INDEX readings_key ON readings (sensor_id, metric, time);
 ALTER TABLE readings SET (
