@@ -64,7 +64,9 @@ def db_migrate() -> None:
         err.print(f"[red]migration failed:[/red] {error}")
         raise typer.Exit(1) from None
     applied = ", ".join(f"{v:04d}" for v in result.applied) or "none (already up to date)"
-    console.print(f"mode: [bold]{result.mode}[/bold]  version: {result.version}  applied: {applied}")
+    console.print(
+        f"mode: [bold]{result.mode}[/bold]  version: {result.version}  applied: {applied}"
+    )
 
 
 @db_app.command("maintain")
@@ -102,7 +104,9 @@ def db_status() -> None:
 
 @city_app.command("load")
 def city_load(
-    path: Annotated[Path | None, typer.Argument(help="City file; default: PANTAU_CITY_FILE")] = None,
+    path: Annotated[
+        Path | None, typer.Argument(help="City file; default: PANTAU_CITY_FILE")
+    ] = None,
 ) -> None:
     """Put a city file's kecamatan and sensors into the registry (idempotent)."""
     settings = _settings()
@@ -124,7 +128,9 @@ def city_load(
 
 @city_app.command("show")
 def city_show(
-    path: Annotated[Path | None, typer.Argument(help="City file; default: PANTAU_CITY_FILE")] = None,
+    path: Annotated[
+        Path | None, typer.Argument(help="City file; default: PANTAU_CITY_FILE")
+    ] = None,
 ) -> None:
     """Validate a city file and list its sensors."""
     settings = _settings()
@@ -133,7 +139,9 @@ def city_show(
     except CityFileError as error:
         err.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None
-    table = Table(title=f"{city.name}: {len(city.sensors)} sensors in {len(city.kecamatan)} kecamatan")
+    table = Table(
+        title=f"{city.name}: {len(city.sensors)} sensors in {len(city.kecamatan)} kecamatan"
+    )
     for column in ("id", "family", "kecamatan", "name", "interval"):
         table.add_column(column)
     for s in city.sensors:

@@ -88,7 +88,7 @@ class DecodeLimits:
     max_age: timedelta = timedelta(days=90)
 
 
-class _Problem(Exception):
+class _ProblemError(Exception):
     def __init__(self, reason: Reason, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
@@ -121,7 +121,7 @@ def decode(
     out = Decoded()
     try:
         _decode_into(out, payload, topic, topic_root, lookup, received_at, limits)
-    except _Problem as problem:
+    except _ProblemError as problem:
         out.rejections.append(Rejection(problem.reason, problem.detail))
     except Exception as error:  # a decoder bug must not stall the stream: refuse the message
         out.readings.clear()
@@ -140,16 +140,16 @@ def _decode_into(
     limits: DecodeLimits,
 ) -> None:
     if len(payload) > limits.max_payload_bytes:
-        raise _Problem(
+        raise _ProblemError(
             Reason.OVERSIZED, f"{len(payload)} bytes > limit of {limits.max_payload_bytes}"
         )
     device = device_from_topic(topic, topic_root)
     if device is None:
-        raise _Problem(Reason.BAD_TOPIC, f"expected {topic_root}/up/DEVICE_ID, got {topic!r}")
+        raise _ProblemError(Reason.BAD_TOPIC, f"expected {topic_root}/up/DEVICE_ID, got {topic!r}")
     try:
         document = json.loads(payload)
     except (ValueError, RecursionError) as error:
-        raise _Problem(Reason.MALFORMED_JSON, str(error)[:300]) from None
+        raise _ProblemError(Reason.MALFORMED_JSON, str(error)[:300]) from None
     clock = _Clock(received_at=received_at, limits=limits)
     if isinstance(document, dict):
         _observation(out, document, device, lookup, clock)
@@ -165,7 +165,7 @@ def _decode_into(
                     continue
                 _observation(out, item, device, lookup, clock, where=f"[{index}]")
     else:
-        raise _Problem(
+        raise _ProblemError(
             Reason.BAD_SHAPE, "expected an observation object, a list of them, or a SenML pack"
         )
 
@@ -187,54 +187,61 @@ class _Clock:
 
     def parse(self, raw: Any) -> datetime:
         if isinstance(raw, bool) or raw is None:
-            raise _Problem(Reason.BAD_TIME, f"time must be RFC 3339 or epoch seconds: {raw!r}")
+            raise _ProblemError(Reason.BAD_TIME, f"time must be RFC 3339 or epoch seconds: {raw!r}")
         if isinstance(raw, int | float):
             if not math.isfinite(raw) or not 0 <= raw < 32_503_680_000:  # before year 3000
-                raise _Problem(Reason.BAD_TIME, f"epoch seconds out of range: {raw!r}")
+                raise _ProblemError(Reason.BAD_TIME, f"epoch seconds out of range: {raw!r}")
             return self.check(datetime.fromtimestamp(raw, tz=UTC))
         if isinstance(raw, str):
             try:
                 parsed = datetime.fromisoformat(raw)
             except ValueError:
-                raise _Problem(Reason.BAD_TIME, f"not an RFC 3339 time: {raw[:64]!r}") from None
+                raise _ProblemError(
+                    Reason.BAD_TIME, f"not an RFC 3339 time: {raw[:64]!r}"
+                ) from None
             if parsed.tzinfo is None:
-                raise _Problem(Reason.BAD_TIME, f"time without a UTC offset: {raw[:64]!r}")
+                raise _ProblemError(Reason.BAD_TIME, f"time without a UTC offset: {raw[:64]!r}")
             try:
                 in_utc = parsed.astimezone(UTC)
             except OverflowError:  # e.g. year 1 with a positive offset
-                raise _Problem(Reason.BAD_TIME, f"time out of range: {raw[:64]!r}") from None
+                raise _ProblemError(Reason.BAD_TIME, f"time out of range: {raw[:64]!r}") from None
             return self.check(in_utc)
-        raise _Problem(Reason.BAD_TIME, f"time must be RFC 3339 or epoch seconds: {raw!r}"[:200])
+        raise _ProblemError(
+            Reason.BAD_TIME, f"time must be RFC 3339 or epoch seconds: {raw!r}"[:200]
+        )
 
     def check(self, when: datetime) -> datetime:
         if when > self.latest:
-            raise _Problem(Reason.FUTURE_TIME, f"{when.isoformat()} is ahead of the clock")
+            raise _ProblemError(Reason.FUTURE_TIME, f"{when.isoformat()} is ahead of the clock")
         if when < self.earliest:
-            raise _Problem(Reason.TOO_OLD, f"{when.isoformat()} is older than retention")
+            raise _ProblemError(Reason.TOO_OLD, f"{when.isoformat()} is older than retention")
         return when
 
 
 def _value(metric: Metric, raw: Any) -> float:
     if isinstance(raw, bool):
         if not metric.integer:
-            raise _Problem(Reason.BAD_VALUE, f"{metric.name}: expected a number, got {raw!r}")
+            raise _ProblemError(Reason.BAD_VALUE, f"{metric.name}: expected a number, got {raw!r}")
         return 1.0 if raw else 0.0
     if not isinstance(raw, int | float):
-        raise _Problem(Reason.BAD_VALUE, f"{metric.name}: expected a number, got {raw!r}"[:200])
+        raise _ProblemError(
+            Reason.BAD_VALUE, f"{metric.name}: expected a number, got {raw!r}"[:200]
+        )
     try:
         value = float(raw)
     except OverflowError:
-        raise _Problem(Reason.NON_FINITE, f"{metric.name}: value overflows") from None
+        raise _ProblemError(Reason.NON_FINITE, f"{metric.name}: value overflows") from None
     if not math.isfinite(value):
-        raise _Problem(Reason.NON_FINITE, f"{metric.name}: {value}")
+        raise _ProblemError(Reason.NON_FINITE, f"{metric.name}: {value}")
     if not metric.in_range(value):
-        raise _Problem(
+        raise _ProblemError(
             Reason.OUT_OF_RANGE,
-            f"{metric.name}={value:g} outside {metric.minimum:g}..{metric.maximum:g} "
-            f"{metric.unit}",
+            f"{metric.name}={value:g} outside {metric.minimum:g}..{metric.maximum:g} {metric.unit}",
         )
     if metric.integer and not value.is_integer():
-        raise _Problem(Reason.BAD_VALUE, f"{metric.name}: expected a whole number, got {value:g}")
+        raise _ProblemError(
+            Reason.BAD_VALUE, f"{metric.name}: expected a whole number, got {value:g}"
+        )
     return value
 
 
@@ -263,10 +270,11 @@ def _observation(
         else:
             when, estimated = clock.received_at, True
         seq = obj.get("seq")
-        if seq is not None:
-            if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**63:
-                raise _Problem(Reason.BAD_SHAPE, f"`seq` must be a whole number >= 0: {seq!r}")
-    except _Problem as problem:
+        if seq is not None and (
+            isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**63
+        ):
+            raise _ProblemError(Reason.BAD_SHAPE, f"`seq` must be a whole number >= 0: {seq!r}")
+    except _ProblemError as problem:
         out.rejections.append(Rejection(problem.reason, prefix + problem.detail))
         return
     if seq is not None:
@@ -280,16 +288,18 @@ def _observation(
             continue
         try:
             value = _value(metric, raw)
-        except _Problem as problem:
+        except _ProblemError as problem:
             out.rejections.append(Rejection(problem.reason, f"{prefix}{device}: {problem.detail}"))
             continue
         out.readings.append(Reading(when, device, name, value, estimated))
 
 
-def _senml(out: Decoded, records: list[dict[str, Any]], lookup: SensorLookup, clock: _Clock) -> None:
+def _senml(
+    out: Decoded, records: list[dict[str, Any]], lookup: SensorLookup, clock: _Clock
+) -> None:
     base_name, base_time, base_unit, base_value = "", 0.0, None, None
     # A gateway pack repeats the same few names many times: resolve each name once.
-    names: dict[str, tuple[str, Metric] | _Problem] = {}
+    names: dict[str, tuple[str, Metric] | _ProblemError] = {}
     outcomes = len(out.readings) + len(out.rejections)
     for index, record in enumerate(records):
         try:
@@ -304,7 +314,7 @@ def _senml(out: Decoded, records: list[dict[str, Any]], lookup: SensorLookup, cl
             reading = _senml_record(
                 record, base_name, base_time, base_unit, base_value, lookup, clock, names
             )
-        except _Problem as problem:
+        except _ProblemError as problem:
             out.rejections.append(Rejection(problem.reason, f"[{index}]: {problem.detail}"))
             continue
         if reading is not None:
@@ -317,13 +327,13 @@ def _senml(out: Decoded, records: list[dict[str, Any]], lookup: SensorLookup, cl
 def _resolve(name: str, lookup: SensorLookup) -> tuple[str, Metric]:
     sensor_id, _, metric_name = name.rpartition("/")
     if not sensor_id or not metric_name:
-        raise _Problem(Reason.BAD_SHAPE, f"name must be SENSOR_ID/METRIC, got {name[:80]!r}")
+        raise _ProblemError(Reason.BAD_SHAPE, f"name must be SENSOR_ID/METRIC, got {name[:80]!r}")
     family = lookup(sensor_id)
     if family is None:
-        raise _Problem(Reason.UNKNOWN_SENSOR, sensor_id[:80])
+        raise _ProblemError(Reason.UNKNOWN_SENSOR, sensor_id[:80])
     metric = find_metric(family, metric_name)
     if metric is None:
-        raise _Problem(Reason.UNKNOWN_METRIC, f"{family.value} has no {metric_name[:64]!r}")
+        raise _ProblemError(Reason.UNKNOWN_METRIC, f"{family.value} has no {metric_name[:64]!r}")
     return sensor_id, metric
 
 
@@ -335,35 +345,35 @@ def _senml_record(
     base_value: float | None,
     lookup: SensorLookup,
     clock: _Clock,
-    names: dict[str, tuple[str, Metric] | _Problem],
+    names: dict[str, tuple[str, Metric] | _ProblemError],
 ) -> Reading | None:
     has_value = "v" in record or "vb" in record
     if not has_value and ("vs" in record or "vd" in record):
-        raise _Problem(Reason.BAD_VALUE, "string and data values are not supported")
+        raise _ProblemError(Reason.BAD_VALUE, "string and data values are not supported")
     if not has_value and base_value is None:
         if "n" in record or "t" in record:
-            raise _Problem(Reason.BAD_SHAPE, "record has no value")
+            raise _ProblemError(Reason.BAD_SHAPE, "record has no value")
         return None  # a record that only sets base fields
     name = base_name + (_text(record["n"], "n") if "n" in record else "")
     resolved = names.get(name)
     if resolved is None:
         try:
             resolved = _resolve(name, lookup)
-        except _Problem as problem:
+        except _ProblemError as problem:
             resolved = problem
         names[name] = resolved
-    if isinstance(resolved, _Problem):
+    if isinstance(resolved, _ProblemError):
         raise resolved
     sensor_id, metric = resolved
     unit = _text(record["u"], "u") if "u" in record else base_unit
     if unit is not None and unit != metric.unit:
-        raise _Problem(
+        raise _ProblemError(
             Reason.UNIT_MISMATCH, f"{metric.name}: unit {unit[:20]!r}, expected {metric.unit!r}"
         )
     if "vb" in record:
         raw: Any = record["vb"]
         if not isinstance(raw, bool):
-            raise _Problem(Reason.BAD_VALUE, f"{metric.name}: vb must be true or false")
+            raise _ProblemError(Reason.BAD_VALUE, f"{metric.name}: vb must be true or false")
     else:
         raw = record.get("v", 0.0)
         if base_value is not None:
@@ -381,19 +391,19 @@ def _senml_record(
 
 def _text(raw: Any, key: str) -> str:
     if not isinstance(raw, str):
-        raise _Problem(Reason.BAD_SHAPE, f"{key} must be a string")
+        raise _ProblemError(Reason.BAD_SHAPE, f"{key} must be a string")
     return raw
 
 
 def _number(raw: Any, key: str) -> float:
     if isinstance(raw, bool) or not isinstance(raw, int | float):
-        raise _Problem(Reason.BAD_SHAPE, f"{key} must be a number")
+        raise _ProblemError(Reason.BAD_SHAPE, f"{key} must be a number")
     try:
         value = float(raw)
     except OverflowError:
-        raise _Problem(Reason.NON_FINITE, f"{key} overflows") from None
+        raise _ProblemError(Reason.NON_FINITE, f"{key} overflows") from None
     if not math.isfinite(value):
-        raise _Problem(Reason.NON_FINITE, f"{key} is not finite")
+        raise _ProblemError(Reason.NON_FINITE, f"{key} is not finite")
     return value
 
 

@@ -27,7 +27,7 @@ INSTALL_HINT = {
 }
 
 
-class MissingProgram(RuntimeError):
+class MissingProgramError(RuntimeError):
     """A server program is not installed; the message says what to install."""
 
 
@@ -69,7 +69,7 @@ def postgres_bindir() -> Path:
         return Path(found).parent
     candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), reverse=True)
     if not candidates:
-        raise MissingProgram(f"PostgreSQL server not found: {INSTALL_HINT['postgres']}")
+        raise MissingProgramError(f"PostgreSQL server not found: {INSTALL_HINT['postgres']}")
     return candidates[0].parent
 
 
@@ -82,7 +82,9 @@ def _service_account() -> pwd.struct_passwd | None:
             return pwd.getpwnam(name)
         except KeyError:
             continue
-    raise MissingProgram("running as root needs a `postgres` or `nobody` account for PostgreSQL")
+    raise MissingProgramError(
+        "running as root needs a `postgres` or `nobody` account for PostgreSQL"
+    )
 
 
 def _timescaledb_installed(bindir: Path) -> bool:
@@ -149,7 +151,10 @@ class PrivatePostgres:
             "log_min_messages = warning",
         ]
         if _timescaledb_installed(self.bindir):
-            options += ["shared_preload_libraries = 'timescaledb'", "timescaledb.telemetry_level = off"]
+            options += [
+                "shared_preload_libraries = 'timescaledb'",
+                "timescaledb.telemetry_level = off",
+            ]
         with (self.data / "postgresql.conf").open("a") as conf:
             conf.write("\n# pantau private cluster\n" + "\n".join(options) + "\n")
 
@@ -159,8 +164,17 @@ class PrivatePostgres:
         self.logfile.touch()
         self._own(self.logfile)
         self._run(
-            "pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-o", f"-p {self.port}",
-            "-w", "-t", str(int(self.start_timeout_s)), "start",
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.logfile),
+            "-o",
+            f"-p {self.port}",
+            "-w",
+            "-t",
+            str(int(self.start_timeout_s)),
+            "start",
         )
         self.wait_ready()
         return self.url()
@@ -194,7 +208,7 @@ def mosquitto_binary() -> str:
         "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
     )
     if not found:
-        raise MissingProgram(f"Mosquitto not found: {INSTALL_HINT['mosquitto']}")
+        raise MissingProgramError(f"Mosquitto not found: {INSTALL_HINT['mosquitto']}")
     return found
 
 

@@ -24,7 +24,7 @@ from rich.table import Table
 from pantau.city import CityFileError, load_city
 from pantau.db import registry
 from pantau.db.migrate import MigrationError, migrate
-from pantau.services import MissingProgram, PrivateMosquitto, PrivatePostgres, free_port
+from pantau.services import MissingProgramError, PrivateMosquitto, PrivatePostgres, free_port
 from pantau.settings import Settings
 
 console = Console()
@@ -109,7 +109,7 @@ def run_platform(settings: Settings, *, scenario: str, speed: float, simulate: b
                 mqtt_url = broker.url
             else:
                 mqtt_url = settings.mqtt.url
-        except MissingProgram as error:
+        except MissingProgramError as error:
             console.print(f"[red]{error}[/red]")
             return 1
         except (TimeoutError, RuntimeError, subprocess.CalledProcessError) as error:

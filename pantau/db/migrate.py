@@ -116,7 +116,9 @@ class MigrateResult:
     applied: tuple[int, ...]
 
 
-def migrate(conninfo: str, storage: StorageSettings, *, now: datetime | None = None) -> MigrateResult:
+def migrate(
+    conninfo: str, storage: StorageSettings, *, now: datetime | None = None
+) -> MigrateResult:
     """Apply pending migrations, then make policies and partitions match ``storage``."""
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", [MIGRATION_LOCK])
@@ -201,7 +203,11 @@ def set_readonly_password(conninfo: str, password: str | None) -> None:
     """Create or update the login role ``pantau_reader`` in the read-only group."""
     with psycopg.connect(conninfo, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'pantau_reader'").fetchone()
-        login = sql.SQL("LOGIN PASSWORD {}").format(sql.Literal(password)) if password else sql.SQL("NOLOGIN")
+        login = (
+            sql.SQL("LOGIN PASSWORD {}").format(sql.Literal(password))
+            if password
+            else sql.SQL("NOLOGIN")
+        )
         verb = sql.SQL("ALTER") if exists else sql.SQL("CREATE")
         conn.execute(sql.SQL("{} ROLE pantau_reader {}").format(verb, login))
         conn.execute("GRANT pantau_readonly TO pantau_reader")

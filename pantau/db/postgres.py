@@ -14,18 +14,20 @@ from psycopg import sql
 from pantau.db import READINGS_TABLE
 from pantau.settings import StorageSettings
 
+# Rollup name, its bucket expression, and the finer partials it is computed from.
 ROLLUPS = {
-    "readings_1m": "date_trunc('minute', time)",
-    "readings_1h": "date_trunc('hour', time)",
-    # Days are local days of the city (WIB), as in TimescaleDB mode.
-    "readings_1d": "(date_trunc('day', time AT TIME ZONE 'Asia/Jakarta') AT TIME ZONE 'Asia/Jakarta')",
+    "readings_1m": "date_trunc('minute', b)",
+    "readings_1h": "date_trunc('hour', b)",
+    # Days are local days of the city (WIB), as in TimescaleDB mode. WIB is a whole-hour offset,
+    # so every hour bucket lies inside one local day.
+    "readings_1d": "(date_trunc('day', b AT TIME ZONE 'Asia/Jakarta') AT TIME ZONE 'Asia/Jakarta')",
 }
 
 _ROLLUP_TABLE = """
 CREATE TABLE {name} (
     bucket      timestamptz NOT NULL,
-    sensor_id   text NOT NULL,
-    metric      text NOT NULL,
+    sensor_id   text COLLATE "C" NOT NULL,
+    metric      text COLLATE "C" NOT NULL,
     value_avg   double precision NOT NULL,
     value_min   double precision NOT NULL,
     value_max   double precision NOT NULL,
@@ -37,31 +39,52 @@ CREATE TABLE {name} (
 CREATE INDEX {name}_bucket ON {name} (bucket);
 """
 
-# Merge the rows a statement inserted into one rollup. Rows are taken in key order so that
-# concurrent writers lock rollup rows in the same order and cannot deadlock.
-_ROLLUP_MERGE = """
-    INSERT INTO {name} AS r (bucket, sensor_id, metric, value_avg, value_min, value_max,
-                             value_count, value_last, last_time)
-    SELECT {bucket} AS b, sensor_id, metric, avg(value), min(value), max(value), count(*),
-           (array_agg(value ORDER BY time DESC))[1], max(time)
-    FROM new_rows
-    GROUP BY b, sensor_id, metric
-    ORDER BY sensor_id, metric, b
-    ON CONFLICT (sensor_id, metric, bucket) DO UPDATE SET
-        value_avg = (r.value_avg * r.value_count + EXCLUDED.value_avg * EXCLUDED.value_count)
-                    / (r.value_count + EXCLUDED.value_count),
-        value_min = least(r.value_min, EXCLUDED.value_min),
-        value_max = greatest(r.value_max, EXCLUDED.value_max),
-        value_count = r.value_count + EXCLUDED.value_count,
-        value_last = CASE WHEN EXCLUDED.last_time >= r.last_time
-                          THEN EXCLUDED.value_last ELSE r.value_last END,
-        last_time = greatest(r.last_time, EXCLUDED.last_time);
-"""
+# Partials of one rollup level (sum, count, min, max, last) computed from the level below: the
+# rows a statement inserted are scanned once, for minutes; hours and days combine minutes.
+_PARTIALS = """
+    {name}_part AS (
+        SELECT {bucket} AS b, sensor_id, metric, sum(s) AS s, sum(n) AS n, min(lo) AS lo,
+               max(hi) AS hi, (array_agg(last ORDER BY lt DESC))[1] AS last, max(lt) AS lt
+        FROM {source}
+        GROUP BY 1, sensor_id, metric
+    ),"""
+
+# Merge partials into a rollup, in key order so that concurrent writers lock rollup rows in the
+# same order and cannot deadlock.
+_MERGE = """
+        INSERT INTO {name} AS r (bucket, sensor_id, metric, value_avg, value_min, value_max,
+                                 value_count, value_last, last_time)
+        SELECT b, sensor_id, metric, s / n, lo, hi, n, last, lt
+        FROM {name}_part
+        ORDER BY sensor_id, metric, b
+        ON CONFLICT (sensor_id, metric, bucket) DO UPDATE SET
+            value_avg = (r.value_avg * r.value_count + EXCLUDED.value_avg * EXCLUDED.value_count)
+                        / (r.value_count + EXCLUDED.value_count),
+            value_min = least(r.value_min, EXCLUDED.value_min),
+            value_max = greatest(r.value_max, EXCLUDED.value_max),
+            value_count = r.value_count + EXCLUDED.value_count,
+            value_last = CASE WHEN EXCLUDED.last_time >= r.last_time
+                              THEN EXCLUDED.value_last ELSE r.value_last END,
+            last_time = greatest(r.last_time, EXCLUDED.last_time)"""
+
+
+def _rollup_statement() -> str:
+    """One statement merging the inserted rows into every rollup (data-modifying CTEs)."""
+    ctes = [
+        "raw AS (SELECT time AS b, sensor_id, metric, value AS s, 1 AS n, value AS lo, "
+        "value AS hi, value AS last, time AS lt FROM new_rows)"
+    ]
+    source = "raw"
+    for name, bucket in ROLLUPS.items():
+        ctes.append(_PARTIALS.format(name=name, bucket=bucket, source=source).strip().rstrip(","))
+        source = f"{name}_part"
+    *inner, last = list(ROLLUPS)
+    ctes += [f"{name}_merge AS ({_MERGE.format(name=name)})" for name in inner]
+    return "WITH " + ",\n".join(ctes) + _MERGE.format(name=last) + ";"
 
 
 def schema_sql() -> str:
     """DDL of the readings table, its default partition and the rollups with their trigger."""
-    merges = "".join(_ROLLUP_MERGE.format(name=n, bucket=b) for n, b in ROLLUPS.items())
     tables = "".join(_ROLLUP_TABLE.format(name=n) for n in ROLLUPS)
     return f"""{READINGS_TABLE} PARTITION BY RANGE (time);
 CREATE UNIQUE INDEX readings_key ON readings (sensor_id, metric, time);
@@ -71,7 +94,7 @@ CREATE TABLE readings_default PARTITION OF readings DEFAULT;
 {tables}
 CREATE FUNCTION pantau_rollup_readings() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-{merges}
+{_rollup_statement()}
     RETURN NULL;
 END
 $$;

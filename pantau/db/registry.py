@@ -54,8 +54,17 @@ def load_city(conn: psycopg.Connection, city: City) -> LoadResult:
             """,
             [
                 (
-                    s.id, s.family.value, s.name, s.kecamatan, s.lat, s.lon, s.interval_s,
-                    s.river, s.river_km, s.road, s.road_class,
+                    s.id,
+                    s.family.value,
+                    s.name,
+                    s.kecamatan,
+                    s.lat,
+                    s.lon,
+                    s.interval_s,
+                    s.river,
+                    s.river_km,
+                    s.road,
+                    s.road_class,
                 )
                 for s in city.sensors
             ],

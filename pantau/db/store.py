@@ -26,11 +26,11 @@ CREATE TEMPORARY TABLE IF NOT EXISTS pantau_stage (
 ) ON COMMIT DELETE ROWS
 """
 
-# Rows are inserted in key order so that concurrent writers take index and row locks in the same
-# order; DISTINCT ON keeps the first of two identical keys within one batch.
+# Rows are inserted in key order so that concurrent writers take index locks in the same order.
+# Of two identical keys within one batch, DO NOTHING keeps the first.
 _INSERT = """
 INSERT INTO readings (time, sensor_id, metric, value, time_estimated)
-SELECT DISTINCT ON (sensor_id, metric, time) time, sensor_id, metric, value, time_estimated
+SELECT time, sensor_id, metric, value, time_estimated
 FROM pantau_stage
 ORDER BY sensor_id, metric, time
 ON CONFLICT DO NOTHING

@@ -49,7 +49,9 @@ def available(conn: psycopg.Connection) -> bool:
 
 
 def installed_version(conn: psycopg.Connection) -> str | None:
-    row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
+    row = conn.execute(
+        "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
+    ).fetchone()
     return None if row is None else str(row[0])
 
 
@@ -116,7 +118,8 @@ def apply_policies(conn: psycopg.Connection, storage: StorageSettings) -> None:
         )
         conn.execute("SELECT remove_retention_policy(%s::regclass, if_exists => true)", [name])
         conn.execute(
-            "SELECT add_retention_policy(%s::regclass, drop_after => %s::interval)", [name, retention[name]]
+            "SELECT add_retention_policy(%s::regclass, drop_after => %s::interval)",
+            [name, retention[name]],
         )
 
 

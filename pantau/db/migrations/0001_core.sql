@@ -42,8 +42,8 @@ ORDER BY sensor_id, valid_from DESC;
 -- Newest value per sensor and metric, by observation time (a late reading never replaces a
 -- newer one).
 CREATE TABLE latest_readings (
-    sensor_id   text NOT NULL,
-    metric      text NOT NULL,
+    sensor_id   text COLLATE "C" NOT NULL,
+    metric      text COLLATE "C" NOT NULL,
     time        timestamptz NOT NULL,
     value       double precision NOT NULL,
     updated_at  timestamptz NOT NULL DEFAULT now(),
