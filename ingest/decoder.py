@@ -1,0 +1,207 @@
+"""Decoding stage: wire payloads to readings and rejection records, against the sensor registry.
+
+The protocol itself lives in :mod:`pantau.payload`; this stage adds what a running service
+needs around it: the registry (reloaded, at a bounded rate, when an unknown sensor shows up, so a
+newly registered sensor is accepted without a restart), per-device sequence-gap counting, and
+rejection records ready to be stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ingest.source import Inbound
+from pantau.catalogue import Family
+from pantau.db.store import RejectedPayload
+from pantau.logs import get_logger
+from pantau.payload import DecodeLimits, Reading, decode
+
+log = get_logger(__name__)
+
+
+class SensorRegistry:
+    """Sensor id to family, reloaded on a miss at most every ``refresh_s`` seconds.
+
+    With a ``cache_path`` the last registry loaded is kept on disk, so that ingest restarted
+    during a database outage still recognises its sensors (and can spool their readings).
+    """
+
+    def __init__(
+        self,
+        *,
+        load: Callable[[], dict[str, Family]],
+        refresh_s: float,
+        cache_path: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._load = load
+        self._refresh_s = refresh_s
+        self._cache_path = cache_path
+        self._clock = clock
+        self._families: dict[str, Family] = {}
+        self._last_attempt: float | None = None
+
+    def __len__(self) -> int:
+        return len(self._families)
+
+    def start(self) -> bool:
+        """Load the registry; fall back to the on-disk copy if the database cannot be reached.
+
+        Returns True when loaded from the database, False from the copy; raises the loader's
+        error when there is neither.
+        """
+        try:
+            self.refresh(force=True, raise_errors=True)
+            return True
+        except Exception as error:
+            cached = self._read_cache()
+            if cached is None:
+                raise
+            log.warning(
+                "sensor registry unavailable; using the cached copy",
+                error=str(error),
+                sensors=len(cached),
+            )
+            self._families = cached
+            return False
+
+    def refresh(self, *, force: bool = False, raise_errors: bool = False) -> bool:
+        """Reload if due (or forced); returns True when a reload happened and succeeded."""
+        now = self._clock()
+        if (
+            not force
+            and self._last_attempt is not None
+            and now - self._last_attempt < self._refresh_s
+        ):
+            return False
+        self._last_attempt = now
+        try:
+            families = self._load()
+        except Exception as error:
+            if raise_errors:
+                raise
+            log.warning("sensor registry reload failed", error=str(error))
+            return False
+        added = set(families) - set(self._families)
+        self._families = families
+        if added and self._last_attempt is not None:
+            log.info("sensor registry reloaded", sensors=len(families), added=len(added))
+        self._write_cache()
+        return True
+
+    def lookup(self, sensor_id: str) -> Family | None:
+        family = self._families.get(sensor_id)
+        if family is None and self.refresh():
+            family = self._families.get(sensor_id)
+        return family
+
+    def _read_cache(self) -> dict[str, Family] | None:
+        if self._cache_path is None or not self._cache_path.exists():
+            return None
+        try:
+            raw = json.loads(self._cache_path.read_text())
+            return {str(k): Family(v) for k, v in raw.items()}
+        except (OSError, ValueError) as error:
+            log.warning("ignoring unreadable registry cache", error=str(error))
+            return None
+
+    def _write_cache(self) -> None:
+        if self._cache_path is None:
+            return
+        temporary = self._cache_path.with_suffix(".tmp")
+        try:
+            temporary.write_text(json.dumps({k: v.value for k, v in self._families.items()}))
+            os.replace(temporary, self._cache_path)
+        except OSError as error:
+            log.warning("cannot write the registry cache", error=str(error))
+
+
+class SequenceTracker:
+    """Counts readings lost upstream from gaps in each device's ``seq`` numbers.
+
+    A number more than one ahead of the last seen is a gap of the numbers skipped; a number at
+    or behind the last seen (a redelivery, or an out-of-order message) is not.
+    """
+
+    def __init__(self, on_gap: Callable[[str, int], None] | None = None) -> None:
+        self._last: dict[str, int] = {}
+        self._on_gap = on_gap
+        self.total_missing = 0
+
+    def observe(self, sensor_id: str, seq: int) -> int:
+        """Record one sequence number; returns how many numbers it shows missing."""
+        last = self._last.get(sensor_id)
+        if last is not None and seq <= last:
+            return 0
+        self._last[sensor_id] = seq
+        missing = 0 if last is None else seq - last - 1
+        if missing > 0:
+            self.total_missing += missing
+            if self._on_gap is not None:
+                self._on_gap(sensor_id, missing)
+        return missing
+
+
+@dataclass(slots=True)
+class DecodedMessage:
+    """One message after decoding: what to store, what to record as rejected."""
+
+    message: Inbound
+    readings: list[Reading] = field(default_factory=list)
+    rejected: list[RejectedPayload] = field(default_factory=list)
+
+
+class Decoder:
+    """Turns an :class:`Inbound` message into a :class:`DecodedMessage`; never raises."""
+
+    def __init__(
+        self,
+        *,
+        topic_root: str,
+        registry: SensorRegistry,
+        limits: DecodeLimits,
+        sequences: SequenceTracker | None = None,
+    ) -> None:
+        self._topic_root = topic_root
+        self._registry = registry
+        self._limits = limits
+        self._sequences = sequences or SequenceTracker()
+
+    def decode(self, message: Inbound) -> DecodedMessage:
+        received_at = datetime.fromtimestamp(message.received_at, tz=UTC)
+        decoded = decode(
+            message.payload,
+            topic=message.topic,
+            topic_root=self._topic_root,
+            sensors=self._registry.lookup,
+            received_at=received_at,
+            limits=self._limits,
+        )
+        for sensor_id, seq in decoded.sequences:
+            self._sequences.observe(sensor_id, seq)
+        rejected = [
+            RejectedPayload(
+                topic=_storable(message.topic),
+                payload=message.payload,
+                received_at=received_at,
+                rejection=type(rejection)(rejection.reason, _storable(rejection.detail)),
+            )
+            for rejection in decoded.rejections
+        ]
+        return DecodedMessage(message=message, readings=decoded.readings, rejected=rejected)
+
+
+def _storable(text: str) -> str:
+    # PostgreSQL text holds neither NUL nor lone surrogates (which JSON can spell): a hostile
+    # payload must not make its own rejection record unstorable.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.replace("\x00", "\\x00") if "\x00" in text else text

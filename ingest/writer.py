@@ -1,0 +1,340 @@
+"""Writing stage: batches committed to the database, retried through outages, spooled if asked.
+
+One thread owns the database connection. Each batch is written in one transaction with
+:func:`pantau.db.store.store` (idempotent: a redelivered message stores nothing twice), then its
+messages are acknowledged. When the database is away the same batch is retried with exponential
+backoff and nothing is acknowledged, so the broker stops sending once the in-flight window is
+full. With a spool, a batch that cannot be written is appended to the spool instead (fsync'd,
+then acknowledged) and ingest keeps draining the broker; once the database answers, the spool
+is replayed in order before anything newer is written.
+
+A batch the database refuses for its data (never expected: decoding validates everything) is
+split in halves until the offending rows are isolated; those are logged and counted, and the
+rest is stored, so one bad row cannot stall the stream.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import psycopg
+
+from ingest.acker import Acker
+from ingest.batcher import Batch
+from ingest.metrics import IngestMetrics
+from ingest.spool import Spool
+from pantau.db import store as db_store
+from pantau.db.store import RejectedPayload, StoreResult
+from pantau.logs import get_logger
+from pantau.payload import Reading
+
+log = get_logger(__name__)
+
+
+class TransientError(RuntimeError):
+    """The database is unreachable or busy: retry the same batch later."""
+
+
+class UnstorableDataError(RuntimeError):
+    """The database refused the batch's content: retrying it unchanged cannot succeed."""
+
+
+def _classify(error: BaseException) -> type[RuntimeError]:
+    if isinstance(error, psycopg.DataError | psycopg.IntegrityError):
+        return UnstorableDataError
+    if isinstance(error, psycopg.Error | OSError):
+        # Connection loss, shutdown, timeouts, deadlocks, a missing table while migrations
+        # run: all worth waiting for. Dropping data is never the answer to those.
+        return TransientError
+    return UnstorableDataError  # adaptation errors raised by the driver before anything was sent
+
+
+class Database:
+    """One connection, opened lazily and reopened after a failure."""
+
+    def __init__(self, *, conninfo: str, connect_timeout_s: float) -> None:
+        self._conninfo = conninfo
+        self._connect_timeout_s = connect_timeout_s
+        self._conn: psycopg.Connection | None = None
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            conn = psycopg.connect(
+                self._conninfo,
+                autocommit=True,
+                connect_timeout=max(1, round(self._connect_timeout_s)),
+                application_name="pantau-ingest",
+                # Notice a vanished server within seconds, not at the kernel's default hours.
+                keepalives=1,
+                keepalives_idle=5,
+                keepalives_interval=2,
+                keepalives_count=3,
+            )
+            db_store.prepare(conn)
+            self._conn = conn
+        return self._conn
+
+    def store(
+        self, readings: Sequence[Reading], rejected: Sequence[RejectedPayload]
+    ) -> StoreResult:
+        """Commit one batch; raises TransientError or UnstorableDataError."""
+        try:
+            return db_store.store(self._connection(), readings, rejected)
+        except Exception as error:
+            kind = _classify(error)
+            if kind is TransientError:
+                self.close()
+            raise kind(f"{type(error).__name__}: {error}") from error
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception as error:
+                log.debug("closing a failed connection", error=str(error))
+            self._conn = None
+
+
+@dataclass(slots=True)
+class _Backoff:
+    initial_s: float
+    max_s: float
+    delay_s: float = 0.0
+    next_attempt: float = 0.0
+
+    def ready(self, now: float) -> bool:
+        return now >= self.next_attempt
+
+    def failed(self, now: float) -> None:
+        self.delay_s = self.initial_s if self.delay_s == 0 else min(self.delay_s * 2, self.max_s)
+        self.next_attempt = now + self.delay_s
+
+    def succeeded(self) -> None:
+        self.delay_s = 0.0
+        self.next_attempt = 0.0
+
+
+_FINISH = object()
+
+
+class Writer:
+    """The writing thread: takes batches in order, commits, acknowledges."""
+
+    def __init__(
+        self,
+        *,
+        database: Database,
+        acker: Acker,
+        metrics: IngestMetrics,
+        spool: Spool | None = None,
+        retry_initial_s: float,
+        retry_max_s: float,
+        is_stale: Callable[[Batch], bool] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._db = database
+        self._acker = acker
+        self._metrics = metrics
+        self._spool = spool
+        self._backoff = _Backoff(retry_initial_s, retry_max_s)
+        self._is_stale = is_stale
+        self._clock = clock
+        # One batch waits while the previous one is written: decoding overlaps the commit.
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=1)
+        self._abandon = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
+        self._replay_offset = 0
+        self.database_up = False
+        self.last_commit_wall: float | None = None
+        self.failure: BaseException | None = None
+        if spool is not None:
+            metrics.spool_bytes.set(spool.size_bytes)
+
+    # -- control (pipeline thread) -------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, batch: Batch, *, timeout_s: float | None = None) -> bool:
+        """Queue a batch for writing; False when the writer is still busy after ``timeout_s``."""
+        if self.failure is not None:
+            raise RuntimeError("the writer thread died") from self.failure
+        try:
+            self._queue.put(batch, timeout=timeout_s)
+        except queue.Full:
+            return False
+        return True
+
+    def finish(self, *, timeout_s: float) -> bool:
+        """Write what is queued, then stop; True when everything was committed or spooled.
+
+        After ``timeout_s`` the writer gives up on what it holds (nothing of it is acknowledged,
+        so the broker keeps it) and stops.
+        """
+        deadline = time.monotonic() + timeout_s
+        while self._thread.is_alive():
+            try:
+                self._queue.put(_FINISH, timeout=0.05)
+                break
+            except queue.Full:
+                if time.monotonic() > deadline:
+                    break
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        clean = not self._thread.is_alive() and self._queue.empty()
+        if self._thread.is_alive():
+            self._abandon.set()
+            self._thread.join(10)
+        self._db.close()
+        return clean
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def spool_bytes(self) -> int:
+        return 0 if self._spool is None else self._spool.size_bytes
+
+    @property
+    def spool_full(self) -> bool:
+        return self._spool is not None and self._spool.size_bytes >= self._spool.max_bytes
+
+    # -- the thread ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while not self._abandon.is_set():
+                wait = None
+                if self._spool is not None and not self._spool.empty:
+                    wait = max(0.0, self._backoff.next_attempt - self._clock())
+                try:
+                    item = self._queue.get(timeout=wait)
+                except queue.Empty:
+                    self._replay()
+                    continue
+                if item is _FINISH:
+                    return
+                assert isinstance(item, Batch)
+                self._handle(item)
+        except BaseException as error:  # surfaced by submit(); the service then exits
+            self.failure = error
+            log.exception("writer thread failed")
+            raise
+
+    def _handle(self, batch: Batch) -> None:
+        readings, rejected = batch.readings(), batch.rejected()
+        while not self._abandon.is_set():
+            if self._spool is not None and not self._spool.empty:
+                self._replay()
+            direct = self._spool is None or self._spool.empty
+            if direct and self._backoff.ready(self._clock()) and self._write(readings, rejected):
+                self._acker.ack(batch.messages)
+                return
+            if self._spool is not None and self._spool_append(readings, rejected):
+                self._acker.ack(batch.messages)
+                return
+            if self._is_stale is not None and self._is_stale(batch):
+                # Received on a connection that is gone: the broker sends it all again.
+                log.info("dropping a batch from a lost connection", messages=len(batch))
+                return
+            pause = max(0.01, self._backoff.next_attempt - self._clock())
+            self._abandon.wait(min(pause, 1.0))
+
+    def _spool_append(self, readings: list[Reading], rejected: list[RejectedPayload]) -> bool:
+        assert self._spool is not None
+        try:
+            appended = self._spool.append(readings, rejected)
+        except OSError as error:
+            log.error("spool write failed; holding the batch", error=str(error))
+            return False
+        if appended:
+            self._metrics.spooled_batches.inc()
+            self._metrics.spool_bytes.set(self._spool.size_bytes)
+        return appended
+
+    def _replay(self) -> None:
+        """Write spooled records in order while the database answers; empty the spool after."""
+        spool = self._spool
+        if spool is None or spool.empty or not self._backoff.ready(self._clock()):
+            return
+        replayed = 0
+        for record in spool.records(self._replay_offset):
+            if self._abandon.is_set() or not self._write(record.readings, record.rejected):
+                return
+            self._replay_offset = record.end
+            replayed += 1
+        log.info("spool replayed", records=replayed, bytes=spool.size_bytes)
+        spool.clear()
+        self._replay_offset = 0
+        self._metrics.spool_bytes.set(0)
+
+    def _write(self, readings: Sequence[Reading], rejected: Sequence[RejectedPayload]) -> bool:
+        """Commit rows (splitting out rows the database refuses); False on a transient error."""
+        started = time.perf_counter()
+        try:
+            result = self._store_splitting(list(readings), list(rejected))
+        except TransientError as error:
+            self._backoff.failed(self._clock())
+            self._metrics.write_retries.inc()
+            if self.database_up or self._backoff.delay_s == self._backoff.initial_s:
+                log.warning(
+                    "database write failed; retrying", error=str(error)[:300],
+                    retry_in_s=round(self._backoff.delay_s, 3),
+                )  # fmt: skip
+            self.database_up = False
+            self._metrics.database_up.set(0)
+            return False
+        elapsed = time.perf_counter() - started
+        if not self.database_up:
+            log.info("database writes succeeding")
+        self.database_up = True
+        self._backoff.succeeded()
+        now = time.time()
+        self.last_commit_wall = now
+        m = self._metrics
+        m.database_up.set(1)
+        m.last_commit.set(now)
+        m.commit_seconds.observe(elapsed)
+        m.batch_readings.observe(result.staged)
+        m.readings_committed.inc(result.staged)
+        m.readings_inserted.inc(result.inserted)
+        m.duplicates_dropped.inc(result.duplicates)
+        for record in rejected:
+            m.rejected.labels(reason=record.rejection.reason.value).inc()
+        if readings:
+            stamps = np.fromiter(
+                (r.time.timestamp() for r in readings if not r.time_estimated), dtype=np.float64
+            )
+            m.publish_to_commit.observe_many(np.maximum(now - stamps, 0.0))
+        return True
+
+    def _store_splitting(
+        self, readings: list[Reading], rejected: list[RejectedPayload]
+    ) -> StoreResult:
+        try:
+            return self._db.store(readings, rejected)
+        except UnstorableDataError as error:
+            rows = len(readings) + len(rejected)
+            if rows <= 1:
+                log.error(
+                    "database refused a row; dropping it", error=str(error)[:300],
+                    reading=repr(readings[0]) if readings else None,
+                    rejection_topic=rejected[0].topic if rejected else None,
+                )  # fmt: skip
+                self._metrics.unstorable.inc()
+                return StoreResult(staged=0, inserted=0, rejected=0)
+            half_r, half_j = len(readings) // 2, len(rejected) // 2
+            if rows > 1 and half_r == 0 and half_j == 0:
+                half_r = len(readings)  # one reading and one rejection: split between them
+            first = self._store_splitting(readings[:half_r], rejected[:half_j])
+            second = self._store_splitting(readings[half_r:], rejected[half_j:])
+            return StoreResult(
+                staged=first.staged + second.staged,
+                inserted=first.inserted + second.inserted,
+                rejected=first.rejected + second.rejected,
+            )

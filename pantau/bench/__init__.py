@@ -1,0 +1,1 @@
+"""Benchmarks run as commands (`pantau bench ...`), never as timed tests."""

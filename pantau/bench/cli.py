@@ -1,0 +1,92 @@
+"""`pantau bench`: benchmarks, printed as tables (or one JSON object)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pantau.bench.ingest import BenchConfig, BenchError, BenchResult, run_bench
+from pantau.settings import DEFAULT_CITY_FILE
+
+app = typer.Typer(help="Benchmarks.", no_args_is_help=True, pretty_exceptions_enable=False)
+# Wide enough for the table when the output is a file or a pipe.
+console = Console(width=None if Console().is_terminal else 140)
+err = Console(stderr=True)
+
+
+@app.callback()
+def _group() -> None:
+    """Benchmarks (run as commands, never as timed tests)."""
+
+
+def _fmt(value: float | None, pattern: str) -> str:
+    return "—" if value is None else pattern.format(value)
+
+
+def print_result(result: BenchResult) -> None:
+    """The results table, the targets and the machine."""
+    table = Table(title="pantau bench ingest")
+    for column in ("", "scenario", "readings", "readings/s", "p50", "p99", "lost", "dup",
+                   "peak RSS"):  # fmt: skip
+        table.add_column(column, justify="left" if column in ("", "scenario") else "right")
+    for row in result.rows:
+        table.add_row(
+            f"({row.key})", row.name, f"{row.readings:,}", f"{row.readings_per_s:,.0f}",
+            _fmt(row.p50_s, "{:.3f} s"), _fmt(row.p99_s, "{:.3f} s"),
+            _fmt(row.lost, "{:,}"), _fmt(row.duplicated, "{:,}"),
+            _fmt(row.peak_rss_mb, "{:.0f} MB"),
+        )  # fmt: skip
+    console.print(table)
+    targets = Table(title="targets")
+    for column in ("target", "measured", "required", "result"):
+        targets.add_column(column)
+    for target in result.targets:
+        targets.add_row(
+            target.name, _fmt(target.measured, "{:.3f}"), f"{target.required:g}",
+            "[green]PASS[/green]" if target.passed else "[red]FAIL[/red]",
+        )  # fmt: skip
+    console.print(targets)
+    for row in result.rows:
+        for note in row.notes:
+            console.print(f"({row.key}) {note}")
+    console.print("machine: " + ", ".join(f"{k}={v}" for k, v in result.machine.items()))
+
+
+@app.command("ingest")
+def ingest(
+    quick: Annotated[
+        bool, typer.Option(help="Small counts: a smoke run, not a measurement.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    database_url: Annotated[
+        str, typer.Option(help="Admin URL of the PostgreSQL/TimescaleDB server to measure.")
+    ] = "postgresql://postgres@127.0.0.1:5432/postgres",
+    city: Annotated[
+        Path, typer.Option(help="City file the load is drawn from.")
+    ] = DEFAULT_CITY_FILE,
+    messages: Annotated[int | None, typer.Option(help="Messages for (a), (c), (d).")] = None,
+    packs: Annotated[int | None, typer.Option(help="SenML packs of 50 for (e).")] = None,
+    copy_rows: Annotated[int | None, typer.Option(help="Rows for (b).")] = None,
+    publishers: Annotated[int | None, typer.Option(help="Publishing processes.")] = None,
+) -> None:
+    """Throughput, latency, loss and memory of ingest against its ceilings and a naive baseline."""
+    overrides: dict[str, object] = {"admin_url": database_url, "city_file": city}
+    for name, value in (("messages", messages), ("packs", packs), ("copy_rows", copy_rows),
+                        ("publishers", publishers)):  # fmt: skip
+        if value is not None:
+            overrides[name] = value
+    overrides["log"] = err.print if as_json else console.print
+    config = BenchConfig.quick(**overrides) if quick else BenchConfig(**overrides)  # type: ignore[arg-type]
+    try:
+        result = run_bench(config)
+    except BenchError as error:
+        err.print(f"[red]benchmark failed:[/red] {error}")
+        raise typer.Exit(1) from None
+    if as_json:
+        print(result.to_json())
+    else:
+        print_result(result)

@@ -1,0 +1,31 @@
+"""`pantau bench ingest --quick` runs end to end (numbers are not asserted: a benchmark, not a
+timed test), and Pantau's rows show nothing lost or duplicated."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_quick_bench_reports_all_rows_and_no_loss(admin_url: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pantau", "bench", "ingest", "--quick", "--json",
+         "--database-url", admin_url],
+        capture_output=True, text=True, timeout=880, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    rows = {row["key"]: row for row in result["rows"]}
+    assert sorted(rows) == ["a", "b", "c", "d", "e"]
+    for key in "abcde":
+        assert rows[key]["readings"] > 0 and rows[key]["readings_per_s"] > 0
+    for key in "de":
+        assert rows[key]["lost"] == 0 and rows[key]["duplicated"] == 0
+        assert rows[key]["p99_s"] is not None
+    assert {t["name"] for t in result["targets"]} >= {"(d) >= 0.75 x (a)", "(e) >= 0.35 x (b)"}
+    assert result["machine"]["cores"]
