@@ -50,9 +50,10 @@ class MqttSettings(BaseModel):
         description="Fixed client id of this ingest process: its persistent session is keyed on it.",
     )
     shared_group: str | None = Field(
-        default="pantau-ingest",
-        description="Shared-subscription group that splits messages across ingest processes; "
-        "empty for a plain subscription.",
+        default=None,
+        description="Shared-subscription group that splits messages across several ingest "
+        "processes; unset for a plain subscription (one process). See docs/ingest.md: "
+        "Mosquitto 2.0 does not restore shared subscriptions after a broker restart.",
     )
     session_expiry_s: PositiveInt = Field(
         default=86_400,

@@ -69,6 +69,10 @@ def test_bad_requests_get_clear_errors(http: httpx.Client) -> None:
     assert bad_time.status_code == 422
     reversed_range = http.get(
         "/sensors/tc-bangil-1/readings",
-        params={"metric": "avg_speed", "start": "2026-01-02T00:00:00Z", "end": "2026-01-01T00:00:00Z"},
+        params={
+            "metric": "avg_speed",
+            "start": "2026-01-02T00:00:00Z",
+            "end": "2026-01-01T00:00:00Z",
+        },
     )
     assert reversed_range.status_code == 422

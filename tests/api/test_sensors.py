@@ -35,7 +35,9 @@ def test_sensors_geojson_has_every_sensor_with_lon_lat_order(http: httpx.Client,
     assert features["fg-welang-1"]["geometry"]["coordinates"] == [gauge.lon, gauge.lat]
 
 
-def test_flood_level_follows_latest_water_level(http: httpx.Client, conn: psycopg.Connection) -> None:
+def test_flood_level_follows_latest_water_level(
+    http: httpx.Client, conn: psycopg.Connection
+) -> None:
     now = datetime.now(UTC)
     # fg-welang-1: waspada 1.5, siaga 2.0, awas 2.5 (tests/data/mini-city.yaml)
     _store(

@@ -30,6 +30,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 
 SERVICES = {
     "timescaledb",
+    "mosquitto-passwd",
     "mosquitto",
     "migrate",
     "ingest-1",
@@ -279,11 +280,19 @@ def test_mosquitto_config_refers_to_the_mounted_files() -> None:
         for line in (raw.strip() for raw in config.splitlines())
         if line and not line.startswith("#") and " " in line
     )
-    for option in ("password_file", "acl_file"):
-        assert option in options, f"mosquitto.conf sets no {option}"
-        path = options[option].strip()
-        assert path in mounts, f"{option} {path} is not mounted"
-        assert (ROOT / mounts[path]).is_file()
+    acl = options["acl_file"].strip()
+    assert acl in mounts, f"acl_file {acl} is not mounted"
+    assert (ROOT / mounts[acl]).is_file()
+    # The password file lives in a volume that the one-shot `mosquitto-passwd` service fills
+    # before the broker starts: no password is kept in the repository.
+    password_file = Path(options["password_file"].strip())
+    volume = mounts.get(str(password_file.parent))
+    assert volume is not None, f"password_file {password_file} is on no mounted volume"
+    init = _services()["mosquitto-passwd"]
+    assert (volume, str(password_file.parent)) in {(s, t) for _, s, t in _mounts(init)}
+    assert str(password_file) in " ".join(init["command"])
+    conditions = _depends_on(_services()["mosquitto"])
+    assert conditions.get("mosquitto-passwd") == "service_completed_successfully"
 
 
 def _dockerfile_stages() -> list[list[tuple[str, str]]]:
