@@ -39,7 +39,7 @@ def test_copy(directory: Path, port: int) -> Path:
     text, listeners = re.subn(r"(?m)^listener 1883$", f"listener {port} 127.0.0.1", text)
     assert listeners == 1, "expected one `listener 1883` line"
     for production, local in {
-        "/mosquitto/config/passwd": directory / "passwd",
+        "/mosquitto/secrets/passwd": directory / "passwd",
         "/mosquitto/config/acl": directory / "acl",
         "/mosquitto/data/": f"{directory}/data/",
     }.items():
