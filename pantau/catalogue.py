@@ -191,7 +191,11 @@ def metrics_of(family: Family | str) -> dict[str, Metric]:
 
 def find_metric(family: Family | str, name: str) -> Metric | None:
     """The metric called ``name`` in ``family``, or None when the family has no such metric."""
-    return CATALOGUE[Family(family)].get(name)
+    # Family is a StrEnum, so a plain string finds its entry too; this is on the hot path.
+    metrics = CATALOGUE.get(family)  # type: ignore[arg-type]
+    if metrics is None:
+        metrics = CATALOGUE[Family(family)]  # raises ValueError for an unknown family
+    return metrics.get(name)
 
 
 def catalogue_markdown() -> str:
