@@ -49,8 +49,14 @@ class Child:
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
+            # A session of its own: Ctrl-C reaches only the supervisor, which then stops the
+            # services in order (simulator first, ingest last so that it flushes).
             self.process = subprocess.Popen(
-                self.argv, stdout=out, stderr=subprocess.STDOUT, env=self.env
+                self.argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
             )
         self.started_at = time.monotonic()
 
@@ -186,7 +192,9 @@ def run_platform(settings: Settings, *, scenario: str, speed: float, simulate: b
         def _terminate(signum: int, frame: object) -> None:
             raise KeyboardInterrupt
 
+        # Also SIGINT: a shell may have started us with SIGINT ignored (in the background).
         signal.signal(signal.SIGTERM, _terminate)
+        signal.signal(signal.SIGINT, _terminate)
         try:
             while True:
                 for child in children:
