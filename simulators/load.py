@@ -297,6 +297,7 @@ def _publish_share(job: _Job, counter: Synchronized[int]) -> tuple[int, int, int
     )
     messages = readings = 0
     cursor = 0  # round robin over sensors (and, for SenML, their metrics)
+    sequence: dict[str, int] = {}  # each device numbers its own messages (`seq`)
     gateway_topic = f"{root}/up/gw-load-{job.index}"
     started = time.time()
     began = time.monotonic()
@@ -348,7 +349,8 @@ def _publish_share(job: _Job, counter: Synchronized[int]) -> tuple[int, int, int
                         draw += 1
                         if writer is not None:
                             writer.valid_us(sensor, name, us, values[name])
-                    body = json.dumps({"ts": us / 1_000_000, "seq": number, "values": values})
+                    seq = sequence[sensor] = sequence.get(sensor, -1) + 1
+                    body = json.dumps({"ts": us / 1_000_000, "seq": seq, "values": values})
                     count = len(chosen)
                 else:
                     observations = []
