@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -20,7 +21,7 @@ from simulators.publisher import Credentials, CredentialsError, PublishError
 from simulators.runner import RunStats, Simulation, simulated_span
 from simulators.scenarios import SCENARIOS, ScenarioError
 from simulators.send import SendError, parse_values, send_reading
-from simulators.verify import VerifyReport, verify
+from simulators.verify import VerifyReport, report_counts, verify
 
 app = typer.Typer(
     help="Simulate the city's sensors over MQTT, send one reading, generate load, verify.",
@@ -293,6 +294,9 @@ def verify_command(
         str | None, typer.Option("--database-url", help="Database (PANTAU_DATABASE_URL).")
     ] = None,
     show: Annotated[int, typer.Option(help="List at most this many problem keys.")] = 10,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the counts as one JSON object instead.")
+    ] = False,
 ) -> None:
     """Check the database against a run's manifest: lost, duplicated, unexpected readings."""
     url = database_url
@@ -312,7 +316,10 @@ def verify_command(
     except psycopg.Error as error:
         err.print(f"[red]cannot read the database:[/red] {error}")
         raise typer.Exit(1) from None
-    _print_report(report, show=show)
+    if as_json:
+        typer.echo(json.dumps(report_counts(report)))
+    else:
+        _print_report(report, show=show)
     if not report.ok:
         raise typer.Exit(1)
 

@@ -97,6 +97,20 @@ class VerifyReport:
         )
 
 
+def report_counts(report: VerifyReport) -> dict[str, int | bool]:
+    """The report as counts, for machines (``pantau simulate verify --json``)."""
+    return {
+        "expected": report.expected,
+        "stored": report.stored,
+        "lost": len(report.lost),
+        "duplicated": report.duplicated,
+        "value_mismatch": len(report.value_mismatch),
+        "unexpected": len(report.unexpected),
+        "rejected_missing": len(report.rejected_missing),
+        "ok": report.ok,
+    }
+
+
 def verify(conninfo: str, manifest: Manifest) -> VerifyReport:
     """Check the database at ``conninfo`` against ``manifest``; see :class:`VerifyReport`."""
     refresh_rollups(conninfo)

@@ -44,6 +44,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pantau.city import load_city
 from pantau.db import registry
 from pantau.db.migrate import migrate
+from pantau.db.scratch import temporary_database
 from pantau.services import PrivateMosquitto, free_port, wait_until
 from pantau.settings import DEFAULT_CITY_FILE, StorageSettings
 
@@ -189,21 +190,17 @@ def _peak_rss(pid: int) -> int:
 
 def _verify(database: str, manifests: list[str]) -> tuple[int, int, bool]:
     """(lost, duplicated, ok) from the simulators' verify command."""
-    env = {**os.environ, "COLUMNS": "200", "TERM": "dumb", "NO_COLOR": "1"}
     done = subprocess.run(
-        _python("-m", "simulators", "verify", *manifests, "--database-url", database),
-        capture_output=True, text=True, timeout=1800, env=env, check=False,
+        _python("-m", "simulators", "verify", *manifests, "--database-url", database, "--json"),
+        capture_output=True, text=True, timeout=1800, check=False,
     )  # fmt: skip
     if done.returncode not in (0, 1):
         raise BenchError(f"verify failed: {done.stderr[-2000:]}")
-
-    def number(label: str) -> int:
-        match = re.search(rf"(?m)^\W*{label}\W+([\d,]+)", done.stdout)
-        if match is None:
-            raise BenchError(f"verify printed no `{label}`: {done.stdout[-1000:]}")
-        return int(match.group(1).replace(",", ""))
-
-    return number("lost"), number("duplicated"), done.returncode == 0
+    try:
+        counts = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise BenchError(f"verify printed no result: {done.stdout[-1000:]}") from None
+    return int(counts["lost"]), int(counts["duplicated"]), bool(counts["ok"])
 
 
 # -- databases -------------------------------------------------------------------------------
@@ -211,20 +208,12 @@ def _verify(database: str, manifests: list[str]) -> tuple[int, int, bool]:
 
 @contextmanager
 def _database(config: BenchConfig, *, with_city: bool) -> Iterator[str]:
-    name = f"pantau_bench_{uuid.uuid4().hex[:10]}"
-    base = config.admin_url.rsplit("/", 1)[0]
-    with psycopg.connect(config.admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"{base}/{name}"
-    try:
+    with temporary_database(config.admin_url, prefix="pantau_bench") as url:
         if with_city:
             migrate(url, StorageSettings(raw_retention=timedelta(days=7), premake_partitions=2))
             with psycopg.connect(url, autocommit=True) as conn:
                 registry.load_city(conn, load_city(config.city_file))
         yield url
-    finally:
-        with psycopg.connect(config.admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # -- ingest as a process ---------------------------------------------------------------------

@@ -117,6 +117,11 @@ def test_cli_prints_a_table_and_exits_1_when_not_ok(tmp_path: Path, city_db: str
     bad = runner.invoke(app, ["verify", str(path), "--database-url", city_db])
     assert bad.exit_code == 1, bad.output
     assert "60" in bad.output  # the 60 readings of fg-welang-2 are lost
+    as_json = runner.invoke(app, ["verify", str(path), "--database-url", city_db, "--json"])
+    assert as_json.exit_code == 1, as_json.output
+    counts = json.loads(as_json.output.strip().splitlines()[-1])
+    assert counts["lost"] == 60 and counts["duplicated"] == 0 and counts["ok"] is False
+    assert counts["stored"] == counts["expected"] - 60
     missing = runner.invoke(app, ["verify", str(tmp_path / "nope"), "--database-url", city_db])
     assert missing.exit_code == 2
     assert "nope" in missing.output
