@@ -8,22 +8,45 @@ messages than the window allows would wait for ever) or ``max_bytes`` of raw pay
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 
 from ingest.decoder import DecodedMessage
 from ingest.source import Inbound
-from pantau.db.store import RejectedPayload
+from pantau.db.store import RejectedPayload, StagedReadings
 from pantau.payload import Reading
 
 
 @dataclass(slots=True)
 class Batch:
-    """Messages written (and then acknowledged) together."""
+    """Messages written (and then acknowledged) together.
+
+    Built with :meth:`add`, a batch also keeps its readings encoded for COPY as they arrive
+    (on the decoding thread), so the writer only streams them.
+    """
 
     items: list[DecodedMessage] = field(default_factory=list)
     readings_count: int = 0
     payload_bytes: int = 0
     opened_mono: float = 0.0
+    staged: StagedReadings | None = None
+    staging_failed: bool = False
+
+    def add(self, item: DecodedMessage) -> None:
+        if not self.items:
+            self.opened_mono = item.message.received_mono
+        self.items.append(item)
+        self.readings_count += len(item.readings)
+        self.payload_bytes += len(item.message.payload)
+        if item.readings and not self.staging_failed:
+            if self.staged is None:
+                self.staged = StagedReadings()
+            try:
+                self.staged.add(item.readings)
+            except (TypeError, ValueError, OverflowError, struct.error):
+                # Never expected of decoded readings; the writer then stores them as objects,
+                # where the database's refusal isolates the offending row.
+                self.staging_failed = True
 
     @property
     def messages(self) -> list[Inbound]:
@@ -31,6 +54,12 @@ class Batch:
 
     def readings(self) -> list[Reading]:
         return [reading for item in self.items for reading in item.readings]
+
+    def staged_readings(self) -> StagedReadings | list[Reading]:
+        """The readings encoded for COPY, or as objects when they could not be encoded here."""
+        if self.staged is not None and self.staged.count == self.readings_count:
+            return self.staged
+        return self.readings()
 
     def rejected(self) -> list[RejectedPayload]:
         return [record for item in self.items for record in item.rejected]
@@ -57,12 +86,7 @@ class Batcher:
         return len(self._batch)
 
     def add(self, item: DecodedMessage) -> None:
-        batch = self._batch
-        if not batch.items:
-            batch.opened_mono = item.message.received_mono
-        batch.items.append(item)
-        batch.readings_count += len(item.readings)
-        batch.payload_bytes += len(item.message.payload)
+        self._batch.add(item)
 
     def full(self) -> bool:
         """A size limit is reached (the age limit aside)."""

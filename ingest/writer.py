@@ -29,7 +29,7 @@ from ingest.batcher import Batch
 from ingest.metrics import IngestMetrics
 from ingest.spool import Spool
 from pantau.db import store as db_store
-from pantau.db.store import RejectedPayload, StoreResult
+from pantau.db.store import RejectedPayload, StagedReadings, StoreResult
 from pantau.logs import get_logger
 from pantau.payload import Reading
 
@@ -80,7 +80,7 @@ class Database:
         return self._conn
 
     def store(
-        self, readings: Sequence[Reading], rejected: Sequence[RejectedPayload]
+        self, readings: Sequence[Reading] | StagedReadings, rejected: Sequence[RejectedPayload]
     ) -> StoreResult:
         """Commit one batch; raises TransientError or UnstorableDataError."""
         try:
@@ -227,15 +227,19 @@ class Writer:
             raise
 
     def _handle(self, batch: Batch) -> None:
-        readings, rejected = batch.readings(), batch.rejected()
+        rejected = batch.rejected()
         while not self._abandon.is_set():
             if self._spool is not None and not self._spool.empty:
                 self._replay()
             direct = self._spool is None or self._spool.empty
-            if direct and self._backoff.ready(self._clock()) and self._write(readings, rejected):
+            if (
+                direct
+                and self._backoff.ready(self._clock())
+                and self._write(batch.staged_readings(), rejected, readings=batch.readings)
+            ):
                 self._acker.ack(batch.messages)
                 return
-            if self._spool is not None and self._spool_append(readings, rejected):
+            if self._spool is not None and self._spool_append(batch.readings(), rejected):
                 self._acker.ack(batch.messages)
                 return
             if self._is_stale is not None and self._is_stale(batch):
@@ -264,7 +268,9 @@ class Writer:
             return
         replayed = 0
         for record in spool.records(self._replay_offset):
-            if self._abandon.is_set() or not self._write(record.readings, record.rejected):
+            if self._abandon.is_set() or not self._write(
+                record.readings, record.rejected, readings=record.readings.copy
+            ):
                 return
             self._replay_offset = record.end
             replayed += 1
@@ -273,11 +279,23 @@ class Writer:
         self._replay_offset = 0
         self._metrics.spool_bytes.set(0)
 
-    def _write(self, readings: Sequence[Reading], rejected: Sequence[RejectedPayload]) -> bool:
-        """Commit rows (splitting out rows the database refuses); False on a transient error."""
+    def _write(
+        self,
+        staged: Sequence[Reading] | StagedReadings,
+        rejected: Sequence[RejectedPayload],
+        *,
+        readings: Callable[[], list[Reading]],
+    ) -> bool:
+        """Commit rows (splitting out rows the database refuses); False on a transient error.
+
+        ``readings`` gives the rows as objects, needed only to split a refused batch.
+        """
         started = time.perf_counter()
         try:
-            result = self._store_splitting(list(readings), list(rejected))
+            try:
+                result = self._db.store(staged, rejected)
+            except UnstorableDataError:
+                result = self._store_splitting(readings(), list(rejected))
         except TransientError as error:
             self._backoff.failed(self._clock())
             self._metrics.write_retries.inc()
@@ -306,11 +324,13 @@ class Writer:
         m.duplicates_dropped.inc(result.duplicates)
         for record in rejected:
             m.rejected.labels(reason=record.rejection.reason.value).inc()
-        if readings:
+        if isinstance(staged, StagedReadings):
+            stamps = staged.observed_times_s()
+        else:
             stamps = np.fromiter(
-                (r.time.timestamp() for r in readings if not r.time_estimated), dtype=np.float64
+                (r.time.timestamp() for r in staged if not r.time_estimated), dtype=np.float64
             )
-            m.publish_to_commit.observe_many(np.maximum(now - stamps, 0.0))
+        m.publish_to_commit.observe_many(np.maximum(now - stamps, 0.0))
         return True
 
     def _store_splitting(

@@ -21,6 +21,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+import orjson
+
 from pantau.catalogue import Family, Metric, find_metric
 
 # SenML: times below 2**28 are relative to "now" (RFC 8428, section 4.5.3).
@@ -146,10 +148,7 @@ def _decode_into(
     device = device_from_topic(topic, topic_root)
     if device is None:
         raise _ProblemError(Reason.BAD_TOPIC, f"expected {topic_root}/up/DEVICE_ID, got {topic!r}")
-    try:
-        document = json.loads(payload)
-    except (ValueError, RecursionError) as error:
-        raise _ProblemError(Reason.MALFORMED_JSON, str(error)[:300]) from None
+    document = _parse_json(payload)
     clock = _Clock(received_at=received_at, limits=limits)
     if isinstance(document, dict):
         _observation(out, document, device, lookup, clock)
@@ -168,6 +167,19 @@ def _decode_into(
         raise _ProblemError(
             Reason.BAD_SHAPE, "expected an observation object, a list of them, or a SenML pack"
         )
+
+
+def _parse_json(payload: bytes) -> Any:
+    try:
+        return orjson.loads(payload)  # the fast path, for the valid JSON nearly all devices send
+    except orjson.JSONDecodeError:
+        pass
+    # The standard parser decides what orjson refuses, so that a bare NaN is still `non_finite`
+    # and a lone surrogate still decodes, and its error messages are the ones documented.
+    try:
+        return json.loads(payload)
+    except (ValueError, RecursionError) as error:
+        raise _ProblemError(Reason.MALFORMED_JSON, str(error)[:300]) from None
 
 
 def _looks_like_senml(records: list[dict[str, Any]]) -> bool:

@@ -1,5 +1,9 @@
 """Scenario (a): an MQTT v5 QoS 1 subscriber that only acknowledges (the broker's ceiling).
 
+It acknowledges the way ingest does (manual acknowledgement, PUBACKs written in batches with
+:func:`pantau.mqtt.send_pubacks`), as soon as it can: every ``ACK_BATCH`` messages, and what is
+left every ``ACK_EVERY_S``. So the ceiling is that of the same client stack, minus the work.
+
 `python -m pantau.bench.passthrough --url mqtt://HOST:PORT --filter ROOT/up/+ --client-id ID
 --expect N` keeps a persistent session (like ingest), receives until N messages arrived (or
 ``--idle-s`` passed without one), and prints one JSON line: messages, first/last receive time,
@@ -22,6 +26,10 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from pantau.bench._common import emit, peak_rss_bytes, percentiles, publish_time
+from pantau.mqtt import send_pubacks
+
+ACK_BATCH = 256
+ACK_EVERY_S = 0.005
 
 
 def main() -> None:
@@ -39,6 +47,14 @@ def main() -> None:
     done = threading.Event()
     state: dict[str, Any] = {"count": 0, "first": None, "last": None}
     latencies: list[float] = []
+    unacked: list[int] = []
+    lock = threading.Lock()
+
+    def flush(client: mqtt.Client) -> None:
+        with lock:
+            mids = unacked[:]
+            unacked.clear()
+        send_pubacks(client, mids)
 
     def on_connect(client: mqtt.Client, *rest: Any) -> None:
         client.subscribe(args.filter, options=SubscribeOptions(qos=1))
@@ -55,6 +71,11 @@ def main() -> None:
         sent = publish_time(bytes(message.payload))
         if sent is not None:
             latencies.append(now - sent)
+        with lock:
+            unacked.append(message.mid)
+            full = len(unacked) >= ACK_BATCH
+        if full:
+            flush(client)
         if args.expect and state["count"] >= args.expect:
             done.set()
 
@@ -62,6 +83,7 @@ def main() -> None:
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=args.client_id,
         protocol=mqtt.MQTTv5,
+        manual_ack=True,
     )
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
@@ -74,12 +96,23 @@ def main() -> None:
                    properties=properties)  # fmt: skip
     client.loop_start()
     subscribed.wait(30)
+    stopped = threading.Event()
+
+    def flusher() -> None:
+        while not stopped.wait(ACK_EVERY_S):
+            flush(client)
+
+    acks = threading.Thread(target=flusher, daemon=True)
+    acks.start()
     if not args.create_session:
         seen = -1
         while not done.wait(args.idle_s):
             if state["count"] == seen:
                 break  # nothing for idle_s: report what arrived
             seen = state["count"]
+    stopped.set()
+    acks.join()
+    flush(client)
     client.disconnect()
     client.loop_stop()
     p50, p99 = percentiles(latencies)

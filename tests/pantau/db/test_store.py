@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from psycopg.copy import FileWriter
 
 from pantau.db.migrate import refresh_rollups
-from pantau.db.store import RejectedPayload, StoreResult, payload_digest, prepare, store
+from pantau.db.store import (
+    RejectedPayload,
+    StagedReadings,
+    StoreResult,
+    payload_digest,
+    prepare,
+    store,
+)
 from pantau.payload import Reading, Reason, Rejection
 
 ROLLUPS = ("readings_1m", "readings_1h", "readings_1d")
@@ -287,3 +298,59 @@ def test_rollups_match_raw_readings(conn: psycopg.Connection, city_db: str) -> N
     check_rollups_match(conn, city_db, readings[1::2])
     store(conn, list(reversed(readings[::2])))
     check_rollups_match(conn, city_db, readings)
+
+
+def _psycopg_copy_bytes(conn: psycopg.Connection, readings: list[Reading]) -> bytes:
+    """What psycopg itself writes for these rows (its FileWriter sends nothing to the server)."""
+    out = io.BytesIO()
+    with psycopg.Copy(conn.cursor(), binary=True, writer=FileWriter(out)) as copy:
+        copy.set_types(["timestamptz", "text", "text", "float8", "bool"])
+        for reading in readings:
+            copy.write_row(reading)
+    return out.getvalue()
+
+
+@given(
+    st.lists(
+        st.builds(
+            Reading,
+            st.datetimes(
+                min_value=datetime(1900, 1, 1),
+                max_value=datetime(2200, 1, 1),
+                timezones=st.just(UTC),
+            ),
+            st.text(min_size=1, max_size=40).filter(lambda s: "\x00" not in s),
+            st.sampled_from(["water_level", "pm2_5", "count_motorcycle", "lampu_nyala"]),
+            st.floats(allow_nan=False, allow_infinity=False),
+            st.booleans(),
+        ),
+        max_size=30,
+    )
+)
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_staged_readings_are_what_psycopg_would_copy(
+    conn: psycopg.Connection, readings: list[Reading]
+) -> None:
+    staged = StagedReadings(readings[:10])
+    staged.add(readings[10:])
+    assert staged.count == len(readings)
+    assert staged.copy_data() == _psycopg_copy_bytes(conn, readings)
+    observed = [r.time.timestamp() for r in readings if not r.time_estimated]
+    assert staged.observed_times_s().tolist() == pytest.approx(observed, abs=1e-6)
+
+
+def test_staged_readings_store_like_objects(conn: psycopg.Connection) -> None:
+    prepare(conn)
+    start = _hour_ago()
+    batch = [
+        Reading(start + timedelta(microseconds=i), "fg-welang-1", "water_level", i / 7, i % 2 == 0)
+        for i in range(100)
+    ]
+    assert store(conn, StagedReadings(batch)) == StoreResult(staged=100, inserted=100, rejected=0)
+    assert store(conn, batch) == StoreResult(staged=100, inserted=0, rejected=0)  # the same keys
+    rows = conn.execute(
+        "SELECT time, sensor_id, metric, value, time_estimated FROM readings ORDER BY time"
+    ).fetchall()
+    assert [Reading(*row) for row in rows] == batch
