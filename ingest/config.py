@@ -20,9 +20,11 @@ def decode_limits(settings: Settings) -> DecodeLimits:
 
 
 def batch_max_messages(settings: Settings) -> int:
-    """Messages per batch at most: half the in-flight window.
+    """Messages per batch at most: the in-flight window shared by the batches in the works.
 
-    Two batches (one being written, one being filled) then fit in the window, and a batch
-    never waits for messages the broker will not send before something is acknowledged.
+    One batch per writer connection being written and one being filled then fit in the window,
+    and a batch never waits for messages the broker will not send before something is
+    acknowledged.
     """
-    return max(1, settings.ingest.max_undelivered_messages // 2)
+    ingest = settings.ingest
+    return max(1, ingest.max_undelivered_messages // (ingest.writer_connections + 1))

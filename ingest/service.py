@@ -1,10 +1,11 @@
 """The ingest service: MQTT source, decoder, batcher, writer and acknowledgements, wired.
 
 Threads: paho's network thread only queues messages; this module's pipeline (the caller's
-thread) decodes and batches them; the writer thread commits batches and acknowledges their
-messages; a maintenance thread keeps plain-PostgreSQL partitions ahead; the metrics server
-answers HTTP. Memory is bounded by the in-flight window: the broker never has more than Receive
-Maximum unacknowledged messages out to us.
+thread) decodes and batches them (encoding their rows for COPY); the writer threads, one per
+database connection, commit batches and acknowledge their messages in order; a maintenance
+thread keeps plain-PostgreSQL partitions ahead; the metrics server answers HTTP. Memory is
+bounded by the in-flight window: the broker never has more than Receive Maximum
+unacknowledged messages out to us.
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ class IngestService:
             spool=self.spool,
             retry_initial_s=ingest.retry_initial_ms / 1000,
             retry_max_s=max(ingest.retry_max_ms, ingest.retry_initial_ms) / 1000,
+            connections=ingest.writer_connections,
             is_stale=self._stale,
         )
         self._server: MetricsServer | None = None

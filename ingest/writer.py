@@ -1,12 +1,18 @@
 """Writing stage: batches committed to the database, retried through outages, spooled if asked.
 
-One thread owns the database connection. Each batch is written in one transaction with
-:func:`pantau.db.store.store` (idempotent: a redelivered message stores nothing twice), then its
-messages are acknowledged. When the database is away the same batch is retried with exponential
-backoff and nothing is acknowledged, so the broker stops sending once the in-flight window is
-full. With a spool, a batch that cannot be written is appended to the spool instead (fsync'd,
-then acknowledged) and ingest keeps draining the broker; once the database answers, the spool
-is replayed in order before anything newer is written.
+Each writing thread owns one database connection; there are ``connections`` of them, taking
+batches in turn, so that one batch's statements run while the next is copied in (the database
+does most of the work of a batch, and it can use another core for the next). Each batch is
+written in one transaction with :func:`pantau.db.store.store` (idempotent: a redelivered message
+stores nothing twice, whichever connection writes it), then its messages are acknowledged.
+Acknowledgements go out in the order the batches were submitted, whichever commits first: MQTT
+asks for PUBACKs in the order the messages came.
+
+When the database is away the same batch is retried with exponential backoff and nothing is
+acknowledged, so the broker stops sending once the in-flight window is full. With a spool, a
+batch that cannot be written is appended to the spool instead (fsync'd, then acknowledged) and
+ingest keeps draining the broker; once the database answers, the spool is replayed in order
+(by one thread at a time) before that thread writes anything newer.
 
 A batch the database refuses for its data (never expected: decoding validates everything) is
 split in halves until the offending rows are isolated; those are logged and counted, and the
@@ -27,6 +33,7 @@ import psycopg
 from ingest.acker import Acker
 from ingest.batcher import Batch
 from ingest.metrics import IngestMetrics
+from ingest.source import Inbound
 from ingest.spool import Spool
 from pantau.db import store as db_store
 from pantau.db.store import RejectedPayload, StagedReadings, StoreResult
@@ -79,6 +86,10 @@ class Database:
             self._conn = conn
         return self._conn
 
+    def sibling(self) -> Database:
+        """Another connection to the same database, with the same settings."""
+        return Database(conninfo=self._conninfo, connect_timeout_s=self._connect_timeout_s)
+
     def store(
         self, readings: Sequence[Reading] | StagedReadings, rejected: Sequence[RejectedPayload]
     ) -> StoreResult:
@@ -122,8 +133,34 @@ class _Backoff:
 _FINISH = object()
 
 
+@dataclass(slots=True, frozen=True)
+class _Job:
+    number: int
+    batch: Batch
+
+
+class _InOrder:
+    """Acknowledges batches in the order they were numbered, whichever finishes first."""
+
+    def __init__(self, acker: Acker) -> None:
+        self._acker = acker
+        self._lock = threading.Lock()
+        self._next = 0
+        self._finished: dict[int, Sequence[Inbound]] = {}
+
+    def done(self, number: int, messages: Sequence[Inbound]) -> None:
+        """Batch ``number`` is safe (committed, spooled, or nothing to acknowledge)."""
+        with self._lock:
+            self._finished[number] = messages
+            while self._next in self._finished:
+                ready = self._finished.pop(self._next)
+                self._next += 1
+                if ready:
+                    self._acker.ack(ready)
+
+
 class Writer:
-    """The writing thread: takes batches in order, commits, acknowledges."""
+    """The writing threads: take batches, commit, acknowledge in submission order."""
 
     def __init__(
         self,
@@ -134,20 +171,32 @@ class Writer:
         spool: Spool | None = None,
         retry_initial_s: float,
         retry_max_s: float,
+        connections: int = 1,
         is_stale: Callable[[Batch], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._db = database
+        if connections < 1:
+            raise ValueError("connections must be at least 1")
+        self._databases = [database] + [database.sibling() for _ in range(connections - 1)]
         self._acker = acker
         self._metrics = metrics
         self._spool = spool
+        # Replaying and appending never overlap: replay empties the file when done.
+        self._spool_lock = threading.Lock()
         self._backoff = _Backoff(retry_initial_s, retry_max_s)
         self._is_stale = is_stale
         self._clock = clock
-        # One batch waits while the previous one is written: decoding overlaps the commit.
+        # One batch waits while the others are written: decoding overlaps the commits.
         self._queue: queue.Queue[object] = queue.Queue(maxsize=1)
+        self._submitted = 0  # batches numbered in submission order
+        self._acks = _InOrder(acker)
         self._abandon = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
+        self._threads = [
+            threading.Thread(
+                target=self._run, args=(db,), name=f"ingest-writer-{index}", daemon=True
+            )
+            for index, db in enumerate(self._databases)
+        ]
         self._replay_offset = 0
         self.database_up = False
         self.last_commit_wall: float | None = None
@@ -158,16 +207,21 @@ class Writer:
     # -- control (pipeline thread) -------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, batch: Batch, *, timeout_s: float | None = None) -> bool:
-        """Queue a batch for writing; False when the writer is still busy after ``timeout_s``."""
+        """Queue a batch for writing; False when the writer is still busy after ``timeout_s``.
+
+        Called from one thread (the pipeline's): that order is the order of acknowledgements.
+        """
         if self.failure is not None:
-            raise RuntimeError("the writer thread died") from self.failure
+            raise RuntimeError("a writer thread died") from self.failure
         try:
-            self._queue.put(batch, timeout=timeout_s)
+            self._queue.put(_Job(self._submitted, batch), timeout=timeout_s)
         except queue.Full:
             return False
+        self._submitted += 1
         return True
 
     def finish(self, *, timeout_s: float) -> bool:
@@ -177,24 +231,28 @@ class Writer:
         so the broker keeps it) and stops.
         """
         deadline = time.monotonic() + timeout_s
-        while self._thread.is_alive():
+        sentinels = len(self._threads)  # each thread stops at the first one it takes
+        while sentinels and any(t.is_alive() for t in self._threads):
             try:
                 self._queue.put(_FINISH, timeout=0.05)
-                break
+                sentinels -= 1
             except queue.Full:
                 if time.monotonic() > deadline:
                     break
-        self._thread.join(max(0.0, deadline - time.monotonic()))
-        clean = not self._thread.is_alive() and self._queue.empty()
-        if self._thread.is_alive():
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        clean = not any(t.is_alive() for t in self._threads) and self._queue.empty()
+        if not clean:
             self._abandon.set()
-            self._thread.join(10)
-        self._db.close()
+            for thread in self._threads:
+                thread.join(10)
+        for db in self._databases:
+            db.close()
         return clean
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        return all(t.is_alive() for t in self._threads)
 
     @property
     def spool_bytes(self) -> int:
@@ -206,7 +264,7 @@ class Writer:
 
     # -- the thread ----------------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _run(self, db: Database) -> None:
         try:
             while not self._abandon.is_set():
                 wait = None
@@ -215,72 +273,79 @@ class Writer:
                 try:
                     item = self._queue.get(timeout=wait)
                 except queue.Empty:
-                    self._replay()
+                    self._replay(db)
                     continue
                 if item is _FINISH:
                     return
-                assert isinstance(item, Batch)
-                self._handle(item)
+                assert isinstance(item, _Job)
+                self._handle(db, item)
         except BaseException as error:  # surfaced by submit(); the service then exits
             self.failure = error
             log.exception("writer thread failed")
             raise
 
-    def _handle(self, batch: Batch) -> None:
+    def _handle(self, db: Database, job: _Job) -> None:
+        batch = job.batch
         rejected = batch.rejected()
         while not self._abandon.is_set():
             if self._spool is not None and not self._spool.empty:
-                self._replay()
+                self._replay(db)
             direct = self._spool is None or self._spool.empty
             if (
                 direct
                 and self._backoff.ready(self._clock())
-                and self._write(batch.staged_readings(), rejected, readings=batch.readings)
+                and self._write(db, batch.staged_readings(), rejected, readings=batch.readings)
             ):
-                self._acker.ack(batch.messages)
+                self._acks.done(job.number, batch.messages)
                 return
             if self._spool is not None and self._spool_append(batch.readings(), rejected):
-                self._acker.ack(batch.messages)
+                self._acks.done(job.number, batch.messages)
                 return
             if self._is_stale is not None and self._is_stale(batch):
                 # Received on a connection that is gone: the broker sends it all again.
                 log.info("dropping a batch from a lost connection", messages=len(batch))
+                self._acks.done(job.number, [])
                 return
             pause = max(0.01, self._backoff.next_attempt - self._clock())
             self._abandon.wait(min(pause, 1.0))
 
     def _spool_append(self, readings: list[Reading], rejected: list[RejectedPayload]) -> bool:
         assert self._spool is not None
-        try:
-            appended = self._spool.append(readings, rejected)
-        except OSError as error:
-            log.error("spool write failed; holding the batch", error=str(error))
-            return False
+        with self._spool_lock:
+            try:
+                appended = self._spool.append(readings, rejected)
+            except OSError as error:
+                log.error("spool write failed; holding the batch", error=str(error))
+                return False
         if appended:
             self._metrics.spooled_batches.inc()
             self._metrics.spool_bytes.set(self._spool.size_bytes)
         return appended
 
-    def _replay(self) -> None:
+    def _replay(self, db: Database) -> None:
         """Write spooled records in order while the database answers; empty the spool after."""
         spool = self._spool
-        if spool is None or spool.empty or not self._backoff.ready(self._clock()):
+        if spool is None:
             return
-        replayed = 0
-        for record in spool.records(self._replay_offset):
-            if self._abandon.is_set() or not self._write(
-                record.readings, record.rejected, readings=record.readings.copy
-            ):
+        with self._spool_lock:
+            if spool.empty or not self._backoff.ready(self._clock()):
                 return
-            self._replay_offset = record.end
-            replayed += 1
-        log.info("spool replayed", records=replayed, bytes=spool.size_bytes)
-        spool.clear()
-        self._replay_offset = 0
+            replayed = 0
+            for record in spool.records(self._replay_offset):
+                if self._abandon.is_set() or not self._write(
+                    db, record.readings, record.rejected, readings=record.readings.copy
+                ):
+                    return
+                self._replay_offset = record.end
+                replayed += 1
+            log.info("spool replayed", records=replayed, bytes=spool.size_bytes)
+            spool.clear()
+            self._replay_offset = 0
         self._metrics.spool_bytes.set(0)
 
     def _write(
         self,
+        db: Database,
         staged: Sequence[Reading] | StagedReadings,
         rejected: Sequence[RejectedPayload],
         *,
@@ -293,9 +358,9 @@ class Writer:
         started = time.perf_counter()
         try:
             try:
-                result = self._db.store(staged, rejected)
+                result = db.store(staged, rejected)
             except UnstorableDataError:
-                result = self._store_splitting(readings(), list(rejected))
+                result = self._store_splitting(db, readings(), list(rejected))
         except TransientError as error:
             self._backoff.failed(self._clock())
             self._metrics.write_retries.inc()
@@ -334,10 +399,10 @@ class Writer:
         return True
 
     def _store_splitting(
-        self, readings: list[Reading], rejected: list[RejectedPayload]
+        self, db: Database, readings: list[Reading], rejected: list[RejectedPayload]
     ) -> StoreResult:
         try:
-            return self._db.store(readings, rejected)
+            return db.store(readings, rejected)
         except UnstorableDataError as error:
             rows = len(readings) + len(rejected)
             if rows <= 1:
@@ -351,8 +416,8 @@ class Writer:
             half_r, half_j = len(readings) // 2, len(rejected) // 2
             if rows > 1 and half_r == 0 and half_j == 0:
                 half_r = len(readings)  # one reading and one rejection: split between them
-            first = self._store_splitting(readings[:half_r], rejected[:half_j])
-            second = self._store_splitting(readings[half_r:], rejected[half_j:])
+            first = self._store_splitting(db, readings[:half_r], rejected[:half_j])
+            second = self._store_splitting(db, readings[half_r:], rejected[half_j:])
             return StoreResult(
                 staged=first.staged + second.staged,
                 inserted=first.inserted + second.inserted,

@@ -116,6 +116,13 @@ class IngestSettings(BaseModel):
         "asked of the broker (MQTT v5 caps it at 65535). The broker's own limit must not be "
         "lower.",
     )
+    writer_connections: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="Database connections writing batches side by side (the database works on "
+        "one batch while the next is copied in); acknowledgements keep the messages' order.",
+    )
     batch_max_bytes: PositiveInt = Field(
         default=32 * 1024**2,
         description="Flush a batch once the raw payloads it holds reach this many bytes.",

@@ -58,14 +58,22 @@ def _batch(start: int, count: int, *, sensor: str = "fg-welang-1") -> Batch:
     return Batch(items=items, readings_count=count)
 
 
-def _writer(url: str, target: RecordingTarget, spool: Spool | None = None) -> Writer:
+def _writer(
+    url: str,
+    target: RecordingTarget,
+    spool: Spool | None = None,
+    *,
+    connections: int = 1,
+    database: Database | None = None,
+) -> Writer:
     return Writer(
-        database=Database(conninfo=url, connect_timeout_s=2),
+        database=database or Database(conninfo=url, connect_timeout_s=2),
         acker=Acker(target),
         metrics=IngestMetrics(),
         spool=spool,
         retry_initial_s=0.05,
         retry_max_s=0.5,
+        connections=connections,
     )
 
 
@@ -75,9 +83,10 @@ def _count(url: str) -> int:
         return int(row[0]) if row else -1
 
 
-def test_duplicate_batch_is_stored_once_and_both_are_acked(city_db: str) -> None:
+@pytest.mark.parametrize("connections", [1, 2])
+def test_duplicate_batch_is_stored_once_and_both_are_acked(city_db: str, connections: int) -> None:
     target = RecordingTarget()
-    writer = _writer(city_db, target)
+    writer = _writer(city_db, target, connections=connections)
     writer.start()
     batch = _batch(0, 50)
     assert writer.submit(batch)
@@ -140,11 +149,12 @@ def outage_db(private_postgres: PrivatePostgres, mini_city: City) -> str:
     return url
 
 
+@pytest.mark.parametrize("connections", [1, 2])
 def test_database_outage_holds_acks_until_the_retry_commits(
-    private_postgres: PrivatePostgres, outage_db: str
+    private_postgres: PrivatePostgres, outage_db: str, connections: int
 ) -> None:
     target = RecordingTarget()
-    writer = _writer(outage_db, target)
+    writer = _writer(outage_db, target, connections=connections)
     writer.start()
     writer.submit(_batch(0, 10))
     wait_until(lambda: len(target.acked) == 10, timeout_s=20, what="first batch acked")
@@ -163,13 +173,14 @@ def test_database_outage_holds_acks_until_the_retry_commits(
     assert _count(outage_db) == 20
 
 
+@pytest.mark.parametrize("connections", [1, 2])
 def test_spool_acks_during_outage_and_replays_in_order(
-    private_postgres: PrivatePostgres, outage_db: str, tmp_path: Path
+    private_postgres: PrivatePostgres, outage_db: str, tmp_path: Path, connections: int
 ) -> None:
     spool = Spool(directory=tmp_path / "spool", max_bytes=10**7)
     spool.open()
     target = RecordingTarget()
-    writer = _writer(outage_db, target, spool=spool)
+    writer = _writer(outage_db, target, spool=spool, connections=connections)
     writer.start()
     private_postgres.stop("immediate")
     for i in range(5):
@@ -210,3 +221,46 @@ def test_full_spool_pushes_back(
     wait_until(lambda: len(target.acked) == 40, timeout_s=30, what="held batch committed")
     assert writer.finish(timeout_s=30)
     assert _count(outage_db) == 40 and spool.empty
+
+
+class _HeldDatabase(Database):
+    """Connections whose first batch (on whichever connection) waits until another commits."""
+
+    def __init__(self, *, conninfo: str, shared: dict[str, object] | None = None) -> None:
+        super().__init__(conninfo=conninfo, connect_timeout_s=2)
+        self.shared = shared if shared is not None else {
+            "lock": threading.Lock(), "held": False, "later_committed": threading.Event(),
+        }  # fmt: skip
+
+    def sibling(self) -> Database:
+        return _HeldDatabase(conninfo=self._conninfo, shared=self.shared)
+
+    def store(self, readings, rejected):  # type: ignore[no-untyped-def]
+        later_committed = self.shared["later_committed"]
+        assert isinstance(later_committed, threading.Event)
+        with self.shared["lock"]:  # type: ignore[attr-defined]
+            hold, self.shared["held"] = not self.shared["held"], True
+        if hold:
+            assert later_committed.wait(20), "the other connection never committed"
+            return super().store(readings, rejected)
+        result = super().store(readings, rejected)
+        later_committed.set()
+        return result
+
+
+def test_acks_keep_submission_order_when_a_later_batch_commits_first(city_db: str) -> None:
+    database = _HeldDatabase(conninfo=city_db)
+    later_committed = database.shared["later_committed"]
+    assert isinstance(later_committed, threading.Event)
+    target = RecordingTarget()
+    writer = _writer(city_db, target, connections=2, database=database)
+    writer.start()
+    first, second = _batch(0, 20), _batch(20, 20)
+    assert writer.submit(first)
+    wait_until(lambda: database.shared["held"] is True, timeout_s=10, what="first batch held")
+    assert writer.submit(second)
+    assert later_committed.wait(20)
+    assert _count(city_db) == 20 and target.acked == [], "the later batch waits for the first"
+    assert writer.finish(timeout_s=30)
+    assert target.acked == first.messages + second.messages
+    assert _count(city_db) == 40
