@@ -106,7 +106,7 @@ class IngestSettings(BaseModel):
         default=5_000, description="Flush a batch once it holds this many readings."
     )
     batch_max_age_ms: int = Field(
-        default=200, ge=0, description="Flush a batch once its oldest message is this old."
+        default=100, ge=0, description="Flush a batch once its oldest message is this old."
     )
     max_undelivered_messages: int = Field(
         default=10_000,
