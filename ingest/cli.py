@@ -20,10 +20,11 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 
-# The interpreter's default hands the GIL over every 5 ms. The writer thread gives it up at each
+# The interpreter's default hands the GIL over every 5 ms. A writer thread gives it up at each
 # round trip to the database and then waits up to that long for the decoding thread to yield,
-# while the database sits idle: a convoy that cost a third of the write throughput. A shorter
-# interval keeps the database busy; the extra switching costs far less.
+# while its connection sits idle (with one writer connection this convoy cost about a third of
+# the write throughput). A shorter interval keeps the database busy; the extra switching costs
+# far less (docs/benchmarks.md).
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 
