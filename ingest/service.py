@@ -21,7 +21,8 @@ from ingest.batcher import Batch, Batcher
 from ingest.config import batch_max_messages, decode_limits
 from ingest.decoder import Decoder, SensorRegistry, SequenceTracker
 from ingest.metrics import IngestMetrics, MetricsServer
-from ingest.source import Inbound, MqttSource, SourceError
+from ingest.receiver import ProcessSource
+from ingest.source import Inbound, MqttSource, SourceBase, SourceError
 from ingest.spool import Spool
 from ingest.writer import Database, Writer
 from pantau.catalogue import Family
@@ -82,12 +83,23 @@ class IngestService:
             max_messages=batch_max_messages(settings),
             max_bytes=ingest.batch_max_bytes,
         )
-        self.source = MqttSource(
-            settings=settings.mqtt,
-            receive_maximum=ingest.max_undelivered_messages,
-            deliver=self._inbox.put,
-            on_state=lambda up: self.metrics.mqtt_connected.set(1 if up else 0),
-        )
+        self.source: SourceBase
+        if ingest.mqtt_process:
+            self.source = ProcessSource(
+                settings=settings.mqtt,
+                receive_maximum=ingest.max_undelivered_messages,
+                deliver=self._inbox.put,
+                on_state=self._mqtt_state,
+                log_level=settings.log_level,
+                log_json=settings.log_json,
+            )
+        else:
+            self.source = MqttSource(
+                settings=settings.mqtt,
+                receive_maximum=ingest.max_undelivered_messages,
+                deliver=self._inbox.put,
+                on_state=self._mqtt_state,
+            )
         self.acker = Acker(self.source)
         self.metrics.inflight.set_function(lambda: self.source.inflight)
         self.writer = Writer(
@@ -178,6 +190,9 @@ class IngestService:
                 self.spool.close()
             if self._server is not None:
                 self._server.stop()
+
+    def _mqtt_state(self, up: bool) -> None:
+        self.metrics.mqtt_connected.set(1 if up else 0)
 
     # -- pipeline ------------------------------------------------------------------------------
 

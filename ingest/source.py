@@ -16,6 +16,7 @@ from __future__ import annotations
 import ssl
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -60,7 +61,64 @@ def subscription_filter(settings: MqttSettings) -> str:
     return settings.uplink_filter
 
 
-class MqttSource:
+class SourceBase(ABC):
+    """What every MQTT source keeps: its settings, where messages go, and the connection count.
+
+    Subclasses: :class:`MqttSource` (a thread of this process) and
+    :class:`ingest.receiver.ProcessSource` (a process of its own).
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: MqttSettings,
+        receive_maximum: int,
+        deliver: Callable[[Inbound], None],
+        on_state: Callable[[bool], None] | None = None,
+        first_generation: int = 0,
+    ) -> None:
+        self._settings = settings
+        self._receive_maximum = receive_maximum
+        self._deliver = deliver
+        self._on_state = on_state
+        self._lock = threading.Lock()
+        # Connections are numbered from here: a source that replaces another (a restarted MQTT
+        # process) starts above the numbers the old one used.
+        self._generation = first_generation
+        self._inflight = 0
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    @property
+    def inflight(self) -> int:
+        """Messages received on the current connection and not acknowledged yet."""
+        return self._inflight
+
+    @property
+    @abstractmethod
+    def connected(self) -> bool: ...
+
+    @abstractmethod
+    def start(self) -> None:
+        """Connect, subscribe and start receiving; raise SourceError on failure."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Send the acknowledgements given so far, disconnect (keeping the session), stop."""
+
+    @abstractmethod
+    def ack(self, messages: list[Inbound]) -> int:
+        """Acknowledge committed messages of the current connection; returns how many were."""
+
+    def _acknowledgeable(self, messages: list[Inbound]) -> list[int]:
+        """Packet ids of the messages that belong to the current connection (lock held)."""
+        generation = self._generation
+        return [m.mid for m in messages if m.generation == generation and m.qos == 1]
+
+
+class MqttSource(SourceBase):
     """A persistent-session subscriber with manual acknowledgement."""
 
     def __init__(
@@ -70,16 +128,14 @@ class MqttSource:
         receive_maximum: int,
         deliver: Callable[[Inbound], None],
         on_state: Callable[[bool], None] | None = None,
+        first_generation: int = 0,
     ) -> None:
-        self._settings = settings
-        self._receive_maximum = receive_maximum
-        self._deliver = deliver
-        self._on_state = on_state
-        self._lock = threading.Lock()
-        self._generation = 0
+        super().__init__(
+            settings=settings, receive_maximum=receive_maximum, deliver=deliver,
+            on_state=on_state, first_generation=first_generation,
+        )  # fmt: skip
         self._connected = threading.Event()
         self._subscribed = threading.Event()
-        self._inflight = 0
         self._closing = False
         self._refused: str | None = None
         client = mqtt.Client(
@@ -105,15 +161,6 @@ class MqttSource:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
-
-    @property
-    def generation(self) -> int:
-        return self._generation
-
-    @property
-    def inflight(self) -> int:
-        """Messages received on the current connection and not acknowledged yet."""
-        return self._inflight
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -163,8 +210,7 @@ class MqttSource:
     def ack(self, messages: list[Inbound]) -> int:
         """Acknowledge committed messages of the current connection; returns how many were."""
         with self._lock:
-            generation = self._generation
-            mids = [m.mid for m in messages if m.generation == generation and m.qos == 1]
+            mids = self._acknowledgeable(messages)
             send_pubacks(self._client, mids)
             self._inflight = max(0, self._inflight - len(mids))
         return len(mids)

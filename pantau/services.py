@@ -56,6 +56,31 @@ def wait_until(probe: Callable[[], bool], *, timeout_s: float, what: str) -> Non
         delay = min(delay * 1.5, 0.5)
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, as Linux lists them (just ``pid`` elsewhere)."""
+    tree, index = [pid], 0
+    while index < len(tree):
+        for task in Path(f"/proc/{tree[index]}/task").glob("*/children"):
+            try:
+                tree.extend(int(child) for child in task.read_text().split())
+            except OSError:
+                continue  # gone meanwhile
+        index += 1
+    return tree
+
+
+def tree_memory_bytes(pid: int, *, key: str = "VmRSS") -> int:
+    """Resident memory (``VmRSS``) or each one's peak (``VmHWM``) summed over a process tree."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            lines = Path(f"/proc/{member}/status").read_text().splitlines()
+        except OSError:
+            continue
+        total += sum(int(line.split()[1]) * 1024 for line in lines if line.startswith(key + ":"))
+    return total
+
+
 def port_open(host: str, port: int) -> bool:
     with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
         sock.settimeout(0.5)

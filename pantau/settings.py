@@ -123,6 +123,11 @@ class IngestSettings(BaseModel):
         description="Database connections writing batches side by side (the database works on "
         "one batch while the next is copied in); acknowledgements keep the messages' order.",
     )
+    mqtt_process: bool = Field(
+        default=True,
+        description="Run the MQTT client in a process of its own, so that parsing packets and "
+        "decoding them use two cores instead of sharing one interpreter lock.",
+    )
     batch_max_bytes: PositiveInt = Field(
         default=32 * 1024**2,
         description="Flush a batch once the raw payloads it holds reach this many bytes.",

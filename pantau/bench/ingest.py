@@ -45,7 +45,7 @@ from pantau.city import load_city
 from pantau.db import registry
 from pantau.db.migrate import migrate
 from pantau.db.scratch import temporary_database
-from pantau.services import PrivateMosquitto, free_port, wait_until
+from pantau.services import PrivateMosquitto, free_port, tree_memory_bytes, wait_until
 from pantau.settings import DEFAULT_CITY_FILE, StorageSettings
 
 PACK_SIZE = 50
@@ -182,10 +182,8 @@ def _finish(process: subprocess.Popen[str], *, timeout_s: float) -> dict[str, ob
 
 
 def _peak_rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    # Ingest runs its MQTT client in a child process: count the whole tree.
+    return tree_memory_bytes(pid, key="VmHWM")
 
 
 def _verify(database: str, manifests: list[str]) -> tuple[int, int, bool]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from pantau.services import wait_until
 from pantau.settings import MqttSettings
 from tests.fixtures.ingest import IngestFactory
@@ -17,10 +19,11 @@ def _readings(url: str) -> int:
     return value
 
 
+@pytest.mark.parametrize("mqtt_process", [True, False], ids=["mqtt-process", "mqtt-thread"])
 def test_every_published_reading_is_stored_once(
-    city_db: str, mqtt_settings: MqttSettings, ingest_factory: IngestFactory
+    city_db: str, mqtt_settings: MqttSettings, ingest_factory: IngestFactory, mqtt_process: bool
 ) -> None:
-    ingest = ingest_factory(database_url=city_db, mqtt=mqtt_settings)
+    ingest = ingest_factory(database_url=city_db, mqtt=mqtt_settings, mqtt_process=mqtt_process)
     root = mqtt_settings.topic_root
     messages = (
         observations(root, "fg-welang-1", 1500)
@@ -100,13 +103,15 @@ def test_bad_payloads_are_rejected_acked_and_not_redelivered(
     assert scalar(city_db, "SELECT max(times_seen) FROM rejected_payloads") == 1
 
 
+@pytest.mark.parametrize("mqtt_process", [True, False], ids=["mqtt-process", "mqtt-thread"])
 def test_sigterm_flushes_commits_acks_and_keeps_the_session(
-    city_db: str, mqtt_settings: MqttSettings, ingest_factory: IngestFactory
+    city_db: str, mqtt_settings: MqttSettings, ingest_factory: IngestFactory, mqtt_process: bool
 ) -> None:
     # Batches never flush on their own: only the shutdown can commit these.
     ingest = ingest_factory(
         database_url=city_db,
         mqtt=mqtt_settings,
+        mqtt_process=mqtt_process,
         batch_max_age_ms=3_600_000,
         batch_max_readings=1_000_000,
     )
