@@ -359,8 +359,9 @@ class Writer:
         try:
             try:
                 result = db.store(staged, rejected)
-            except UnstorableDataError:
-                result = self._store_splitting(db, readings(), list(rejected))
+            except UnstorableDataError as error:
+                # The whole batch was just refused: go straight to its halves.
+                result = self._store_halves(db, readings(), list(rejected), error)
         except TransientError as error:
             self._backoff.failed(self._clock())
             self._metrics.write_retries.inc()
@@ -404,22 +405,32 @@ class Writer:
         try:
             return db.store(readings, rejected)
         except UnstorableDataError as error:
-            rows = len(readings) + len(rejected)
-            if rows <= 1:
-                log.error(
-                    "database refused a row; dropping it", error=str(error)[:300],
-                    reading=repr(readings[0]) if readings else None,
-                    rejection_topic=rejected[0].topic if rejected else None,
-                )  # fmt: skip
-                self._metrics.unstorable.inc()
-                return StoreResult(staged=0, inserted=0, rejected=0)
-            half_r, half_j = len(readings) // 2, len(rejected) // 2
-            if rows > 1 and half_r == 0 and half_j == 0:
-                half_r = len(readings)  # one reading and one rejection: split between them
-            first = self._store_splitting(db, readings[:half_r], rejected[:half_j])
-            second = self._store_splitting(db, readings[half_r:], rejected[half_j:])
-            return StoreResult(
-                staged=first.staged + second.staged,
-                inserted=first.inserted + second.inserted,
-                rejected=first.rejected + second.rejected,
-            )
+            return self._store_halves(db, readings, rejected, error)
+
+    def _store_halves(
+        self,
+        db: Database,
+        readings: list[Reading],
+        rejected: list[RejectedPayload],
+        error: UnstorableDataError,
+    ) -> StoreResult:
+        """Rows the database refused (with ``error``) stored in halves, down to the bad row."""
+        rows = len(readings) + len(rejected)
+        if rows <= 1:
+            log.error(
+                "database refused a row; dropping it", error=str(error)[:300],
+                reading=repr(readings[0]) if readings else None,
+                rejection_topic=rejected[0].topic if rejected else None,
+            )  # fmt: skip
+            self._metrics.unstorable.inc()
+            return StoreResult(staged=0, inserted=0, rejected=0)
+        half_r, half_j = len(readings) // 2, len(rejected) // 2
+        if half_r == 0 and half_j == 0:
+            half_r = len(readings)  # one reading and one rejection: split between them
+        first = self._store_splitting(db, readings[:half_r], rejected[:half_j])
+        second = self._store_splitting(db, readings[half_r:], rejected[half_j:])
+        return StoreResult(
+            staged=first.staged + second.staged,
+            inserted=first.inserted + second.inserted,
+            rejected=first.rejected + second.rejected,
+        )
