@@ -51,10 +51,10 @@ def main() -> None:
     lock = threading.Lock()
 
     def flush(client: mqtt.Client) -> None:
+        # Under the lock, so that PUBACKs leave in the order the messages came, as in ingest.
         with lock:
-            mids = unacked[:]
+            send_pubacks(client, unacked)
             unacked.clear()
-        send_pubacks(client, mids)
 
     def on_connect(client: mqtt.Client, *rest: Any) -> None:
         client.subscribe(args.filter, options=SubscribeOptions(qos=1))
