@@ -18,13 +18,15 @@ from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 
 import numpy as np
+import orjson
 
 from pantau.catalogue import Metric, metrics_of
 from pantau.city import City
 from pantau.settings import MqttSettings
 from simulators.config import SHAPES, Shape
 from simulators.manifest import ManifestWriter
-from simulators.publisher import Publisher, PublishError, run_token
+from simulators.publisher import PublishError, run_token
+from simulators.wire import WirePublisher
 
 # Values cycle through this many pre-drawn numbers per metric: drawing is not what we measure.
 _POOL = 4096
@@ -285,7 +287,9 @@ def _publish_share(job: _Job, counter: Synchronized[int]) -> tuple[int, int, int
         last_us[sensor] = us
         return us
 
-    publisher = Publisher(mqtt_settings=job.mqtt, client_id=job.client_id, qos=job.qos, window=1000)
+    publisher = WirePublisher(
+        mqtt_settings=job.mqtt, client_id=job.client_id, qos=job.qos, window=1000
+    )
     publisher.connect()
     writer = (
         None
@@ -313,7 +317,7 @@ def _publish_share(job: _Job, counter: Synchronized[int]) -> tuple[int, int, int
                 # Pacing to the requested rate, a millisecond at a time: a sleep per message
                 # costs a context switch each, a large share of a fast publisher's time.
                 if delay > _PACE_SLACK_S:
-                    time.sleep(delay)
+                    publisher.pause(delay)
             if job.shape == "senml":
                 records: list[dict[str, object]] = []
                 previous = None
@@ -337,7 +341,7 @@ def _publish_share(job: _Job, counter: Synchronized[int]) -> tuple[int, int, int
                     records.append(record)
                     if writer is not None:
                         writer.valid_us(sensor, name, us, value)
-                topic, body = gateway_topic, json.dumps(records)
+                topic, body = gateway_topic, orjson.dumps(records)
                 count = len(records)
             else:
                 sensor, family = job.sensors[cursor % len(job.sensors)]
@@ -354,7 +358,7 @@ def _publish_share(job: _Job, counter: Synchronized[int]) -> tuple[int, int, int
                         if writer is not None:
                             writer.valid_us(sensor, name, us, values[name])
                     seq = sequence[sensor] = sequence.get(sensor, -1) + 1
-                    body = json.dumps({"ts": us / 1_000_000, "seq": seq, "values": values})
+                    body = orjson.dumps({"ts": us / 1_000_000, "seq": seq, "values": values})
                     count = len(chosen)
                 else:
                     observations = []
@@ -366,9 +370,9 @@ def _publish_share(job: _Job, counter: Synchronized[int]) -> tuple[int, int, int
                         observations.append({"ts": us / 1_000_000, "values": {name: value}})
                         if writer is not None:
                             writer.valid_us(sensor, name, us, value)
-                    body = json.dumps(observations)
+                    body = orjson.dumps(observations)
                     count = len(observations)
-            publisher.publish(topic, body.encode())
+            publisher.publish(topic, body)
             messages += 1
             readings += count
             if messages % 256 == 0:

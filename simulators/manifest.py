@@ -101,6 +101,7 @@ class ManifestWriter:
         self.valid_count = 0
         self.fault_count = 0
         self._file: IO[str] | None = None
+        self._prefixes: dict[tuple[str, str], str] = {}
 
     def __enter__(self) -> Self:
         self.open()
@@ -153,11 +154,11 @@ class ManifestWriter:
         value = float(value)
         if not math.isfinite(value):
             raise ValueError(f"{sensor_id}/{metric}: a valid reading must be finite, got {value}")
-        # Sensor ids and metric names are plain (pattern-checked) names: no JSON escaping needed.
-        self._out().write(
-            f'{{"s":{json.dumps(sensor_id)},"m":{json.dumps(metric)},"t":{int(time_us)},'
-            f'"v":{value!r}}}\n'
-        )
+        prefix = self._prefixes.get((sensor_id, metric))
+        if prefix is None:
+            prefix = f'{{"s":{json.dumps(sensor_id)},"m":{json.dumps(metric)},"t":'
+            self._prefixes[(sensor_id, metric)] = prefix
+        self._out().write(f'{prefix}{int(time_us)},"v":{value!r}}}\n')
         self.valid_count += 1
 
     def fault(self, kind: str, *, topic: str, payload: bytes, expect_rejected: bool) -> None:

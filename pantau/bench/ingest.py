@@ -49,6 +49,10 @@ from pantau.services import PrivateMosquitto, free_port, tree_memory_bytes, wait
 from pantau.settings import DEFAULT_CITY_FILE, StorageSettings
 
 PACK_SIZE = 50
+# The load runs at a lower priority: on a machine of its own it would take nothing from the
+# broker, ingest and database, so here it yields the cores to them when they need them. Its
+# messages carry the time they are actually published, and the rate achieved is reported.
+LOAD_NICENESS = 10
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,11 +131,12 @@ def _python(*args: str) -> list[str]:
 
 
 def _run_json(
-    command: list[str], *, timeout_s: float, env: dict[str, str] | None = None
+    command: list[str], *, timeout_s: float, env: dict[str, str] | None = None, nice: int = 0
 ) -> dict[str, object]:
     done = subprocess.run(
-        command, capture_output=True, text=True, timeout=timeout_s, env=env, check=False
-    )
+        command, capture_output=True, text=True, timeout=timeout_s, env=env, check=False,
+        preexec_fn=(lambda: os.nice(nice)) if nice else None,
+    )  # fmt: skip
     if done.returncode != 0:
         raise BenchError(f"{' '.join(command[:4])} failed: {done.stderr[-2000:]}")
     lines = [line for line in done.stdout.strip().splitlines() if line.startswith("{")]
@@ -161,7 +166,7 @@ def _load(
     )  # fmt: skip
     if rate is not None:
         command += ["--rate", f"{rate:.1f}"]
-    return _run_json(command, timeout_s=3600)
+    return _run_json(command, timeout_s=3600, nice=LOAD_NICENESS)
 
 
 def _start_background(
@@ -352,7 +357,7 @@ def _subscriber(
     )
     time.sleep(1.0)  # the subscriber connects before the first paced message
     paced_manifest = workdir / f"{root}-paced.jsonl"
-    _load(
+    published_paced = _load(
         broker=broker.url, root=root, city=config.city_file, messages=paced_messages,
         publishers=config.publishers, shape="single", per_message=1, manifest=paced_manifest,
         rate=rate,
@@ -361,7 +366,10 @@ def _subscriber(
     row.p50_s, row.p99_s = latency["p50_s"], latency["p99_s"]  # type: ignore[assignment]
     peak = max(peak, int(latency["peak_rss_bytes"]))  # type: ignore[call-overload]
     row.peak_rss_mb = peak / 1024**2
-    row.notes.append(f"latency at {rate:,.0f} msg/s (half the drain rate)")
+    row.notes.append(
+        f"latency at {rate:,.0f} msg/s (half the drain rate; "
+        f"published at {float(published_paced['messages_per_s']):,.0f})"  # type: ignore[arg-type]
+    )
     if database is not None:
         parts = sorted(str(p) for p in workdir.glob(f"{root}-*.jsonl.*"))
         row.lost, row.duplicated, _ = _verify(database, parts)
@@ -431,7 +439,8 @@ def _pantau(
         peak = max(peak, ingest.stop())
         row.peak_rss_mb = peak / 1024**2
         row.notes.append(
-            f"latency at {rate_messages * per_message:,.0f} readings/s (half the drain rate)"
+            f"latency at {rate_messages * per_message:,.0f} readings/s (half the drain rate; "
+            f"published at {float(paced['readings_per_s']):,.0f})"  # type: ignore[arg-type]
         )
         parts = sorted(str(p) for p in workdir.glob(f"{root}-*.jsonl.*"))
         row.lost, row.duplicated, _ = _verify(database, parts)

@@ -1,18 +1,14 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from pantau.services import free_port, mosquitto_binary, port_open, wait_until
 from pantau.settings import MqttSettings
 from simulators.cli import app
 from simulators.manifest import load_manifest
@@ -127,40 +123,6 @@ def test_simulate_rejects_bad_options(
     result = runner.invoke(app, [*args, *_broker(mqtt_settings)])
     assert result.exit_code == 2
     assert message in result.output
-
-
-@pytest.fixture
-def locked_broker(tmp_path: Path) -> Iterator[str]:
-    """A broker that requires a login per device and lets each write only its own uplink."""
-    if shutil.which("mosquitto_passwd") is None:
-        pytest.skip("mosquitto_passwd is not installed")
-    port = free_port()
-    passwords = tmp_path / "passwd"
-    passwords.write_text("")
-    for user in ("fg-welang-1", "fg-welang-2", "fg-welang-3", "tc-bangil-1", "tc-bangil-2",
-                 "sn-bangil-1", "sn-bangil-2", "gw-purwosari", "gw-pohjentrek", "gw-bangil",
-                 "reader"):  # fmt: skip
-        subprocess.run(
-            ["mosquitto_passwd", "-b", str(passwords), user, f"secret-{user}"], check=True
-        )
-    acl = tmp_path / "acl"
-    acl.write_text("user reader\ntopic read #\n\npattern write locked/up/%u\n")
-    config = tmp_path / "mosquitto.conf"
-    config.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {passwords}\n"
-        f"acl_file {acl}\n" + ("user root\n" if os.geteuid() == 0 else "")
-    )
-    process = subprocess.Popen(
-        [mosquitto_binary(), "-c", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_until(lambda: port_open("127.0.0.1", port), timeout_s=20, what="locked broker")
-        yield f"mqtt://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def test_per_device_credentials(tmp_path: Path, locked_broker: str) -> None:
