@@ -37,6 +37,15 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+READY = "ready"
+
+
+def announce_ready() -> None:
+    """Tell the benchmark that this helper is subscribed and may be sent the paced load."""
+    sys.stdout.write(READY + "\n")
+    sys.stdout.flush()
+
+
 def emit(result: dict[str, object]) -> None:
     """The helper's result: one JSON line on stdout, last."""
     sys.stdout.write(json.dumps(result) + "\n")

@@ -41,6 +41,7 @@ from pathlib import Path
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
+from pantau.bench._common import READY
 from pantau.city import load_city
 from pantau.db import registry
 from pantau.db.migrate import migrate
@@ -175,6 +176,14 @@ def _start_background(
     return subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=log.open("ab"), text=True, env=env
     )
+
+
+def _await_ready(process: subprocess.Popen[str]) -> None:
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.strip() == READY:
+            return
+    raise BenchError(f"helper exited {process.wait()} before it was ready")
 
 
 def _finish(process: subprocess.Popen[str], *, timeout_s: float) -> dict[str, object]:
@@ -355,7 +364,7 @@ def _subscriber(
     paced = _start_background(
         _python(*base, "--expect", str(paced_messages)), log=workdir / f"{root}.log"
     )
-    time.sleep(1.0)  # the subscriber connects before the first paced message
+    _await_ready(paced)  # subscribed before the first paced message, so none waits for it
     paced_manifest = workdir / f"{root}-paced.jsonl"
     published_paced = _load(
         broker=broker.url, root=root, city=config.city_file, messages=paced_messages,

@@ -25,7 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from pantau.bench._common import emit, peak_rss_bytes, percentiles
+from pantau.bench._common import announce_ready, emit, peak_rss_bytes, percentiles
 
 
 def main() -> None:
@@ -65,6 +65,7 @@ def main() -> None:
     latencies: list[float] = []
     if not args.create_session:
         with psycopg.connect(args.database, autocommit=True) as conn:
+            announce_ready()
             while not args.expect or count < args.expect:
                 try:
                     topic, payload = inbox.get(timeout=args.idle_s)

@@ -25,7 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from pantau.bench._common import emit, peak_rss_bytes, percentiles, publish_time
+from pantau.bench._common import announce_ready, emit, peak_rss_bytes, percentiles, publish_time
 from pantau.mqtt import send_pubacks
 
 ACK_BATCH = 256
@@ -105,6 +105,7 @@ def main() -> None:
     acks = threading.Thread(target=flusher, daemon=True)
     acks.start()
     if not args.create_session:
+        announce_ready()
         seen = -1
         while not done.wait(args.idle_s):
             if state["count"] == seen:
