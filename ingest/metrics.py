@@ -146,6 +146,11 @@ class IngestMetrics:
         self.mqtt_connected = Gauge(
             "pantau_ingest_mqtt_connected", "1 while connected to the broker.", registry=r
         )
+        self.first_message = Gauge(
+            "pantau_ingest_first_message_timestamp_seconds",
+            "Wall-clock time the first message since start was received (0 before).",
+            registry=r,
+        )
         self.last_commit = Gauge(
             "pantau_ingest_last_commit_timestamp_seconds",
             "Wall-clock time of the last commit.",

@@ -54,6 +54,7 @@ class IngestService:
         self._started = threading.Event()
         self._stop_deadline: float | None = None
         self._inbox: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
+        self._first_message_pending = True
         ingest = settings.ingest
         self.metrics.window.set(ingest.max_undelivered_messages)
         self.sequences = SequenceTracker(
@@ -220,6 +221,10 @@ class IngestService:
 
     def _accept(self, message: Inbound) -> None:
         self.metrics.messages_received.inc()
+        if self._first_message_pending:
+            # When a backlog started draining: what a drain's throughput is timed from.
+            self.metrics.first_message.set(message.received_at)
+            self._first_message_pending = False
         if message.generation != self.source.generation:
             return  # from a lost connection: the broker sends it again on the new one
         self.batcher.add(self.decoder.decode(message))

@@ -72,11 +72,15 @@ def ingest(
     packs: Annotated[int | None, typer.Option(help="SenML packs of 50 for (e).")] = None,
     copy_rows: Annotated[int | None, typer.Option(help="Rows for (b).")] = None,
     publishers: Annotated[int | None, typer.Option(help="Publishing processes.")] = None,
+    load_niceness: Annotated[
+        int | None,
+        typer.Option(min=0, max=19, help="Niceness of the load processes (0: same priority)."),
+    ] = None,
 ) -> None:
     """Throughput, latency, loss and memory of ingest against its ceilings and a naive baseline."""
     overrides: dict[str, object] = {"admin_url": database_url, "city_file": city}
     for name, value in (("messages", messages), ("packs", packs), ("copy_rows", copy_rows),
-                        ("publishers", publishers)):  # fmt: skip
+                        ("publishers", publishers), ("load_niceness", load_niceness)):  # fmt: skip
         if value is not None:
             overrides[name] = value
     overrides["log"] = err.print if as_json else console.print

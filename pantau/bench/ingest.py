@@ -50,10 +50,6 @@ from pantau.services import PrivateMosquitto, free_port, tree_memory_bytes, wait
 from pantau.settings import DEFAULT_CITY_FILE, StorageSettings
 
 PACK_SIZE = 50
-# The load runs at a lower priority: on a machine of its own it would take nothing from the
-# broker, ingest and database, so here it yields the cores to them when they need them. Its
-# messages carry the time they are actually published, and the rate achieved is reported.
-LOAD_NICENESS = 10
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,6 +63,10 @@ class BenchConfig:
     copy_rows: int = 2_000_000
     latency_s: float = 15.0
     publishers: int = 3
+    # The load runs at a lower priority: on a machine of its own it would take nothing from the
+    # broker, ingest and database, so here it yields the cores to them when they need them. Its
+    # messages carry the time they are actually published, and the rate reached is reported.
+    load_niceness: int = 10
     log: Callable[[str], None] = print
 
     @classmethod
@@ -157,6 +157,7 @@ def _load(
     shape: str,
     per_message: int,
     manifest: Path,
+    nice: int,
     rate: float | None = None,
 ) -> dict[str, object]:
     command = _python(
@@ -167,7 +168,7 @@ def _load(
     )  # fmt: skip
     if rate is not None:
         command += ["--rate", f"{rate:.1f}"]
-    return _run_json(command, timeout_s=3600, nice=LOAD_NICENESS)
+    return _run_json(command, timeout_s=3600, nice=nice)
 
 
 def _start_background(
@@ -348,8 +349,9 @@ def _subscriber(
     _run_json(_python(*base, "--create-session"), timeout_s=60)
     drain_manifest = workdir / f"{root}-drain.jsonl"
     loaded = _load(
-        broker=broker.url, root=root, city=config.city_file, messages=config.messages,
-        publishers=config.publishers, shape="single", per_message=1, manifest=drain_manifest,
+        nice=config.load_niceness, broker=broker.url, root=root, city=config.city_file,
+        messages=config.messages, publishers=config.publishers, shape="single", per_message=1,
+        manifest=drain_manifest,
     )  # fmt: skip
     published = int(loaded["messages"])  # type: ignore[call-overload]
     drained = _run_json(_python(*base, "--expect", str(published)), timeout_s=3600)
@@ -367,9 +369,9 @@ def _subscriber(
     _await_ready(paced)  # subscribed before the first paced message, so none waits for it
     paced_manifest = workdir / f"{root}-paced.jsonl"
     published_paced = _load(
-        broker=broker.url, root=root, city=config.city_file, messages=paced_messages,
-        publishers=config.publishers, shape="single", per_message=1, manifest=paced_manifest,
-        rate=rate,
+        nice=config.load_niceness, broker=broker.url, root=root, city=config.city_file,
+        messages=paced_messages, publishers=config.publishers, shape="single", per_message=1,
+        manifest=paced_manifest, rate=rate,
     )  # fmt: skip
     latency = _finish(paced, timeout_s=600)
     row.p50_s, row.p99_s = latency["p50_s"], latency["p99_s"]  # type: ignore[assignment]
@@ -402,36 +404,39 @@ def _pantau(
         ingest.start()  # creates the persistent session
         ingest.stop()
         loaded = _load(
-            broker=broker.url, root=root, city=config.city_file, messages=messages,
-            publishers=config.publishers, shape=shape, per_message=per_message,
+            nice=config.load_niceness, broker=broker.url, root=root, city=config.city_file,
+            messages=messages, publishers=config.publishers, shape=shape, per_message=per_message,
             manifest=workdir / f"{root}-drain.jsonl",
         )  # fmt: skip
         expected = int(loaded["readings"])  # type: ignore[call-overload]
         ingest.start()
-        # Poll tightly for the first message: the drain starts then, not at process start.
-        deadline = time.monotonic() + 120
-        while ingest.samples().get("pantau_ingest_messages_received_total", 0) == 0:
-            if time.monotonic() > deadline:
-                raise BenchError("ingest received nothing of the preloaded messages")
-            time.sleep(0.005)
-        start = time.time()
+        wait_until(
+            lambda: ingest.samples().get("pantau_ingest_messages_received_total", 0) > 0,
+            timeout_s=120,
+            what="ingest receiving the preloaded messages",
+        )
         wait_until(
             lambda: ingest.samples().get("pantau_ingest_readings_committed_total", 0) >= expected,
             timeout_s=3600,
             what="ingest drained the preloaded messages",
         )
-        end = ingest.samples()["pantau_ingest_last_commit_timestamp_seconds"]
+        samples = ingest.samples()
+        # Both times come from ingest, so how often this process polls does not count.
+        start = samples["pantau_ingest_first_message_timestamp_seconds"]
+        end = samples["pantau_ingest_last_commit_timestamp_seconds"]
+        if not 0 < start < end:
+            raise BenchError(f"drain not timed: first message at {start}, last commit at {end}")
         row.readings = expected
-        row.readings_per_s = expected / max(end - start, 1e-6)
+        row.readings_per_s = expected / (end - start)
         peak = ingest.stop()
 
         rate_messages = row.readings_per_s / 2 / per_message
         paced_messages = max(20, int(rate_messages * config.latency_s))
         ingest.start()
         paced = _load(
-            broker=broker.url, root=root, city=config.city_file, messages=paced_messages,
-            publishers=config.publishers, shape=shape, per_message=per_message,
-            manifest=workdir / f"{root}-paced.jsonl", rate=rate_messages,
+            nice=config.load_niceness, broker=broker.url, root=root, city=config.city_file,
+            messages=paced_messages, publishers=config.publishers, shape=shape,
+            per_message=per_message, manifest=workdir / f"{root}-paced.jsonl", rate=rate_messages,
         )  # fmt: skip
         paced_readings = int(paced["readings"])  # type: ignore[call-overload]
         wait_until(
