@@ -128,8 +128,8 @@ class Publisher:
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
         )
         # The window is kept here (publish blocks), not by paho: with an in-flight limit set,
-        # paho walks every outstanding message on each PUBACK, which made the load generator
-        # spend half its time on its own bookkeeping at a window of 1,000.
+        # paho walks every outstanding message on each PUBACK, which made a fast producer spend
+        # half its time on its own bookkeeping at a window of 1,000.
         self._client.max_inflight_messages_set(0)
         self._client.max_queued_messages_set(0)
         if username is None and mqtt_settings.username is not None:

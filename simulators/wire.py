@@ -18,6 +18,7 @@ import select
 import socket
 import ssl
 import time
+from collections.abc import Callable
 
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -29,6 +30,8 @@ from simulators.publisher import PublishError
 _CONNECT, _CONNACK, _PUBLISH, _PUBACK = 0x10, 0x20, 0x30, 0x40
 _PINGREQ, _DISCONNECT = 0xC0, 0xE0
 _DUP = 0x08
+# First bytes of PUBLISH packets with QoS 0 and with QoS 1 (its QoS bits: 0b01 << 1).
+_PUBLISH_QOS0, _PUBLISH_QOS1 = bytes([_PUBLISH]), bytes([_PUBLISH | 0x02])
 # Write what is buffered once it reaches this size or has waited this long.
 _SEND_BYTES = 32 * 1024
 _SEND_DELAY_S = 0.001
@@ -236,14 +239,15 @@ class WirePublisher:
             self._out_since = now
         if self.qos == 0:
             body_length = len(encoded) + 1 + len(payload)
-            self._out += b"\x30" + _varint(body_length) + encoded + b"\x00" + payload
+            header = _PUBLISH_QOS0 + _varint(body_length)
+            self._out += header + encoded + b"\x00" + payload
         else:
             if len(self._inflight) >= self.window:
                 self._wait_for_room(now + timeout_s, timeout_s)
             packet_id = self._new_packet_id()
             body_length = len(encoded) + 3 + len(payload)
             packet = (
-                b"\x32"
+                _PUBLISH_QOS1
                 + _varint(body_length)
                 + encoded
                 + packet_id.to_bytes(2, "big")
@@ -264,14 +268,19 @@ class WirePublisher:
                 return self._next_id
 
     def _wait_for_room(self, deadline: float, timeout_s: float) -> None:
+        if not self._poll_until(lambda: len(self._inflight) < self.window, deadline):
+            raise PublishError(f"broker at {self.where} acknowledged nothing for {timeout_s:g} s")
+
+    def _poll_until(self, done: Callable[[], bool], deadline: float) -> bool:
+        """Write what is queued, then read what the broker sends until ``done()`` or the
+        deadline; returns ``done()``."""
         self._send()
-        while len(self._inflight) >= self.window:
+        while not done():
             left = deadline - time.monotonic()
             if left <= 0:
-                raise PublishError(
-                    f"broker at {self.where} acknowledged nothing for {timeout_s:g} s"
-                )
+                return False
             self._poll(min(left, 0.5))
+        return True
 
     def _send(self) -> None:
         if not self._out:
@@ -287,24 +296,11 @@ class WirePublisher:
 
     def pause(self, seconds: float) -> None:
         """Sleep ``seconds`` while writing what is queued and reading acknowledgements."""
-        deadline = time.monotonic() + seconds
-        self._send()
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            self._poll(left)
+        self._poll_until(lambda: False, time.monotonic() + seconds)
 
     def flush(self, *, timeout_s: float = 60.0) -> bool:
         """Write what is queued and wait until every message is acknowledged; False on timeout."""
-        deadline = time.monotonic() + timeout_s
-        self._send()
-        while self._inflight:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            self._poll(min(left, 0.5))
-        return True
+        return self._poll_until(lambda: not self._inflight, time.monotonic() + timeout_s)
 
     def close(self) -> None:
         """Write what is queued, disconnect cleanly and close the socket."""
@@ -319,9 +315,10 @@ class WirePublisher:
 
     def _poll(self, timeout_s: float) -> None:
         """Read and handle what the broker sent, waiting at most ``timeout_s`` for it."""
+        # First: a ping that finds the connection broken reconnects, replacing the socket.
+        self._keep_alive()
         sock = self._sock
         assert sock is not None
-        self._keep_alive()
         pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
         if not pending:
             readable, _, _ = select.select([sock], [], [], max(0.0, timeout_s))
