@@ -299,13 +299,21 @@ class IngestService:
         return False
 
     def _maintain(self) -> None:
-        interval = self.settings.ingest.maintenance_interval_s
+        # Plain PostgreSQL mode: rollups are refreshed on TimescaleDB's refresh schedule,
+        # partitions and retention less often. In TimescaleDB mode this finds nothing to do.
+        refresh_s = self.settings.storage.refresh_schedule.total_seconds()
+        partitions_s = self.settings.ingest.maintenance_interval_s
+        partitions_due = 0.0
         while not self._stop.is_set():
+            started = time.monotonic()
+            partitions = started >= partitions_due
             try:
-                done = maintain(self._url, self.settings.storage, wait=False)
-                changes = {k: v for k, v in (done or {}).items() if v}
+                done = maintain(self._url, self.settings.storage, wait=False, partitions=partitions)
+                if done is not None and partitions:
+                    partitions_due = started + partitions_s
+                changes = {k: v for k, v in (done or {}).items() if v and k != "rollup_rows"}
                 if changes:
                     log.info("storage maintenance", **changes)
             except (psycopg.Error, MigrationError) as error:
                 log.warning("storage maintenance failed", error=str(error)[:300])
-            self._stop.wait(interval)
+            self._stop.wait(min(refresh_s, partitions_s))

@@ -210,7 +210,10 @@ class StorageSettings(BaseModel):
     )
     refresh_schedule: timedelta = Field(
         default=timedelta(minutes=1),
-        description="TimescaleDB: how often the 1-minute aggregate refreshes (longer ones scale).",
+        gt=timedelta(0),
+        description="How often rollups are materialised: TimescaleDB's refresh policy of the "
+        "1-minute aggregate (longer ones scale); in plain PostgreSQL, ingest's refresh of all "
+        "three.",
     )
 
     @field_validator("raw_retention")

@@ -76,11 +76,16 @@ def ingest(
         int | None,
         typer.Option(min=0, max=19, help="Niceness of the load processes (0: same priority)."),
     ] = None,
+    rounds: Annotated[
+        int | None,
+        typer.Option(min=1, help="Times (b) and the drain of (e) alternate; medians count."),
+    ] = None,
 ) -> None:
     """Throughput, latency, loss and memory of ingest against its ceilings and a naive baseline."""
     overrides: dict[str, object] = {"admin_url": database_url, "city_file": city}
     for name, value in (("messages", messages), ("packs", packs), ("copy_rows", copy_rows),
-                        ("publishers", publishers), ("load_niceness", load_niceness)):  # fmt: skip
+                        ("publishers", publishers), ("load_niceness", load_niceness),
+                        ("rounds", rounds)):  # fmt: skip
         if value is not None:
             overrides[name] = value
     overrides["log"] = err.print if as_json else console.print

@@ -26,6 +26,7 @@ import platform
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,7 +36,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -44,7 +45,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pantau.bench._common import READY
 from pantau.city import load_city
 from pantau.db import registry
-from pantau.db.migrate import migrate
+from pantau.db.migrate import migrate, refresh_rollups
 from pantau.db.scratch import temporary_database
 from pantau.services import PrivateMosquitto, free_port, tree_memory_bytes, wait_until
 from pantau.settings import DEFAULT_CITY_FILE, StorageSettings
@@ -67,13 +68,16 @@ class BenchConfig:
     # broker, ingest and database, so here it yields the cores to them when they need them. Its
     # messages carry the time they are actually published, and the rate reached is reported.
     load_niceness: int = 10
+    # (b) and the drain of (e) alternate this many times and each reports its median: within
+    # one run, (b) alone has varied by a quarter from one hour to the next.
+    rounds: int = 3
     log: Callable[[str], None] = print
 
     @classmethod
     def quick(cls, **overrides: object) -> BenchConfig:
         sizes: dict[str, object] = {
             "messages": 20_000, "packs": 600, "copy_rows": 200_000, "latency_s": 4.0,
-            "publishers": 2,
+            "publishers": 2, "rounds": 1,
         }  # fmt: skip
         return cls(**{**sizes, **overrides})  # type: ignore[arg-type]
 
@@ -328,6 +332,21 @@ def _copy_ceiling(config: BenchConfig) -> Row:
     return row
 
 
+def _median_row(runs: list[Row]) -> Row:
+    """One row for repeated runs of a scenario: the median rate, every rate in the notes."""
+    row = runs[0]
+    if len(runs) > 1:
+        rates = [run.readings_per_s for run in runs]
+        row.readings_per_s = statistics.median(rates)
+        row.peak_rss_mb = max(run.peak_rss_mb or 0.0 for run in runs)
+        row.notes.append(
+            "runs of "
+            + ", ".join(f"{rate:,.0f}" for rate in rates)
+            + " rows/s, each right before a drain of (e); the median counts"
+        )
+    return row
+
+
 def _subscriber(
     config: BenchConfig,
     broker: PrivateMosquitto,
@@ -391,8 +410,37 @@ def _subscriber(
     return row
 
 
+def _drain(ingest: _Ingest, expected: int) -> float:
+    """Start ingest on a preloaded session; readings/s from its first receipt to its last commit."""
+    ingest.start()
+    wait_until(
+        lambda: ingest.samples().get("pantau_ingest_messages_received_total", 0) > 0,
+        timeout_s=120,
+        what="ingest receiving the preloaded messages",
+    )
+    wait_until(
+        lambda: ingest.samples().get("pantau_ingest_readings_committed_total", 0) >= expected,
+        timeout_s=3600,
+        what="ingest drained the preloaded messages",
+    )
+    samples = ingest.samples()
+    # Both times come from ingest, so how often this process polls does not count.
+    start = samples["pantau_ingest_first_message_timestamp_seconds"]
+    end = samples["pantau_ingest_last_commit_timestamp_seconds"]
+    if not 0 < start < end:
+        raise BenchError(f"drain not timed: first message at {start}, last commit at {end}")
+    return expected / (end - start)
+
+
 def _pantau(
-    config: BenchConfig, broker: PrivateMosquitto, workdir: Path, *, key: str, senml: bool
+    config: BenchConfig,
+    broker: PrivateMosquitto,
+    workdir: Path,
+    *,
+    key: str,
+    senml: bool,
+    rounds: int = 1,
+    before_drain: Callable[[int], None] | None = None,
 ) -> Row:
     name = "Pantau ingest, SenML packs of 50" if senml else "Pantau ingest, 1 observation/message"
     row = Row(key=key, name=name)
@@ -403,32 +451,37 @@ def _pantau(
         ingest = _Ingest(database=database, broker=broker.url, root=root, workdir=workdir)
         ingest.start()  # creates the persistent session
         ingest.stop()
-        loaded = _load(
-            nice=config.load_niceness, broker=broker.url, root=root, city=config.city_file,
-            messages=messages, publishers=config.publishers, shape=shape, per_message=per_message,
-            manifest=workdir / f"{root}-drain.jsonl",
-        )  # fmt: skip
-        expected = int(loaded["readings"])  # type: ignore[call-overload]
-        ingest.start()
-        wait_until(
-            lambda: ingest.samples().get("pantau_ingest_messages_received_total", 0) > 0,
-            timeout_s=120,
-            what="ingest receiving the preloaded messages",
+        drains: list[float] = []
+        peak = 0
+        for number in range(1, rounds + 1):
+            if before_drain is not None:
+                before_drain(number)
+            loaded = _load(
+                nice=config.load_niceness, broker=broker.url, root=root, city=config.city_file,
+                messages=messages, publishers=config.publishers, shape=shape,
+                per_message=per_message, manifest=workdir / f"{root}-drain{number}.jsonl",
+            )  # fmt: skip
+            expected = int(loaded["readings"])  # type: ignore[call-overload]
+            drains.append(_drain(ingest, expected))
+            row.readings += expected
+            peak = max(peak, ingest.stop())
+        row.readings_per_s = statistics.median(drains)
+        if rounds > 1:
+            row.notes.append(
+                "drains of "
+                + ", ".join(f"{rate:,.0f}" for rate in drains)
+                + " readings/s; the median counts"
+            )
+        # Rollups are materialised off the write path in both storage modes; say what that
+        # costs, rather than let the first periodic refresh land inside the latency run.
+        refresh_started = time.perf_counter()
+        # A minute ahead: the buckets of the last readings are closed too.
+        refresh_rollups(database, through=datetime.now(UTC) + timedelta(minutes=1))
+        refresh_s = time.perf_counter() - refresh_started
+        row.notes.append(
+            f"rollups of the drained readings refreshed in {refresh_s:.2f} s "
+            f"({row.readings / refresh_s:,.0f} readings/s), off the write path"
         )
-        wait_until(
-            lambda: ingest.samples().get("pantau_ingest_readings_committed_total", 0) >= expected,
-            timeout_s=3600,
-            what="ingest drained the preloaded messages",
-        )
-        samples = ingest.samples()
-        # Both times come from ingest, so how often this process polls does not count.
-        start = samples["pantau_ingest_first_message_timestamp_seconds"]
-        end = samples["pantau_ingest_last_commit_timestamp_seconds"]
-        if not 0 < start < end:
-            raise BenchError(f"drain not timed: first message at {start}, last commit at {end}")
-        row.readings = expected
-        row.readings_per_s = expected / (end - start)
-        peak = ingest.stop()
 
         rate_messages = row.readings_per_s / 2 / per_message
         paced_messages = max(20, int(rate_messages * config.latency_s))
@@ -512,16 +565,27 @@ def run_bench(config: BenchConfig) -> BenchResult:
             ).fetchone()
             info["timescaledb"] = str(ts[0]) if ts else "not installed (plain PostgreSQL mode)"
         rows: dict[str, Row] = {}
-        # Each ratio compares two scenarios run back to back, (a) then (d) and (b) then (e), so
-        # that the machine getting faster or slower during the run moves both alike.
+        ceilings: list[Row] = []
+
+        def ceiling(number: int) -> None:
+            began = time.monotonic()
+            ceilings.append(_copy_ceiling(config))
+            config.log(
+                f"scenario (b), round {number}: {ceilings[-1].readings_per_s:,.0f} readings/s "
+                f"({time.monotonic() - began:.0f} s)"
+            )
+
+        # Each ratio compares scenarios run back to back, (a) then (d), and (b) right before
+        # each drain of (e), so that the machine getting faster or slower during the run moves
+        # both alike.
         steps: list[tuple[str, Callable[[], Row]]] = [
             ("c", lambda: _naive(config, broker, workdir)),
             ("a", lambda: _subscriber(config, broker, workdir, key="a",
                                       name="MQTT QoS 1 pass-through (ack only)",
                                       module="pantau.bench.passthrough", database=None)),
             ("d", lambda: _pantau(config, broker, workdir, key="d", senml=False)),
-            ("b", lambda: _copy_ceiling(config)),
-            ("e", lambda: _pantau(config, broker, workdir, key="e", senml=True)),
+            ("e", lambda: _pantau(config, broker, workdir, key="e", senml=True,
+                                  rounds=config.rounds, before_drain=ceiling)),
         ]  # fmt: skip
         for key, step in steps:
             began = time.monotonic()
@@ -531,6 +595,7 @@ def run_bench(config: BenchConfig) -> BenchResult:
                 f"scenario ({key}): {rows[key].readings_per_s:,.0f} readings/s "
                 f"({time.monotonic() - began:.0f} s)"
             )
+        rows["b"] = _median_row(ceilings)
         return BenchResult(
             machine=info,
             config={

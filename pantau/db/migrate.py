@@ -7,7 +7,8 @@ advisory lock serialises them, and each migration commits together with its reco
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -41,20 +42,30 @@ class Migration:
     statements: Callable[[Mode, StorageSettings], str | sql.Composable]
 
 
+def _read(name: str) -> str:
+    return resources.files("pantau.db").joinpath("migrations", name).read_text(encoding="utf-8")
+
+
 def _file(name: str) -> Callable[[Mode, StorageSettings], str]:
-    text = resources.files("pantau.db").joinpath("migrations", name).read_text(encoding="utf-8")
+    text = _read(name)
     return lambda mode, storage: text
 
 
 def _readings(mode: Mode, storage: StorageSettings) -> str | sql.Composable:
     if mode is Mode.TIMESCALEDB:
         return timescaledb.schema_sql(storage)
-    return postgres.schema_sql()
+    return _read("0002_postgres_readings.sql")
+
+
+def _refreshed_rollups(mode: Mode, storage: StorageSettings) -> str:
+    # TimescaleDB's continuous aggregates already work this way.
+    return "SELECT 1" if mode is Mode.TIMESCALEDB else postgres.refreshed_rollups_sql()
 
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core tables", _file("0001_core.sql")),
     Migration(2, "readings and rollups", _readings),
+    Migration(3, "rollups refreshed off the write path", _refreshed_rollups),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
@@ -153,7 +164,8 @@ def migrate(
                 if mode is Mode.TIMESCALEDB:
                     timescaledb.apply_policies(conn, storage)
                 else:
-                    postgres.maintain(conn, storage, now or datetime.now(UTC))
+                    # Schema work only: refreshing is routine maintenance's.
+                    postgres.maintain(conn, storage, now or datetime.now(UTC), rollups=False)
                 conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO pantau_readonly")
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK])
@@ -165,38 +177,63 @@ def applied_version_of(conninfo: str) -> int:
         return applied_version(conn)
 
 
-def maintain(
-    conninfo: str, storage: StorageSettings, *, now: datetime | None = None, wait: bool = True
-) -> dict[str, int] | None:
-    """Routine upkeep: in plain PostgreSQL mode, partitions ahead and retention.
-
-    TimescaleDB's own policies do this in its mode. With ``wait=False`` it returns None at once
-    when another process holds the lock.
-    """
+@contextmanager
+def _maintenance(conninfo: str, *, wait: bool) -> Iterator[psycopg.Connection | None]:
+    """An autocommit connection holding the maintenance lock, or None if busy and not waiting."""
     with psycopg.connect(conninfo, autocommit=True) as conn:
         if wait:
             conn.execute("SELECT pg_advisory_lock(%s)", [MIGRATION_LOCK])
         else:
             got = conn.execute("SELECT pg_try_advisory_lock(%s)", [MIGRATION_LOCK]).fetchone()
             if not got or not got[0]:
-                return None
+                yield None
+                return
         try:
-            mode = current_mode(conn)
-            if mode is None:
-                raise MigrationError("database is not migrated: run `pantau db migrate`")
-            if mode is Mode.TIMESCALEDB:
-                return {}
-            with conn.transaction():
-                return postgres.maintain(conn, storage, now or datetime.now(UTC))
+            yield conn
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK])
 
 
-def refresh_rollups(conninfo: str) -> None:
-    """Bring the rollups fully up to date now (TimescaleDB); plain mode is always current."""
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+def maintain(
+    conninfo: str,
+    storage: StorageSettings,
+    *,
+    now: datetime | None = None,
+    wait: bool = True,
+    partitions: bool = True,
+) -> dict[str, int] | None:
+    """Routine upkeep in plain PostgreSQL mode: refresh the rollups and, with ``partitions``,
+    make partitions ahead and apply retention.
+
+    TimescaleDB's own policies do this in its mode. With ``wait=False`` it returns None at once
+    when another process holds the lock.
+    """
+    with _maintenance(conninfo, wait=wait) as conn:
+        if conn is None:
+            return None
+        mode = current_mode(conn)
+        if mode is None:
+            raise MigrationError("database is not migrated: run `pantau db migrate`")
+        if mode is Mode.TIMESCALEDB:
+            return {}
+        with conn.transaction():
+            return postgres.maintain(conn, storage, now or datetime.now(UTC), partitions=partitions)
+
+
+def refresh_rollups(conninfo: str, *, through: datetime | None = None) -> None:
+    """Materialise the rollups now, as far as each mode does (tests, backfills, benchmarks).
+
+    Readers see current rollups either way (the open buckets are computed live); this moves the
+    work from reading to now. In plain PostgreSQL mode, buckets are materialised up to the one
+    open at ``through`` (default: now); TimescaleDB materialises all.
+    """
+    with _maintenance(conninfo, wait=True) as conn:
+        assert conn is not None
         if current_mode(conn) is Mode.TIMESCALEDB:
             timescaledb.refresh_aggregates(conn)
+        else:
+            with conn.transaction():
+                postgres.refresh(conn, through or datetime.now(UTC))
 
 
 def set_readonly_password(conninfo: str, password: str | None) -> None:

@@ -1,4 +1,4 @@
-"""Plain PostgreSQL storage: range partitions by time and incrementally kept rollup tables.
+"""Plain PostgreSQL storage: range partitions by time and refreshed rollups behind live views.
 
 Readers see the same names as in TimescaleDB mode: ``readings`` and the rollups
 ``readings_1m``, ``readings_1h`` and ``readings_1d`` with identical columns.
@@ -6,105 +6,209 @@ Readers see the same names as in TimescaleDB mode: ``readings`` and the rollups
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg import sql
 
-from pantau.db import READINGS_TABLE
 from pantau.settings import StorageSettings
 
-# Rollup name, its bucket expression, and the finer partials it is computed from.
-ROLLUPS = {
-    "readings_1m": "date_trunc('minute', b)",
-    "readings_1h": "date_trunc('hour', b)",
-    # Days are local days of the city (WIB), as in TimescaleDB mode. WIB is a whole-hour offset,
-    # so every hour bucket lies inside one local day.
-    "readings_1d": "(date_trunc('day', b AT TIME ZONE 'Asia/Jakarta') AT TIME ZONE 'Asia/Jakarta')",
-}
 
-_ROLLUP_TABLE = """
-CREATE TABLE {name} (
-    bucket      timestamptz NOT NULL,
-    sensor_id   text COLLATE "C" NOT NULL,
-    metric      text COLLATE "C" NOT NULL,
-    value_avg   double precision NOT NULL,
-    value_min   double precision NOT NULL,
-    value_max   double precision NOT NULL,
-    value_count bigint NOT NULL,
-    value_last  double precision NOT NULL,
-    last_time   timestamptz NOT NULL,
-    PRIMARY KEY (sensor_id, metric, bucket)
-);
-CREATE INDEX {name}_bucket ON {name} (bucket);
-"""
+@dataclass(frozen=True, slots=True)
+class Rollup:
+    """One rollup level: its view, the table behind it, its bucket and what it is computed from."""
 
-# Partials of one rollup level (sum, count, min, max, last) computed from the level below: the
-# rows a statement inserted are scanned once, for minutes; hours and days combine minutes.
-_PARTIALS = """
-    {name}_part AS (
-        SELECT {bucket} AS b, sensor_id, metric, sum(s) AS s, sum(n) AS n, min(lo) AS lo,
-               max(hi) AS hi, (array_agg(last ORDER BY lt DESC))[1] AS last, max(lt) AS lt
-        FROM {source}
-        GROUP BY 1, sensor_id, metric
-    ),"""
+    name: str
+    width: timedelta
+    # The bucket of a timestamp expression ``{t}``, whatever the reading session's time zone.
+    bucket: str
+    # ``readings`` for the finest level; each coarser level combines the level below.
+    source: str
 
-# Merge partials into a rollup, in key order so that concurrent writers lock rollup rows in the
-# same order and cannot deadlock.
-_MERGE = """
-        INSERT INTO {name} AS r (bucket, sensor_id, metric, value_avg, value_min, value_max,
-                                 value_count, value_last, last_time)
-        SELECT b, sensor_id, metric, s / n, lo, hi, n, last, lt
-        FROM {name}_part
-        ORDER BY sensor_id, metric, b
-        ON CONFLICT (sensor_id, metric, bucket) DO UPDATE SET
-            value_avg = (r.value_avg * r.value_count + EXCLUDED.value_avg * EXCLUDED.value_count)
-                        / (r.value_count + EXCLUDED.value_count),
-            value_min = least(r.value_min, EXCLUDED.value_min),
-            value_max = greatest(r.value_max, EXCLUDED.value_max),
-            value_count = r.value_count + EXCLUDED.value_count,
-            value_last = CASE WHEN EXCLUDED.last_time >= r.last_time
-                              THEN EXCLUDED.value_last ELSE r.value_last END,
-            last_time = greatest(r.last_time, EXCLUDED.last_time)"""
+    @property
+    def table(self) -> str:
+        return f"{self.name}_mat"
+
+    @property
+    def source_time(self) -> str:
+        """The source's time column: raw readings have a time, finer rollups a bucket."""
+        return "time" if self.source == READINGS else "bucket"
+
+    def floor(self, expr: str) -> str:
+        return self.bucket.format(t=expr)
+
+    def aggregate(self, where: str) -> str:
+        """The level's rows for the source rows matching ``where``, with the view's columns."""
+        if self.source == READINGS:
+            return _FROM_RAW.format(bucket=self.floor("time"), where=where)
+        return _FROM_FINER.format(bucket=self.floor("bucket"), source=self.source, where=where)
 
 
-def _rollup_statement() -> str:
-    """One statement merging the inserted rows into every rollup (data-modifying CTEs)."""
-    ctes = [
-        "raw AS (SELECT time AS b, sensor_id, metric, value AS s, 1 AS n, value AS lo, "
-        "value AS hi, value AS last, time AS lt FROM new_rows)"
+READINGS = "readings"
+ROLLUPS = (
+    Rollup(name="readings_1m", width=timedelta(minutes=1), bucket="date_trunc('minute', {t}, 'UTC')",
+           source=READINGS),
+    Rollup(name="readings_1h", width=timedelta(hours=1), bucket="date_trunc('hour', {t}, 'UTC')",
+           source="readings_1m"),
+    # Days are local days of the city (WIB), as in TimescaleDB mode. WIB is a whole-hour offset
+    # without daylight saving, so every hour bucket lies inside one local day.
+    Rollup(name="readings_1d", width=timedelta(days=1),
+           bucket="date_trunc('day', {t}, 'Asia/Jakarta')",
+           source="readings_1h"),
+)  # fmt: skip
+
+# The last value is joined back by its key (sensor, metric, time), which is unique, instead of
+# sorting every bucket's readings by time. The join side is bounded like the aggregate (``time``
+# there is the joined reading's), so it never reads beyond the time range refreshed or shown.
+_FROM_RAW = """SELECT g.bucket, g.sensor_id, g.metric, g.value_avg, g.value_min, g.value_max,
+       g.value_count, r.value AS value_last, g.last_time
+FROM (
+    SELECT {bucket} AS bucket, sensor_id, metric,
+           avg(value) AS value_avg, min(value) AS value_min, max(value) AS value_max,
+           count(*) AS value_count, max(time) AS last_time
+    FROM readings
+    WHERE {where}
+    GROUP BY 1, sensor_id, metric
+) g
+JOIN readings r ON r.sensor_id = g.sensor_id AND r.metric = g.metric AND r.time = g.last_time
+WHERE {where}"""
+
+# Combining the partials of the level below gives the same values as aggregating raw rows: the
+# average is weighted by the counts, and the last value is the one with the newest time.
+_FROM_FINER = """SELECT {bucket} AS bucket, sensor_id, metric,
+       sum(value_avg * value_count) / sum(value_count) AS value_avg,
+       min(value_min) AS value_min, max(value_max) AS value_max,
+       sum(value_count)::bigint AS value_count,
+       (array_agg(value_last ORDER BY last_time DESC))[1] AS value_last,
+       max(last_time) AS last_time
+FROM {source}
+WHERE {where}
+GROUP BY 1, sensor_id, metric"""
+
+_COLUMNS = "bucket, sensor_id, metric, value_avg, value_min, value_max, value_count, value_last, "
+_COLUMNS += "last_time"
+
+
+def _watermark(name: str) -> str:
+    return f"coalesce((SELECT watermark FROM rollup_watermarks WHERE name = '{name}'), '-infinity')"
+
+
+def refreshed_rollups_sql() -> str:
+    """DDL turning the trigger-kept rollup tables into refreshed rollups behind live views.
+
+    Like TimescaleDB's real-time continuous aggregates: each rollup is a view over a table
+    materialised up to a watermark by :func:`refresh`, joined with the newer buckets computed on
+    the fly from the level below. Writers only note which time ranges they touched.
+    """
+    parts = [
+        "DROP TRIGGER readings_rollup ON readings;",
+        "DROP FUNCTION pantau_rollup_readings();",
+        # NULL: nothing materialised yet; refresh materialises everything up to now.
+        "CREATE TABLE rollup_watermarks (name text PRIMARY KEY, watermark timestamptz);",
+        "CREATE TABLE rollup_invalidations (lo timestamptz NOT NULL, hi timestamptz NOT NULL);",
     ]
-    source = "raw"
-    for name, bucket in ROLLUPS.items():
-        ctes.append(_PARTIALS.format(name=name, bucket=bucket, source=source).strip().rstrip(","))
-        source = f"{name}_part"
-    *inner, last = list(ROLLUPS)
-    ctes += [f"{name}_merge AS ({_MERGE.format(name=name)})" for name in inner]
-    return "WITH " + ",\n".join(ctes) + _MERGE.format(name=last) + ";"
+    for rollup in ROLLUPS:
+        # The trigger kept every bucket current until now: materialised up to the open bucket.
+        # Empty, nothing is materialised yet and the view computes everything, as a new
+        # continuous aggregate does.
+        parts += [
+            f"ALTER TABLE {rollup.name} RENAME TO {rollup.table};",
+            f"ALTER INDEX {rollup.name}_bucket RENAME TO {rollup.table}_bucket;",
+            f"INSERT INTO rollup_watermarks SELECT '{rollup.name}', {rollup.floor('now()')} "
+            f"WHERE EXISTS (SELECT 1 FROM {rollup.table}) "
+            f"UNION ALL SELECT '{rollup.name}', NULL WHERE NOT EXISTS (SELECT 1 FROM {rollup.table});",
+            f"CREATE VIEW {rollup.name} AS\n"
+            f"SELECT {_COLUMNS} FROM {rollup.table}\nWHERE bucket < {_watermark(rollup.name)}\n"
+            f"UNION ALL\n"
+            + rollup.aggregate(f"{rollup.source_time} >= {_watermark(rollup.name)}")
+            + ";",
+        ]
+    parts.append(_NOTE_RANGES)
+    return "\n".join(parts)
 
 
-def schema_sql() -> str:
-    """DDL of the readings table, its default partition and the rollups with their trigger."""
-    tables = "".join(_ROLLUP_TABLE.format(name=n) for n in ROLLUPS)
-    return f"""{READINGS_TABLE} PARTITION BY RANGE (time);
-CREATE UNIQUE INDEX readings_key ON readings (sensor_id, metric, time);
-CREATE INDEX readings_time ON readings USING brin (time);
--- Catches anything outside the partitions made ahead; maintenance moves it out again.
-CREATE TABLE readings_default PARTITION OF readings DEFAULT;
-{tables}
-CREATE FUNCTION pantau_rollup_readings() RETURNS trigger LANGUAGE plpgsql AS $$
+# One row per statement and hour touched: a batch of current readings notes one range, and a
+# late reading among them notes its own instead of widening one range over everything between.
+_NOTE_RANGES = """
+CREATE FUNCTION pantau_note_readings() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-{_rollup_statement()}
+    INSERT INTO rollup_invalidations (lo, hi)
+    SELECT min(time), max(time) FROM new_rows GROUP BY date_trunc('hour', time, 'UTC');
     RETURN NULL;
 END
 $$;
--- Statement-level with a transition table: only rows the statement really inserted reach the
--- rollups, so a redelivered reading (ON CONFLICT DO NOTHING) is never counted twice, and a
--- late reading lands in its own (older) bucket.
-CREATE TRIGGER readings_rollup AFTER INSERT ON readings
+-- Statement-level with a transition table: one cheap insert per batch, not one per reading.
+CREATE TRIGGER readings_note AFTER INSERT ON readings
     REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION pantau_rollup_readings();
+    FOR EACH STATEMENT EXECUTE FUNCTION pantau_note_readings();
 """
+
+
+def refresh(conn: psycopg.Connection, now: datetime) -> int:
+    """Materialise every rollup up to the bucket open at ``now``; return the rows written.
+
+    Recomputes the buckets between the old and the new watermark, and every older bucket whose
+    time range writers noted since the last refresh (late or redelivered readings). Runs in the
+    caller's transaction; the caller holds the maintenance lock. A range noted by a transaction
+    that commits during the refresh is picked up by the next one.
+    """
+    # Bucket arithmetic (a day later) must not follow a session zone's daylight saving.
+    conn.execute("SET LOCAL TimeZone = 'UTC'")
+    noted = conn.execute("DELETE FROM rollup_invalidations RETURNING lo, hi").fetchall()
+    written = 0
+    for rollup in ROLLUPS:
+        row = conn.execute(
+            f"SELECT watermark, {rollup.floor('%s::timestamptz')} FROM rollup_watermarks "
+            "WHERE name = %s FOR UPDATE",
+            [now, rollup.name],
+        ).fetchone()
+        assert row is not None, rollup.name
+        old, new = row
+        # A refresh for an earlier clock (a test, a skewed host) never moves a watermark back.
+        mark = new if old is None else max(old, new)
+        spans: list[tuple[datetime | None, datetime]] = []
+        if old is None or mark > old:
+            spans.append((old, mark))
+        if noted:
+            aligned = conn.execute(
+                f"SELECT {rollup.floor('lo')}, {rollup.floor('hi')} + %s "
+                "FROM unnest(%s::timestamptz[], %s::timestamptz[]) AS n(lo, hi)",
+                [rollup.width, [lo for lo, _ in noted], [hi for _, hi in noted]],
+            ).fetchall()
+            # Newer buckets are still computed live by the view.
+            spans += [(lo, min(hi, mark)) for lo, hi in aligned if lo < mark]
+        for lo, hi in _merge(spans):
+            bounds = {"lo": lo, "hi": hi}
+            conn.execute(f"DELETE FROM {rollup.table} WHERE {_within('bucket', lo)}", bounds)
+            cur = conn.execute(
+                f"INSERT INTO {rollup.table} ({_COLUMNS}) "
+                + rollup.aggregate(_within(rollup.source_time, lo)),
+                bounds,
+            )
+            written += cur.rowcount
+        conn.execute(
+            "UPDATE rollup_watermarks SET watermark = %s WHERE name = %s", [mark, rollup.name]
+        )
+    return written
+
+
+def _within(column: str, lo: datetime | None) -> str:
+    return f"{column} < %(hi)s" + ("" if lo is None else f" AND {column} >= %(lo)s")
+
+
+def _merge(
+    spans: list[tuple[datetime | None, datetime]],
+) -> list[tuple[datetime | None, datetime]]:
+    """Overlapping or touching ``[lo, hi)`` spans joined; None is an open lower end."""
+    merged: list[tuple[datetime | None, datetime]] = []
+    for lo, hi in sorted(spans, key=lambda s: (s[0] is not None, s[0] or s[1])):
+        if merged and (lo is None or lo <= merged[-1][1]):
+            start, end = merged[-1]
+            merged[-1] = (start, max(end, hi))
+        else:
+            merged.append((lo, hi))
+    return merged
 
 
 def _floor(moment: datetime, step: timedelta) -> datetime:
@@ -133,11 +237,22 @@ def _partitions(conn: psycopg.Connection) -> dict[str, tuple[datetime, datetime]
     return {name: (lower, upper) for name, lower, upper in rows}
 
 
-def maintain(conn: psycopg.Connection, storage: StorageSettings, now: datetime) -> dict[str, int]:
-    """Create partitions ahead, drop those past retention, trim rollups and rejections.
+def maintain(
+    conn: psycopg.Connection,
+    storage: StorageSettings,
+    now: datetime,
+    *,
+    rollups: bool = True,
+    partitions: bool = True,
+) -> dict[str, int]:
+    """Refresh the rollups, make partitions ahead and apply retention (each can be left out).
 
-    Runs in the caller's transaction; the caller holds the maintenance lock.
+    Runs in the caller's transaction; the caller holds the maintenance lock. The rollups are
+    refreshed first, so readings are materialised before their partition is dropped.
     """
+    done = {"rollup_rows": refresh(conn, now)} if rollups else {}
+    if not partitions:
+        return done
     step = storage.chunk_interval
     existing = _partitions(conn)
     first = _floor(now - storage.raw_retention, step)
@@ -156,15 +271,17 @@ def maintain(conn: psycopg.Connection, storage: StorageSettings, now: datetime) 
             conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
             dropped += 1
     conn.execute("DELETE FROM readings_default WHERE time < %s", [cutoff])
-    for name, keep in (
-        ("readings_1m", storage.retention_1m),
-        ("readings_1h", storage.retention_1h),
-        ("readings_1d", storage.retention_1d),
-    ):
+    keep = {
+        "readings_1m": storage.retention_1m,
+        "readings_1h": storage.retention_1h,
+        "readings_1d": storage.retention_1d,
+    }
+    for rollup in ROLLUPS:
         conn.execute(
-            sql.SQL("DELETE FROM {} WHERE bucket < %s").format(sql.Identifier(name)), [now - keep]
+            sql.SQL("DELETE FROM {} WHERE bucket < %s").format(sql.Identifier(rollup.table)),
+            [now - keep[rollup.name]],
         )
-    return {"partitions_created": created, "partitions_dropped": dropped}
+    return done | {"partitions_created": created, "partitions_dropped": dropped}
 
 
 def _create_partition(conn: psycopg.Connection, lower: datetime, upper: datetime) -> None:

@@ -8,6 +8,7 @@ import httpx
 import psycopg
 
 from pantau.db import store
+from pantau.db.migrate import LATEST_VERSION
 from pantau.payload import Reading
 
 
@@ -19,7 +20,7 @@ def _store(conn: psycopg.Connection, *readings: Reading) -> None:
 def test_health_reports_database_and_schema(http: httpx.Client) -> None:
     body = http.get("/health").json()
     assert body["status"] == "ok"
-    assert body["schema_version"] == 2
+    assert body["schema_version"] == LATEST_VERSION
     assert body["mode"] in {"postgres", "timescaledb"}
 
 

@@ -162,3 +162,24 @@ def test_two_processes_in_a_shared_group_split_the_load(
     assert min(received) > 0, f"both members got a share: {received}"
     assert sum(p.metric("pantau_ingest_duplicates_dropped_total") for p in (first, second)) == 0
     assert first.terminate() == 0 and second.terminate() == 0
+
+
+def test_rollups_are_materialised_while_ingest_runs(
+    city_db: str, mqtt_settings: MqttSettings, ingest_factory: IngestFactory
+) -> None:
+    if scalar(city_db, "SELECT to_regclass('readings_1m_mat')") is None:
+        pytest.skip("TimescaleDB: its refresh policies materialise the continuous aggregates")
+    ingest = ingest_factory(database_url=city_db, mqtt=mqtt_settings, start=False)
+    ingest.env["PANTAU_STORAGE__REFRESH_SCHEDULE"] = "PT0.2S"
+    ingest.start()
+    # Three minutes of readings from two hours ago: older than the watermark of the refresh
+    # ingest ran at start, so only a refresh after they are stored can materialise them.
+    publish_all(mqtt_settings, observations(mqtt_settings.topic_root, "fg-welang-1", 180))
+    wait_until(
+        lambda: scalar(city_db, "SELECT sum(value_count) FROM readings_1m_mat") == 180,
+        timeout_s=30,
+        what="the 1-minute rollup materialised",
+    )
+    assert scalar(city_db, "SELECT count(*) FROM readings_1m_mat") in (3, 4)
+    assert scalar(city_db, "SELECT sum(value_count) FROM readings_1h_mat") == 180
+    assert ingest.terminate() == 0

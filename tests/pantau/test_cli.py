@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pantau.cli import app
+from pantau.db.migrate import LATEST_VERSION
 from pantau.settings import get_settings
 
 MINI_CITY = Path(__file__).parent.parent / "data" / "mini-city.yaml"
@@ -53,12 +54,12 @@ def test_db_migrate_then_status(cli_env: pytest.MonkeyPatch, empty_db: str) -> N
     code, out, _ = invoke("db", "status")
     assert code == 1  # not migrated yet: not up to date
     assert "not migrated" in out
-    assert "0 of 2" in out
+    assert f"0 of {LATEST_VERSION}" in out
 
     code, out, err = invoke("db", "migrate")
     assert code == 0, err
-    assert "version: 2" in out
-    assert "applied: 0001, 0002" in out
+    assert f"version: {LATEST_VERSION}" in out
+    assert "applied: " + ", ".join(f"{v:04d}" for v in range(1, LATEST_VERSION + 1)) in out
     with psycopg.connect(empty_db) as conn:
         row = conn.execute("SELECT value FROM pantau_meta WHERE key = 'storage_mode'").fetchone()
     assert row is not None
@@ -73,7 +74,7 @@ def test_db_migrate_then_status(cli_env: pytest.MonkeyPatch, empty_db: str) -> N
     assert code == 0, err
     rows = table_rows(out)
     assert rows["mode"] == mode
-    assert rows["migration version"] == "2 of 2"
+    assert rows["migration version"] == f"{LATEST_VERSION} of {LATEST_VERSION}"
     # Plain mode: a week of retention plus today and two days ahead. TimescaleDB makes chunks
     # only as data arrives.
     assert int(rows["partitions/chunks"]) >= (10 if mode == "postgres" else 0)

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pantau.db.migrate import LATEST_VERSION
 from pantau.services import free_port, port_open, wait_until
 
 MINI_CITY = Path(__file__).parent.parent / "data" / "mini-city.yaml"
@@ -62,7 +63,7 @@ def test_up_runs_the_platform_and_stops_cleanly() -> None:
             timeout=60,
         )
         assert status.returncode == 0, status.stdout + status.stderr
-        assert "2 of 2" in status.stdout
+        assert f"{LATEST_VERSION} of {LATEST_VERSION}" in status.stdout
         assert "postgres" in status.stdout or "timescaledb" in status.stdout
         assert "rows: readings" in status.stdout
     finally:

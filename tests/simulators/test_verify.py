@@ -8,6 +8,7 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
+from pantau.db.migrate import refresh_rollups
 from simulators.cli import app
 from simulators.manifest import ManifestWriter, load_manifest
 from simulators.verify import verify
@@ -88,19 +89,20 @@ def test_rollup_double_counting_is_reported(tmp_path: Path, city_db: str) -> Non
     now = datetime.now(UTC)
     manifest = load_manifest(_run(tmp_path, city_db, now=now))
     with psycopg.connect(city_db, autocommit=True) as conn:
-        relkind = conn.execute(
-            "SELECT relkind FROM pg_class WHERE relname = 'readings_1m'"
-        ).fetchone()
-        if relkind is None or relkind[0] != "r":
+        table = conn.execute("SELECT to_regclass('readings_1m_mat')").fetchone()
+        if table is None or table[0] is None:
             pytest.skip(
                 "TimescaleDB: the continuous aggregate is recomputed from raw rows on refresh, "
                 "so its counts cannot be corrupted from a test"
             )
-        conn.execute(
-            "UPDATE readings_1m SET value_count = value_count + 2 "
-            "WHERE sensor_id = 'fg-welang-1' AND metric = 'rainfall' "
-            "AND bucket = (SELECT min(bucket) FROM readings_1m WHERE sensor_id = 'fg-welang-1')"
+        # Materialised first: refreshing again leaves these buckets alone.
+        refresh_rollups(city_db)
+        changed = conn.execute(
+            "UPDATE readings_1m_mat SET value_count = value_count + 2 "
+            "WHERE sensor_id = 'fg-welang-1' AND metric = 'rainfall' AND bucket = "
+            "(SELECT min(bucket) FROM readings_1m_mat WHERE sensor_id = 'fg-welang-1')"
         )
+        assert changed.rowcount == 1
     report = verify(city_db, manifest)
     assert report.duplicated == 2 and report.rollup_excess == 2
     assert not report.ok

@@ -14,7 +14,7 @@ import pytest
 @pytest.mark.timeout(900)
 def test_quick_bench_reports_all_rows_and_no_loss(admin_url: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "pantau", "bench", "ingest", "--quick", "--json",
+        [sys.executable, "-m", "pantau", "bench", "ingest", "--quick", "--json", "--rounds", "2",
          "--database-url", admin_url],
         capture_output=True, text=True, timeout=880, check=False,
     )  # fmt: skip
@@ -29,5 +29,9 @@ def test_quick_bench_reports_all_rows_and_no_loss(admin_url: str) -> None:
     for key in "de":
         assert rows[key]["lost"] == 0 and rows[key]["duplicated"] == 0
         assert rows[key]["p99_s"] is not None
+    # Two rounds: (b) twice and two drains of (e), each reported, the medians counted.
+    assert rows["e"]["readings"] == 2 * 600 * 50
+    assert any(note.startswith("drains of ") for note in rows["e"]["notes"])
+    assert any(note.startswith("runs of ") for note in rows["b"]["notes"])
     assert {t["name"] for t in result["targets"]} >= {"(d) >= 0.75 x (a)", "(e) >= 0.35 x (b)"}
     assert result["machine"]["cores"]

@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from pantau.db.migrate import maintain, migrate
+from pantau.city import City
+from pantau.db import postgres, registry
+from pantau.db.migrate import MIGRATIONS, Mode, maintain, migrate
 from pantau.db.store import prepare, store
 from pantau.payload import Reading
 from pantau.settings import StorageSettings
@@ -99,6 +101,7 @@ def test_maintain_drops_old_partitions_and_makes_new_ones(
     assert not names & {name for name, _, _ in dropped}
     # Running it again changes nothing.
     assert maintain(postgres_db, storage, now=later) == {
+        "rollup_rows": 0,
         "partitions_created": 0,
         "partitions_dropped": 0,
     }
@@ -151,3 +154,140 @@ def test_migrate_makes_partitions_for_its_clock(empty_db: str, storage: StorageS
     parts = _partitions(empty_db)
     assert parts[0][1] <= then - storage.raw_retention
     assert parts[-1][2] >= _day(then) + storage.chunk_interval * (storage.premake_partitions + 1)
+
+
+_ROLLUP_ROWS = (
+    "SELECT bucket, sensor_id, metric, value_avg, value_min, value_max, value_count, value_last, "
+    "last_time FROM {} ORDER BY 1, 2, 3"
+)
+
+
+def _rows(url: str, table: str, time_zone: str = "UTC") -> list[tuple[object, ...]]:
+    with psycopg.connect(url) as conn:
+        conn.execute("SELECT set_config('TimeZone', %s, false)", [time_zone])
+        return conn.execute(_ROLLUP_ROWS.format(table)).fetchall()
+
+
+def _refresh(url: str, storage: StorageSettings, now: datetime) -> int:
+    done = maintain(url, storage, now=now, partitions=False)
+    assert done is not None
+    return done["rollup_rows"]
+
+
+def test_rollups_are_live_before_refresh_and_the_same_after(
+    postgres_db: str, storage: StorageSettings, city_db: str
+) -> None:
+    # Nothing is materialised yet: the view computes every bucket live.
+    now = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=2)
+    times = [now + timedelta(minutes=m, seconds=s) for m in (0, 1, 70) for s in (0, 10)]
+    _store_at(postgres_db, *times)
+    live = {t: _rows(postgres_db, t) for t in ("readings_1m", "readings_1h", "readings_1d")}
+    assert sum(int(row[6]) for row in live["readings_1m"]) == len(times)  # type: ignore[call-overload]
+    assert len(live["readings_1m"]) == 3
+    assert _rows(postgres_db, "readings_1m_mat") == []
+    # Materialised up to the open bucket at the refresh's clock: every bucket here is closed.
+    later = now + timedelta(days=2)
+    assert _refresh(postgres_db, storage, later) > 0
+    for table, rows in live.items():
+        assert _rows(postgres_db, f"{table}_mat") == rows, table
+        assert _rows(postgres_db, table) == rows, table
+    assert _refresh(postgres_db, storage, later) == 0
+
+
+def test_late_readings_note_their_hours_and_are_refreshed(
+    postgres_db: str, storage: StorageSettings, city_db: str
+) -> None:
+    now = datetime.now(UTC)
+    _store_at(postgres_db, now - timedelta(hours=2))
+    _refresh(postgres_db, storage, now)
+    late = now - timedelta(hours=5)
+    # One batch: a late reading and current ones note two ranges, not one spanning five hours.
+    _store_at(postgres_db, late, now - timedelta(seconds=2), now - timedelta(seconds=1))
+    with psycopg.connect(postgres_db) as conn:
+        noted = conn.execute("SELECT lo, hi FROM rollup_invalidations ORDER BY lo").fetchall()
+    assert noted == [(late, late), (now - timedelta(seconds=2), now - timedelta(seconds=1))]
+    # Below the watermark the late reading waits for the refresh, as in TimescaleDB.
+    assert sum(int(r[6]) for r in _rows(postgres_db, "readings_1h")) == 3  # type: ignore[call-overload]
+    _refresh(postgres_db, storage, now)
+    assert sum(int(r[6]) for r in _rows(postgres_db, "readings_1h")) == 4  # type: ignore[call-overload]
+    with psycopg.connect(postgres_db) as conn:
+        assert conn.execute("SELECT count(*) FROM rollup_invalidations").fetchone() == (0,)
+
+
+def test_reading_committed_during_a_refresh_is_picked_up_by_the_next(
+    postgres_db: str, storage: StorageSettings, city_db: str
+) -> None:
+    when = datetime.now(UTC) - timedelta(seconds=5)
+    with psycopg.connect(postgres_db) as writer:
+        prepare(writer)
+        # Stored but not committed while the refresh moves the watermark past it.
+        store(writer, [Reading(when, "fg-welang-1", "water_level", 7.0)])
+        _refresh(postgres_db, storage, when + timedelta(hours=1))
+        writer.commit()
+    assert _rows(postgres_db, "readings_1m") == []
+    _refresh(postgres_db, storage, when + timedelta(hours=1))
+    (row,) = _rows(postgres_db, "readings_1m")
+    assert row[6:8] == (1, 7.0)
+
+
+def test_rollup_buckets_ignore_the_session_time_zone(
+    postgres_db: str, storage: StorageSettings, city_db: str
+) -> None:
+    now = datetime.now(UTC)
+    _store_at(postgres_db, now + timedelta(minutes=3), now + timedelta(hours=30))
+    # Half-hour offset: buckets by local hour would start at :30 UTC. Computed live, then
+    # materialised.
+    for clock in (now, now + timedelta(days=3)):
+        _refresh(postgres_db, storage, clock)
+        for table in ("readings_1m", "readings_1h", "readings_1d"):
+            kolkata = _rows(postgres_db, table, "Asia/Kolkata")
+            assert len(kolkata) == 2, table
+            assert kolkata == _rows(postgres_db, table), table
+            if table != "readings_1m":
+                minutes = {row[0].astimezone(UTC).minute for row in kolkata}  # type: ignore[attr-defined]
+                assert minutes == {0}, table
+
+
+def test_refresh_ignores_daylight_saving_of_the_session(
+    postgres_db: str, storage: StorageSettings, city_db: str
+) -> None:
+    # New York moves its clocks on 8 March 2026 at 07:00 UTC; the WIB day from 7 March 17:00 UTC
+    # to 8 March 17:00 UTC spans it, so "one day later" in that zone is 23 hours.
+    day = datetime(2026, 3, 7, 17, tzinfo=UTC)
+    _store_at(postgres_db, day + timedelta(hours=2), day + timedelta(hours=23, minutes=30))
+    with psycopg.connect(postgres_db) as conn:
+        conn.execute("SET TimeZone = 'America/New_York'")
+        postgres.refresh(conn, day + timedelta(days=3))
+        conn.commit()
+    (row,) = _rows(postgres_db, "readings_1d_mat")
+    assert (row[0], row[6]) == (day, 2)
+
+
+def test_migration_keeps_rollups_kept_by_the_old_trigger(
+    empty_db: str, storage: StorageSettings, mini_city: City
+) -> None:
+    storage = storage.model_copy(update={"mode": "postgres"})
+    now = datetime.now(UTC)
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
+            "applied_at timestamptz NOT NULL DEFAULT now());"
+            "CREATE TABLE pantau_meta (key text PRIMARY KEY, value text NOT NULL);"
+            "INSERT INTO pantau_meta VALUES ('storage_mode', 'postgres')"
+        )
+        for migration in MIGRATIONS[:2]:
+            conn.execute(migration.statements(Mode.POSTGRES, storage))  # type: ignore[arg-type]
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                [migration.version, migration.name],
+            )
+        registry.load_city(conn, mini_city)
+    _store_at(empty_db, now - timedelta(hours=3), now - timedelta(hours=3, seconds=-5), now)
+    before = {t: _rows(empty_db, t) for t in ("readings_1m", "readings_1h", "readings_1d")}
+    assert sum(int(r[6]) for r in before["readings_1h"]) == 3  # type: ignore[call-overload]
+    assert migrate(empty_db, storage).applied == (3,)
+    for table, rows in before.items():
+        assert _rows(empty_db, table) == rows, table
+    _store_at(empty_db, now - timedelta(hours=3, seconds=-10))
+    _refresh(empty_db, storage, now + timedelta(days=1))
+    assert sum(int(r[6]) for r in _rows(empty_db, "readings_1d_mat")) == 4  # type: ignore[call-overload]
