@@ -231,6 +231,15 @@ class StorageSettings(BaseModel):
             raise ValueError("must be at least one minute")
         return value
 
+    @property
+    def rollup_retention(self) -> dict[str, timedelta]:
+        """Retention of each rollup, by the name readers query it by."""
+        return {
+            "readings_1m": self.retention_1m,
+            "readings_1h": self.retention_1h,
+            "readings_1d": self.retention_1d,
+        }
+
     @model_validator(mode="after")
     def _rollups_outlive_raw(self) -> Self:
         for name in ("retention_1m", "retention_1h", "retention_1d"):

@@ -332,6 +332,10 @@ def _copy_ceiling(config: BenchConfig) -> Row:
     return row
 
 
+def _listed(rates: list[float]) -> str:
+    return ", ".join(f"{rate:,.0f}" for rate in rates)
+
+
 def _median_row(runs: list[Row]) -> Row:
     """One row for repeated runs of a scenario: the median rate, every rate in the notes."""
     row = runs[0]
@@ -340,9 +344,7 @@ def _median_row(runs: list[Row]) -> Row:
         row.readings_per_s = statistics.median(rates)
         row.peak_rss_mb = max(run.peak_rss_mb or 0.0 for run in runs)
         row.notes.append(
-            "runs of "
-            + ", ".join(f"{rate:,.0f}" for rate in rates)
-            + " rows/s, each right before a drain of (e); the median counts"
+            f"runs of {_listed(rates)} rows/s, each right before a drain of (e); the median counts"
         )
     return row
 
@@ -467,11 +469,7 @@ def _pantau(
             peak = max(peak, ingest.stop())
         row.readings_per_s = statistics.median(drains)
         if rounds > 1:
-            row.notes.append(
-                "drains of "
-                + ", ".join(f"{rate:,.0f}" for rate in drains)
-                + " readings/s; the median counts"
-            )
+            row.notes.append(f"drains of {_listed(drains)} readings/s; the median counts")
         # Rollups are materialised off the write path in both storage modes; say what that
         # costs, rather than let the first periodic refresh land inside the latency run.
         refresh_started = time.perf_counter()
@@ -548,6 +546,15 @@ def machine() -> dict[str, str]:
     return info
 
 
+def _timed(config: BenchConfig, label: str, step: Callable[[], Row]) -> Row:
+    began = time.monotonic()
+    row = step()
+    config.log(
+        f"scenario {label}: {row.readings_per_s:,.0f} readings/s ({time.monotonic() - began:.0f} s)"
+    )
+    return row
+
+
 def run_bench(config: BenchConfig) -> BenchResult:
     """Run the five scenarios; see the module docstring."""
     info = machine()
@@ -568,12 +575,7 @@ def run_bench(config: BenchConfig) -> BenchResult:
         ceilings: list[Row] = []
 
         def ceiling(number: int) -> None:
-            began = time.monotonic()
-            ceilings.append(_copy_ceiling(config))
-            config.log(
-                f"scenario (b), round {number}: {ceilings[-1].readings_per_s:,.0f} readings/s "
-                f"({time.monotonic() - began:.0f} s)"
-            )
+            ceilings.append(_timed(config, f"(b), round {number}", lambda: _copy_ceiling(config)))
 
         # Each ratio compares scenarios run back to back, (a) then (d), and (b) right before
         # each drain of (e), so that the machine getting faster or slower during the run moves
@@ -588,13 +590,8 @@ def run_bench(config: BenchConfig) -> BenchResult:
                                   rounds=config.rounds, before_drain=ceiling)),
         ]  # fmt: skip
         for key, step in steps:
-            began = time.monotonic()
             config.log(f"scenario ({key}) ...")
-            rows[key] = step()
-            config.log(
-                f"scenario ({key}): {rows[key].readings_per_s:,.0f} readings/s "
-                f"({time.monotonic() - began:.0f} s)"
-            )
+            rows[key] = _timed(config, f"({key})", step)
         rows["b"] = _median_row(ceilings)
         return BenchResult(
             machine=info,

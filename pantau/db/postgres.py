@@ -86,8 +86,9 @@ FROM {source}
 WHERE {where}
 GROUP BY 1, sensor_id, metric"""
 
-_COLUMNS = "bucket, sensor_id, metric, value_avg, value_min, value_max, value_count, value_last, "
-_COLUMNS += "last_time"
+_COLUMNS = (
+    "bucket, sensor_id, metric, value_avg, value_min, value_max, value_count, value_last, last_time"
+)
 
 
 def _watermark(name: str) -> str:
@@ -115,9 +116,8 @@ def refreshed_rollups_sql() -> str:
         parts += [
             f"ALTER TABLE {rollup.name} RENAME TO {rollup.table};",
             f"ALTER INDEX {rollup.name}_bucket RENAME TO {rollup.table}_bucket;",
-            f"INSERT INTO rollup_watermarks SELECT '{rollup.name}', {rollup.floor('now()')} "
-            f"WHERE EXISTS (SELECT 1 FROM {rollup.table}) "
-            f"UNION ALL SELECT '{rollup.name}', NULL WHERE NOT EXISTS (SELECT 1 FROM {rollup.table});",
+            f"INSERT INTO rollup_watermarks SELECT '{rollup.name}', CASE WHEN EXISTS "
+            f"(SELECT 1 FROM {rollup.table}) THEN {rollup.floor('now()')} END;",
             f"CREATE VIEW {rollup.name} AS\n"
             f"SELECT {_COLUMNS} FROM {rollup.table}\nWHERE bucket < {_watermark(rollup.name)}\n"
             f"UNION ALL\n"
@@ -271,15 +271,10 @@ def maintain(
             conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
             dropped += 1
     conn.execute("DELETE FROM readings_default WHERE time < %s", [cutoff])
-    keep = {
-        "readings_1m": storage.retention_1m,
-        "readings_1h": storage.retention_1h,
-        "readings_1d": storage.retention_1d,
-    }
     for rollup in ROLLUPS:
         conn.execute(
             sql.SQL("DELETE FROM {} WHERE bucket < %s").format(sql.Identifier(rollup.table)),
-            [now - keep[rollup.name]],
+            [now - storage.rollup_retention[rollup.name]],
         )
     return done | {"partitions_created": created, "partitions_dropped": dropped}
 

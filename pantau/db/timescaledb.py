@@ -97,11 +97,6 @@ def apply_policies(conn: psycopg.Connection, storage: StorageSettings) -> None:
         "SELECT add_retention_policy('readings', drop_after => %s::interval)",
         [storage.raw_retention],
     )
-    retention = {
-        "readings_1m": storage.retention_1m,
-        "readings_1h": storage.retention_1h,
-        "readings_1d": storage.retention_1d,
-    }
     for name, width in BUCKET_WIDTH.items():
         # Refresh a window that ends one bucket ago (the open bucket is served in real time)
         # and starts well inside raw retention: refreshing a window whose raw rows were
@@ -119,7 +114,7 @@ def apply_policies(conn: psycopg.Connection, storage: StorageSettings) -> None:
         conn.execute("SELECT remove_retention_policy(%s::regclass, if_exists => true)", [name])
         conn.execute(
             "SELECT add_retention_policy(%s::regclass, drop_after => %s::interval)",
-            [name, retention[name]],
+            [name, storage.rollup_retention[name]],
         )
 
 

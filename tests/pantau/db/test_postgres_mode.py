@@ -14,6 +14,8 @@ from pantau.db.store import prepare, store
 from pantau.payload import Reading
 from pantau.settings import StorageSettings
 
+VIEWS = tuple(rollup.name for rollup in postgres.ROLLUPS)
+
 _PARTITIONS = r"""
 SELECT c.relname,
        (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \(''([^'']+)''\)'))[1]::timestamptz,
@@ -136,7 +138,7 @@ def test_rollups_outlive_raw_readings(
     maintain(postgres_db, storage, now=now + timedelta(days=30))
     with psycopg.connect(postgres_db) as conn:
         assert _where(conn, when) == []
-        for table in ("readings_1m", "readings_1h", "readings_1d"):
+        for table in VIEWS:
             row = conn.execute(f"SELECT sum(value_count) FROM {table}").fetchone()
             assert row == (1,), table
     # Past the 1-minute rollup's retention, its rows go; the longer rollups stay.
@@ -181,7 +183,7 @@ def test_rollups_are_live_before_refresh_and_the_same_after(
     now = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=2)
     times = [now + timedelta(minutes=m, seconds=s) for m in (0, 1, 70) for s in (0, 10)]
     _store_at(postgres_db, *times)
-    live = {t: _rows(postgres_db, t) for t in ("readings_1m", "readings_1h", "readings_1d")}
+    live = {t: _rows(postgres_db, t) for t in VIEWS}
     assert sum(int(row[6]) for row in live["readings_1m"]) == len(times)  # type: ignore[call-overload]
     assert len(live["readings_1m"]) == 3
     assert _rows(postgres_db, "readings_1m_mat") == []
@@ -239,7 +241,7 @@ def test_rollup_buckets_ignore_the_session_time_zone(
     # materialised.
     for clock in (now, now + timedelta(days=3)):
         _refresh(postgres_db, storage, clock)
-        for table in ("readings_1m", "readings_1h", "readings_1d"):
+        for table in VIEWS:
             kolkata = _rows(postgres_db, table, "Asia/Kolkata")
             assert len(kolkata) == 2, table
             assert kolkata == _rows(postgres_db, table), table
@@ -283,7 +285,7 @@ def test_migration_keeps_rollups_kept_by_the_old_trigger(
             )
         registry.load_city(conn, mini_city)
     _store_at(empty_db, now - timedelta(hours=3), now - timedelta(hours=3, seconds=-5), now)
-    before = {t: _rows(empty_db, t) for t in ("readings_1m", "readings_1h", "readings_1d")}
+    before = {t: _rows(empty_db, t) for t in VIEWS}
     assert sum(int(r[6]) for r in before["readings_1h"]) == 3  # type: ignore[call-overload]
     assert migrate(empty_db, storage).applied == (3,)
     for table, rows in before.items():
