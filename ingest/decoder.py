@@ -20,7 +20,7 @@ from ingest.source import Inbound
 from pantau.catalogue import Family
 from pantau.db.store import RejectedPayload
 from pantau.logs import get_logger
-from pantau.payload import DecodeLimits, Reading, decode
+from pantau.payload import DecodeLimits, NameCache, Reading, decode
 
 log = get_logger(__name__)
 
@@ -46,6 +46,8 @@ class SensorRegistry:
         self._clock = clock
         self._families: dict[str, Family] = {}
         self._last_attempt: float | None = None
+        # Counts the registries loaded, so that what was resolved against an older one is dropped.
+        self.generation = 0
 
     def __len__(self) -> int:
         return len(self._families)
@@ -69,6 +71,7 @@ class SensorRegistry:
                 sensors=len(cached),
             )
             self._families = cached
+            self.generation += 1
             return False
 
     def refresh(self, *, force: bool = False, raise_errors: bool = False) -> bool:
@@ -90,6 +93,7 @@ class SensorRegistry:
             return False
         added = set(families) - set(self._families)
         self._families = families
+        self.generation += 1
         if added and self._last_attempt is not None:
             log.info("sensor registry reloaded", sensors=len(families), added=len(added))
         self._write_cache()
@@ -172,9 +176,14 @@ class Decoder:
         self._registry = registry
         self._limits = limits
         self._sequences = sequences or SequenceTracker()
+        self._names: NameCache = {}
+        self._names_generation = registry.generation
 
     def decode(self, message: Inbound) -> DecodedMessage:
         received_at = datetime.fromtimestamp(message.received_at, tz=UTC)
+        if self._names_generation != self._registry.generation:
+            self._names.clear()
+            self._names_generation = self._registry.generation
         decoded = decode(
             message.payload,
             topic=message.topic,
@@ -182,6 +191,7 @@ class Decoder:
             sensors=self._registry.lookup,
             received_at=received_at,
             limits=self._limits,
+            names=self._names,
         )
         for sensor_id, seq in decoded.sequences:
             self._sequences.observe(sensor_id, seq)

@@ -18,19 +18,17 @@ import struct
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from pantau.db.store import RejectedPayload
 from pantau.logs import get_logger
-from pantau.payload import Reading, Reason, Rejection
+from pantau.payload import Reading, Reason, Rejection, from_micros, to_micros
 
 log = get_logger(__name__)
 
 MAGIC = b"PSP1"
 _HEADER = struct.Struct("<4sII")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SPOOL_FILE = "spool.dat"
 
 
@@ -47,28 +45,16 @@ class SpoolRecord:
     end: int
 
 
-def _micros(when: datetime) -> int:
-    delta = when - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def _from_micros(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value)
-
-
 def encode_record(readings: Sequence[Reading], rejected: Sequence[RejectedPayload]) -> bytes:
     """One framed spool record."""
     body = json.dumps(
         {
-            "r": [
-                [_micros(r.time), r.sensor_id, r.metric, r.value, r.time_estimated]
-                for r in readings
-            ],
+            "r": [[r.time_us, r.sensor_id, r.metric, r.value, r.time_estimated] for r in readings],
             "j": [
                 [
                     j.topic,
                     base64.b64encode(j.payload).decode("ascii"),
-                    _micros(j.received_at),
+                    to_micros(j.received_at),
                     j.rejection.reason.value,
                     j.rejection.detail,
                 ]
@@ -83,14 +69,14 @@ def encode_record(readings: Sequence[Reading], rejected: Sequence[RejectedPayloa
 def _decode_body(body: bytes) -> tuple[list[Reading], list[RejectedPayload]]:
     data: dict[str, Any] = json.loads(body)
     readings = [
-        Reading(_from_micros(t), sensor, metric, float(value), bool(estimated))
+        Reading(int(t), sensor, metric, float(value), bool(estimated))
         for t, sensor, metric, value, estimated in data["r"]
     ]
     rejected = [
         RejectedPayload(
             topic=topic,
             payload=base64.b64decode(payload),
-            received_at=_from_micros(received),
+            received_at=from_micros(received),
             rejection=Rejection(Reason(reason), detail),
         )
         for topic, payload, received, reason, detail in data["j"]

@@ -27,6 +27,10 @@ from pantau.catalogue import Family, Metric, find_metric
 
 # SenML: times below 2**28 are relative to "now" (RFC 8428, section 4.5.3).
 SENML_RELATIVE_LIMIT = 2**28
+_YEAR_3000_S = 32_503_680_000
+_SENML_KEYS = frozenset(
+    {"bn", "bt", "bu", "bv", "bver", "n", "u", "v", "vb", "vs", "vd", "s", "t", "ut"}
+)
 # How many record-level problems one rejection row spells out before summarising.
 MAX_DETAILS = 5
 
@@ -49,18 +53,50 @@ class Reason(StrEnum):
     TOO_OLD = "too_old"
 
 
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+
+
+def to_micros(when: datetime) -> int:
+    """Microseconds since the Unix epoch of an aware datetime."""
+    return (when - _UNIX_EPOCH) // _ONE_US
+
+
+def from_micros(micros: int) -> datetime:
+    """The UTC datetime ``micros`` microseconds after the Unix epoch."""
+    return _UNIX_EPOCH + timedelta(microseconds=micros)
+
+
 class Reading(NamedTuple):
     """One stored value: the natural key is (sensor_id, metric, time).
 
     A named tuple because it is built once per reading on the hot path and is exactly the row
-    written by COPY.
+    written by COPY. The time is kept as integer microseconds since the Unix epoch: that is what
+    the database stores, and a gateway's epoch times become it without a datetime in between.
     """
 
-    time: datetime
+    time_us: int
     sensor_id: str
     metric: str
     value: float
     time_estimated: bool = False
+
+    @classmethod
+    def at(
+        cls,
+        time: datetime,
+        sensor_id: str,
+        metric: str,
+        value: float,
+        time_estimated: bool = False,
+    ) -> Reading:
+        """A reading observed at ``time`` (an aware datetime)."""
+        return cls(to_micros(time), sensor_id, metric, value, time_estimated)
+
+    @property
+    def time(self) -> datetime:
+        """The observation time, in UTC."""
+        return from_micros(self.time_us)
 
 
 @dataclass(slots=True, frozen=True)
@@ -88,6 +124,13 @@ class DecodeLimits:
     max_payload_bytes: int = 256 * 1024
     max_future: timedelta = timedelta(minutes=5)
     max_age: timedelta = timedelta(days=90)
+    # The same two in microseconds, worked out once rather than for every message.
+    max_future_us: int = field(init=False, repr=False, compare=False)
+    max_age_us: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "max_future_us", self.max_future // _ONE_US)
+        object.__setattr__(self, "max_age_us", self.max_age // _ONE_US)
 
 
 class _ProblemError(Exception):
@@ -98,6 +141,8 @@ class _ProblemError(Exception):
 
 
 SensorLookup = Callable[[str], Family | None]
+# SenML names ("SENSOR_ID/METRIC") already resolved to their sensor and metric.
+NameCache = dict[str, tuple[str, Metric]]
 
 
 def device_from_topic(topic: str, topic_root: str) -> str | None:
@@ -117,12 +162,26 @@ def decode(
     sensors: SensorLookup | Mapping[str, Family],
     received_at: datetime,
     limits: DecodeLimits = DecodeLimits(),
+    names: NameCache | None = None,
 ) -> Decoded:
-    """Decode one message into readings and rejections; never raises on bad input."""
+    """Decode one message into readings and rejections; never raises on bad input.
+
+    ``names`` keeps the SenML names that resolved from one call to the next; whoever passes it
+    clears it when what ``sensors`` knows changes.
+    """
     lookup: SensorLookup = sensors.get if isinstance(sensors, Mapping) else sensors
     out = Decoded()
     try:
-        _decode_into(out, payload, topic, topic_root, lookup, received_at, limits)
+        _decode_into(
+            out,
+            payload,
+            topic,
+            topic_root,
+            lookup,
+            received_at,
+            limits,
+            {} if names is None else names,
+        )
     except _ProblemError as problem:
         out.rejections.append(Rejection(problem.reason, problem.detail))
     except Exception as error:  # a decoder bug must not stall the stream: refuse the message
@@ -140,6 +199,7 @@ def _decode_into(
     lookup: SensorLookup,
     received_at: datetime,
     limits: DecodeLimits,
+    names: NameCache,
 ) -> None:
     if len(payload) > limits.max_payload_bytes:
         raise _ProblemError(
@@ -154,7 +214,7 @@ def _decode_into(
         _observation(out, document, device, lookup, clock)
     elif isinstance(document, list) and document:
         if all(isinstance(r, dict) for r in document) and _looks_like_senml(document):
-            _senml(out, document, lookup, clock)
+            _senml(out, document, lookup, clock, names)
         else:
             for index, item in enumerate(document):
                 if not isinstance(item, dict):
@@ -183,27 +243,26 @@ def _parse_json(payload: bytes) -> Any:
 
 
 def _looks_like_senml(records: list[dict[str, Any]]) -> bool:
-    senml_keys = {"bn", "bt", "bu", "bv", "bver", "n", "u", "v", "vb", "vs", "vd", "s", "t", "ut"}
-    return any(senml_keys.intersection(r) for r in records) and not any(
+    return any(not _SENML_KEYS.isdisjoint(r) for r in records) and not any(
         "values" in r for r in records
     )
 
 
 class _Clock:
-    __slots__ = ("earliest", "latest", "received_at")
+    """Checks observation times against the message's arrival; all in Unix microseconds."""
+
+    __slots__ = ("earliest_us", "latest_us", "received_us")
 
     def __init__(self, *, received_at: datetime, limits: DecodeLimits) -> None:
-        self.received_at = received_at
-        self.earliest = received_at - limits.max_age
-        self.latest = received_at + limits.max_future
+        self.received_us = received = to_micros(received_at)
+        self.earliest_us = received - limits.max_age_us
+        self.latest_us = received + limits.max_future_us
 
-    def parse(self, raw: Any) -> datetime:
+    def parse(self, raw: Any) -> int:
         if isinstance(raw, bool) or raw is None:
             raise _ProblemError(Reason.BAD_TIME, f"time must be RFC 3339 or epoch seconds: {raw!r}")
         if isinstance(raw, int | float):
-            if not math.isfinite(raw) or not 0 <= raw < 32_503_680_000:  # before year 3000
-                raise _ProblemError(Reason.BAD_TIME, f"epoch seconds out of range: {raw!r}")
-            return self.check(datetime.fromtimestamp(raw, tz=UTC))
+            return self.epoch(raw)
         if isinstance(raw, str):
             try:
                 parsed = datetime.fromisoformat(raw)
@@ -217,21 +276,34 @@ class _Clock:
                 in_utc = parsed.astimezone(UTC)
             except OverflowError:  # e.g. year 1 with a positive offset
                 raise _ProblemError(Reason.BAD_TIME, f"time out of range: {raw[:64]!r}") from None
-            return self.check(in_utc)
+            return self.check(to_micros(in_utc))
         raise _ProblemError(
             Reason.BAD_TIME, f"time must be RFC 3339 or epoch seconds: {raw!r}"[:200]
         )
 
-    def check(self, when: datetime) -> datetime:
-        if when > self.latest:
-            raise _ProblemError(Reason.FUTURE_TIME, f"{when.isoformat()} is ahead of the clock")
-        if when < self.earliest:
-            raise _ProblemError(Reason.TOO_OLD, f"{when.isoformat()} is older than retention")
-        return when
+    def epoch(self, seconds: float) -> int:
+        """Epoch seconds, checked, as microseconds."""
+        if not math.isfinite(seconds) or not 0 <= seconds < _YEAR_3000_S:
+            raise _ProblemError(Reason.BAD_TIME, f"epoch seconds out of range: {seconds!r}")
+        return self.check(round(seconds * 1_000_000))
+
+    def check(self, micros: int) -> int:
+        if micros > self.latest_us:
+            raise _ProblemError(
+                Reason.FUTURE_TIME, f"{from_micros(micros).isoformat()} is ahead of the clock"
+            )
+        if micros < self.earliest_us:
+            raise _ProblemError(
+                Reason.TOO_OLD, f"{from_micros(micros).isoformat()} is older than retention"
+            )
+        return micros
 
 
 def _value(metric: Metric, raw: Any) -> float:
-    if isinstance(raw, bool):
+    if type(raw) is float:  # most values: no bool, int or overflow to consider
+        if metric.minimum <= raw <= metric.maximum and not metric.integer:
+            return raw
+    elif isinstance(raw, bool):
         if not metric.integer:
             raise _ProblemError(Reason.BAD_VALUE, f"{metric.name}: expected a number, got {raw!r}")
         return 1.0 if raw else 0.0
@@ -280,7 +352,7 @@ def _observation(
         if "ts" in obj:
             when, estimated = clock.parse(obj["ts"]), False
         else:
-            when, estimated = clock.received_at, True
+            when, estimated = clock.received_us, True
         seq = obj.get("seq")
         if seq is not None and (
             isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**63
@@ -307,11 +379,15 @@ def _observation(
 
 
 def _senml(
-    out: Decoded, records: list[dict[str, Any]], lookup: SensorLookup, clock: _Clock
+    out: Decoded,
+    records: list[dict[str, Any]],
+    lookup: SensorLookup,
+    clock: _Clock,
+    known: NameCache,
 ) -> None:
     base_name, base_time, base_unit, base_value = "", 0.0, None, None
-    # A gateway pack repeats the same few names many times: resolve each name once.
-    names: dict[str, tuple[str, Metric] | _ProblemError] = {}
+    # Names that did not resolve, once per pack (those that did are in `known`).
+    refused: dict[str, _ProblemError] = {}
     outcomes = len(out.readings) + len(out.rejections)
     for index, record in enumerate(records):
         try:
@@ -324,7 +400,7 @@ def _senml(
             if "bv" in record:
                 base_value = _number(record["bv"], "bv")
             reading = _senml_record(
-                record, base_name, base_time, base_unit, base_value, lookup, clock, names
+                record, base_name, base_time, base_unit, base_value, lookup, clock, known, refused
             )
         except _ProblemError as problem:
             out.rejections.append(Rejection(problem.reason, f"[{index}]: {problem.detail}"))
@@ -349,6 +425,9 @@ def _resolve(name: str, lookup: SensorLookup) -> tuple[str, Metric]:
     return sensor_id, metric
 
 
+_ABSENT: Any = object()
+
+
 def _senml_record(
     record: dict[str, Any],
     base_name: str,
@@ -357,48 +436,56 @@ def _senml_record(
     base_value: float | None,
     lookup: SensorLookup,
     clock: _Clock,
-    names: dict[str, tuple[str, Metric] | _ProblemError],
+    known: NameCache,
+    refused: dict[str, _ProblemError],
 ) -> Reading | None:
-    has_value = "v" in record or "vb" in record
-    if not has_value and ("vs" in record or "vd" in record):
-        raise _ProblemError(Reason.BAD_VALUE, "string and data values are not supported")
-    if not has_value and base_value is None:
-        if "n" in record or "t" in record:
-            raise _ProblemError(Reason.BAD_SHAPE, "record has no value")
-        return None  # a record that only sets base fields
-    name = base_name + (_text(record["n"], "n") if "n" in record else "")
-    resolved = names.get(name)
+    # Gateways send thousands of records a second: each key is looked up once.
+    get = record.get
+    raw, boolean, suffix, when = (
+        get("v", _ABSENT),
+        get("vb", _ABSENT),
+        get("n", ""),
+        get("t", _ABSENT),
+    )
+    if raw is _ABSENT and boolean is _ABSENT:
+        if "vs" in record or "vd" in record:
+            raise _ProblemError(Reason.BAD_VALUE, "string and data values are not supported")
+        if base_value is None:
+            if "n" in record or "t" in record:
+                raise _ProblemError(Reason.BAD_SHAPE, "record has no value")
+            return None  # a record that only sets base fields
+        raw = 0.0
+    name = base_name + _text(suffix, "n")
+    resolved = known.get(name)
     if resolved is None:
+        if name in refused:
+            raise refused[name]
         try:
-            resolved = _resolve(name, lookup)
+            resolved = known[name] = _resolve(name, lookup)
         except _ProblemError as problem:
-            resolved = problem
-        names[name] = resolved
-    if isinstance(resolved, _ProblemError):
-        raise resolved
+            refused[name] = problem
+            raise
     sensor_id, metric = resolved
-    unit = _text(record["u"], "u") if "u" in record else base_unit
+    unit = base_unit if (unit := get("u", _ABSENT)) is _ABSENT else _text(unit, "u")
     if unit is not None and unit != metric.unit:
         raise _ProblemError(
             Reason.UNIT_MISMATCH, f"{metric.name}: unit {unit[:20]!r}, expected {metric.unit!r}"
         )
-    if "vb" in record:
-        raw: Any = record["vb"]
-        if not isinstance(raw, bool):
+    if boolean is not _ABSENT:
+        if not isinstance(boolean, bool):
             raise _ProblemError(Reason.BAD_VALUE, f"{metric.name}: vb must be true or false")
-    else:
-        raw = record.get("v", 0.0)
-        if base_value is not None:
-            raw = base_value + _number(raw, "v")
+        raw = boolean
+    elif base_value is not None:
+        raw = base_value + _number(raw, "v")
     value = _value(metric, raw)
-    if "t" in record or base_time:
-        when = base_time + (_number(record["t"], "t") if "t" in record else 0.0)
+    if when is not _ABSENT or base_time:
+        when = base_time + (0.0 if when is _ABSENT else _number(when, "t"))
         if abs(when) < SENML_RELATIVE_LIMIT:
-            stamp = clock.check(clock.received_at + timedelta(seconds=when))
+            stamp = clock.check(clock.received_us + round(when * 1_000_000))
         else:
-            stamp = clock.parse(when)
+            stamp = clock.epoch(when)
         return Reading(stamp, sensor_id, metric.name, value, False)
-    return Reading(clock.received_at, sensor_id, metric.name, value, True)
+    return Reading(clock.received_us, sensor_id, metric.name, value, True)
 
 
 def _text(raw: Any, key: str) -> str:
@@ -408,7 +495,10 @@ def _text(raw: Any, key: str) -> str:
 
 
 def _number(raw: Any, key: str) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, int | float):
+    if type(raw) is float:
+        if math.isfinite(raw):
+            return raw
+    elif isinstance(raw, bool) or not isinstance(raw, int):
         raise _ProblemError(Reason.BAD_SHAPE, f"{key} must be a number")
     try:
         value = float(raw)

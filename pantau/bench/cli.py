@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
-from pantau.bench.ingest import BenchConfig, BenchError, BenchResult, run_bench
+from pantau.bench.decode import DecodeRow, measure
+from pantau.bench.ingest import BenchConfig, BenchError, BenchResult, machine, run_bench
 from pantau.settings import DEFAULT_CITY_FILE
 
 app = typer.Typer(help="Benchmarks.", no_args_is_help=True, pretty_exceptions_enable=False)
@@ -99,3 +104,36 @@ def ingest(
         print(result.to_json())
     else:
         print_result(result)
+
+
+@app.command("decode")
+def decode_bench(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    city: Annotated[
+        Path, typer.Option(help="City file whose sensors the payloads name.")
+    ] = DEFAULT_CITY_FILE,
+    messages: Annotated[int, typer.Option(min=1, help="Single-observation messages.")] = 100_000,
+    packs: Annotated[int, typer.Option(min=1, help="SenML packs of 50.")] = 4_000,
+    repeats: Annotated[int, typer.Option(min=1, help="Repeats; the fastest counts.")] = 5,
+) -> None:
+    """Decoding and COPY encoding alone: ingest's decoding thread, per reading, no services."""
+    rows: list[DecodeRow] = []
+    with Progress(console=err, transient=True) as progress:
+        for shape, count in (("single", messages), ("senml", packs)):
+            task = progress.add_task(f"decoding {shape}", total=repeats)
+            step = partial(progress.advance, task)
+            rows.append(measure(city, shape=shape, messages=count, repeats=repeats, progress=step))
+    if as_json:
+        shown = [{**asdict(r), "us_per_reading": r.us_per_reading} for r in rows]
+        print(json.dumps({"machine": machine(), "rows": shown}))
+        return
+    table = Table(title="pantau bench decode (best of repeats)")
+    for column in ("shape", "messages", "readings", "readings/s", "µs/reading"):
+        table.add_column(column, justify="left" if column == "shape" else "right")
+    for r in rows:
+        table.add_row(
+            r.shape, f"{r.messages:,}", f"{r.readings:,}", f"{r.readings_per_s:,.0f}",
+            f"{r.us_per_reading:.2f}",
+        )  # fmt: skip
+    console.print(table)
+    console.print("machine: " + ", ".join(f"{k}={v}" for k, v in machine().items()))

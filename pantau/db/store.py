@@ -12,7 +12,7 @@ import struct
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import numpy as np
 import psycopg
@@ -22,14 +22,15 @@ from pantau.payload import Reading, Rejection
 _STAGE = """
 CREATE TEMPORARY TABLE IF NOT EXISTS pantau_stage (
     time           timestamptz NOT NULL,
-    sensor_id      text NOT NULL,
-    metric         text NOT NULL,
+    sensor_id      text COLLATE "C" NOT NULL,
+    metric         text COLLATE "C" NOT NULL,
     value          double precision NOT NULL,
     time_estimated boolean NOT NULL
 ) ON COMMIT DELETE ROWS
 """
 
-# Rows are inserted in key order so that concurrent writers take index locks in the same order.
+# Rows are inserted in key order so that concurrent writers take index locks in the same order
+# (the staging table sorts text as the key does, byte-wise, whatever the database's collation).
 # Of two identical keys within one batch, DO NOTHING keeps the first.
 _INSERT = """
 INSERT INTO readings (time, sensor_id, metric, value, time_estimated)
@@ -71,9 +72,8 @@ _SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 _TRAILER = struct.pack(">h", -1)
 _ROW_HEAD = struct.Struct(">hiq")  # 5 fields; time: 8 bytes of microseconds since 2000
 _ROW_TAIL = struct.Struct(">idi?")  # value: 8 bytes float8; time_estimated: 1 byte bool
-_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-_UNIX_EPOCH_FROM_PG_S = (_PG_EPOCH - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()
-_ONE_US = timedelta(microseconds=1)
+# PostgreSQL counts timestamps from 2000-01-01, readings from 1970-01-01 (both UTC).
+_PG_EPOCH_US = 946_684_800_000_000
 # (sensor_id, metric) -> both text fields, encoded. Bounded by the registry's sensors times
 # their metrics (only those are ever decoded), but capped anyway.
 _ID_FIELDS: dict[tuple[str, str], bytes] = {}
@@ -92,7 +92,7 @@ class StagedReadings:
 
     def __init__(self, readings: Iterable[Reading] = ()) -> None:
         self._rows = bytearray()
-        # Observation times (microseconds since 2000) of readings that carried one, for the
+        # Observation times (Unix microseconds) of readings that carried one, for the
         # publish-to-commit latency.
         self._times_us = array("q")
         self.count = 0
@@ -102,12 +102,11 @@ class StagedReadings:
         rows, times, ids = self._rows, self._times_us, _ID_FIELDS
         head, tail = _ROW_HEAD.pack, _ROW_TAIL.pack
         added = 0
-        for when, sensor_id, metric, value, estimated in readings:
+        for micros, sensor_id, metric, value, estimated in readings:
             fields = ids.get((sensor_id, metric))
             if fields is None:
                 fields = _id_fields(sensor_id, metric)
-            micros = (when - _PG_EPOCH) // _ONE_US
-            rows += head(5, 8, micros)
+            rows += head(5, 8, micros - _PG_EPOCH_US)
             rows += fields
             rows += tail(8, value, 1, estimated)
             if not estimated:
@@ -121,8 +120,7 @@ class StagedReadings:
 
     def observed_times_s(self) -> np.ndarray[tuple[int], np.dtype[np.float64]]:
         """Unix times of the readings that carried an observation time."""
-        micros = np.frombuffer(self._times_us, dtype=np.int64)
-        return micros / 1e6 + _UNIX_EPOCH_FROM_PG_S
+        return np.frombuffer(self._times_us, dtype=np.int64) / 1e6
 
 
 def _id_fields(sensor_id: str, metric: str) -> bytes:

@@ -20,7 +20,9 @@ def _seed(conn: psycopg.Connection) -> datetime:
     store.store(
         conn,
         [
-            Reading(start + timedelta(seconds=20 * i), "tc-bangil-1", "count_motorcycle", float(i))
+            Reading.at(
+                start + timedelta(seconds=20 * i), "tc-bangil-1", "count_motorcycle", float(i)
+            )
             for i in range(6)
         ],
     )

@@ -43,8 +43,8 @@ def test_flood_level_follows_latest_water_level(
     # fg-welang-1: waspada 1.5, siaga 2.0, awas 2.5 (tests/data/mini-city.yaml)
     _store(
         conn,
-        Reading(now - timedelta(minutes=2), "fg-welang-1", "water_level", 1.0),
-        Reading(now - timedelta(minutes=1), "fg-welang-1", "water_level", 2.2),
+        Reading.at(now - timedelta(minutes=2), "fg-welang-1", "water_level", 1.0),
+        Reading.at(now - timedelta(minutes=1), "fg-welang-1", "water_level", 2.2),
     )
     sensor = http.get("/sensors/fg-welang-1").json()
     assert sensor["latest"]["water_level"]["value"] == 2.2

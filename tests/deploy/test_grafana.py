@@ -228,8 +228,8 @@ def _readings(city: City) -> list[Reading]:
     for minutes in range(30, 0, -1):
         at = NOW - timedelta(minutes=minutes)
         for sensor_id, (level, _) in WATER.items():
-            out.append(Reading(at, sensor_id, "water_level", level - minutes * 0.01 + 0.01))
-            out.append(Reading(at, sensor_id, "rainfall", 0.2))
+            out.append(Reading.at(at, sensor_id, "water_level", level - minutes * 0.01 + 0.01))
+            out.append(Reading.at(at, sensor_id, "rainfall", 0.2))
         # tc-bangil-2 stops reporting 20 minutes ago: it is silent (interval 60 s).
         for sensor_id in ("tc-bangil-1", *(("tc-bangil-2",) if minutes > 20 else ())):
             for metric, value in (
@@ -240,14 +240,14 @@ def _readings(city: City) -> list[Reading]:
                 ("avg_speed", 38.5),
                 ("occupancy", 0.2),
             ):
-                out.append(Reading(at, sensor_id, metric, value))
+                out.append(Reading.at(at, sensor_id, metric, value))
     street = {"sn-bangil-1": 0.0, "sn-bangil-2": 45.0}  # lamp power: sn-bangil-1 has failed
     for minutes in (12, 7, 2):
         at = NOW - timedelta(minutes=minutes)
         for sensor_id, power in street.items():
-            out.append(Reading(at, sensor_id, "lamp_state", 1.0))
-            out.append(Reading(at, sensor_id, "lamp_power", power))
-            out.append(Reading(at, sensor_id, "pm25", 35.0))
+            out.append(Reading.at(at, sensor_id, "lamp_state", 1.0))
+            out.append(Reading.at(at, sensor_id, "lamp_power", power))
+            out.append(Reading.at(at, sensor_id, "pm25", 35.0))
     assert {r.sensor_id for r in out} == set(families)
     return out
 

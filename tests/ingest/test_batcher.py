@@ -16,7 +16,7 @@ def _item(readings: int, payload: bytes = b"{}") -> DecodedMessage:
     now = datetime.now(UTC)
     return DecodedMessage(
         message=inbound("t/up/x", payload),
-        readings=[Reading(now, "x", f"m{i}", float(i)) for i in range(readings)],
+        readings=[Reading.at(now, "x", f"m{i}", float(i)) for i in range(readings)],
     )
 
 

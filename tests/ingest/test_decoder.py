@@ -124,6 +124,24 @@ def test_decoder_keeps_good_readings_and_records_rejections_with_raw_bytes() -> 
     assert tracker.total_missing == 4
 
 
+def test_decoder_forgets_resolved_names_when_the_registry_changes() -> None:
+    loader, clock = Loader({"fg-a": Family.FLOOD_GAUGE}), Clock()
+    registry = SensorRegistry(load=loader, refresh_s=10, clock=clock)
+    registry.start()
+    decoder = Decoder(topic_root="t", registry=registry, limits=DecodeLimits())
+    pack = [{"bn": "fg-a/", "n": "water_level", "v": 1.5}]
+    assert [r.metric for r in decoder.decode(inbound("t/up/gw", pack)).readings] == ["water_level"]
+
+    # The gauge is re-registered as a street node: once the registry reloads, its old
+    # resolution must not be used any more.
+    loader.families["fg-a"] = Family.STREET_NODE
+    clock.now += 10
+    assert registry.refresh()
+    out = decoder.decode(inbound("t/up/gw", pack))
+    assert out.readings == []
+    assert [r.rejection.reason for r in out.rejected] == [Reason.UNKNOWN_METRIC]
+
+
 def test_decoder_reading_without_time_gets_arrival_time_and_is_marked() -> None:
     decoder = _decoder({"fg-a": Family.FLOOD_GAUGE}, SequenceTracker())
     message = inbound("t/up/fg-a", {"values": {"water_level": 2.0}})

@@ -14,7 +14,7 @@ T0 = datetime(2025, 1, 15, 3, 0, 0, 123456, tzinfo=UTC)
 
 def _readings(n: int, start: int = 0) -> list[Reading]:
     return [
-        Reading(T0 + timedelta(seconds=start + i), "fg-a", "water_level", 1.0 + (start + i) / 7)
+        Reading.at(T0 + timedelta(seconds=start + i), "fg-a", "water_level", 1.0 + (start + i) / 7)
         for i in range(n)
     ]
 

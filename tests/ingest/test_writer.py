@@ -52,7 +52,7 @@ def _batch(start: int, count: int, *, sensor: str = "fg-welang-1") -> Batch:
         items.append(
             DecodedMessage(
                 message=inbound(f"t/up/{sensor}", {"i": i}),
-                readings=[Reading(base + timedelta(seconds=i), sensor, "water_level", i / 100)],
+                readings=[Reading.at(base + timedelta(seconds=i), sensor, "water_level", i / 100)],
             )
         )
     return Batch(items=items, readings_count=count)

@@ -16,11 +16,14 @@ from pantau.payload import (
     MAX_DETAILS,
     Decoded,
     DecodeLimits,
+    NameCache,
     Reading,
     Reason,
     decode,
     device_from_topic,
+    from_micros,
     iter_reasons,
+    to_micros,
 )
 
 ROOT = "test/pantau"
@@ -67,7 +70,7 @@ def test_single_observation_with_offset_time() -> None:
     decoded = run({"ts": "2025-11-28T09:59:00+07:00", "seq": 17, "values": {"water_level": 1.42}})
     assert decoded.rejections == []
     assert decoded.readings == [
-        Reading(datetime(2025, 11, 28, 2, 59, tzinfo=UTC), "fg-welang-1", "water_level", 1.42)
+        Reading.at(datetime(2025, 11, 28, 2, 59, tzinfo=UTC), "fg-welang-1", "water_level", 1.42)
     ]
     assert decoded.readings[0].time.utcoffset() == timedelta(0)
     assert decoded.sequences == [("fg-welang-1", 17)]
@@ -78,7 +81,7 @@ def test_utc_designator_and_epoch_seconds() -> None:
     assert zulu.readings[0].time == datetime(2025, 11, 28, 2, 58, 30, 250000, tzinfo=UTC)
     epoch = run({"ts": int(NOW.timestamp()) - 60, "values": {"battery": 12.6}})
     assert epoch.readings == [
-        Reading(NOW - timedelta(minutes=1), "fg-welang-1", "battery", 12.6, False)
+        Reading.at(NOW - timedelta(minutes=1), "fg-welang-1", "battery", 12.6, False)
     ]
     fractional = run({"ts": NOW.timestamp() - 0.5, "values": {"battery": 12.6}})
     assert fractional.readings[0].time == NOW - timedelta(seconds=0.5)
@@ -116,10 +119,10 @@ def test_senml_pack_with_base_fields_and_absolute_times() -> None:
     assert decoded.rejections == []
     start = NOW - timedelta(minutes=2)
     assert decoded.readings == [
-        Reading(start, "fg-welang-1", "water_level", 1.2),
-        Reading(start, "fg-welang-1", "rainfall", 0.4),
-        Reading(start + timedelta(minutes=1), "fg-welang-1", "water_level", 1.3),
-        Reading(start + timedelta(minutes=1), "fg-welang-2", "water_level", 0.9),
+        Reading.at(start, "fg-welang-1", "water_level", 1.2),
+        Reading.at(start, "fg-welang-1", "rainfall", 0.4),
+        Reading.at(start + timedelta(minutes=1), "fg-welang-1", "water_level", 1.3),
+        Reading.at(start + timedelta(minutes=1), "fg-welang-2", "water_level", 0.9),
     ]
 
 
@@ -135,16 +138,16 @@ def test_senml_relative_times_and_boolean_value() -> None:
     )
     assert decoded.rejections == []
     assert decoded.readings == [
-        Reading(NOW - timedelta(seconds=30), "sn-bangil-1", "lamp_state", 1.0),
-        Reading(NOW - timedelta(seconds=10), "sn-bangil-1", "lamp_state", 0.0),
-        Reading(NOW, "sn-bangil-1", "lamp_power", 35.5, True),
-        Reading(NOW - timedelta(seconds=60), "fg-welang-1", "water_level", 1.0),
+        Reading.at(NOW - timedelta(seconds=30), "sn-bangil-1", "lamp_state", 1.0),
+        Reading.at(NOW - timedelta(seconds=10), "sn-bangil-1", "lamp_state", 0.0),
+        Reading.at(NOW, "sn-bangil-1", "lamp_power", 35.5, True),
+        Reading.at(NOW - timedelta(seconds=60), "fg-welang-1", "water_level", 1.0),
     ]
 
 
 def test_senml_full_names_without_base_name() -> None:
     decoded = run([{"n": "tc-bangil-1/count_motorcycle", "v": 412, "u": "count"}])
-    assert decoded.readings == [Reading(NOW, "tc-bangil-1", "count_motorcycle", 412.0, True)]
+    assert decoded.readings == [Reading.at(NOW, "tc-bangil-1", "count_motorcycle", 412.0, True)]
 
 
 def test_senml_base_value_is_added() -> None:
@@ -195,6 +198,11 @@ REASON_CASES: list[tuple[Reason, dict[str, Any]]] = [
     (Reason.BAD_VALUE, {"payload": {"values": {"count_car": 3.5}}, "device": "tc-bangil-1"}),
     (Reason.BAD_VALUE, {"payload": [{"n": "sn-bangil-1/lamp_state", "vs": "on"}]}),
     (Reason.BAD_VALUE, {"payload": [{"n": "sn-bangil-1/lamp_state", "vb": "yes"}]}),
+    (Reason.BAD_VALUE, {"payload": [{"n": "fg-welang-1/water_level", "v": None}]}),
+    (Reason.BAD_SHAPE, {"payload": [{"bn": "fg-welang-1/", "n": None, "v": 1}]}),
+    (Reason.BAD_SHAPE, {"payload": [{"n": "fg-welang-1/water_level", "u": None, "v": 1}]}),
+    (Reason.BAD_SHAPE, {"payload": [{"n": "fg-welang-1/water_level", "v": 1, "t": None}]}),
+    (Reason.BAD_SHAPE, {"payload": [{"n": "fg-welang-1/water_level", "v": 1, "t": "now"}]}),
     (Reason.NON_FINITE, {"payload": b'{"values": {"water_level": NaN}}'}),
     (Reason.NON_FINITE, {"payload": b'{"values": {"water_level": 1e999}}'}),
     (Reason.NON_FINITE, {"payload": b'{"values": {"water_level": ' + b"9" * 400 + b"}}"}),
@@ -204,6 +212,7 @@ REASON_CASES: list[tuple[Reason, dict[str, Any]]] = [
     (Reason.BAD_TIME, {"payload": {"ts": "2025-11-28T09:59:00", "values": {"water_level": 1}}}),
     (Reason.BAD_TIME, {"payload": {"ts": -5, "values": {"water_level": 1}}}),
     (Reason.BAD_TIME, {"payload": {"ts": None, "values": {"water_level": 1}}}),
+    (Reason.BAD_TIME, {"payload": [{"n": "fg-welang-1/water_level", "v": 1, "t": 4e10}]}),
     (Reason.BAD_TIME, {"payload": {"ts": "0001-01-01T00:00:00+01:00",
                                    "values": {"water_level": 1}}}),
     (Reason.FUTURE_TIME, {"payload": {"ts": "2025-11-28T10:10:00+07:00",
@@ -434,7 +443,7 @@ def test_observations_round_trip(sensor_id: str, data: st.DataObject, as_list: b
         else:
             stamp, estimated = NOW, True
         documents.append(document)
-        expected += [Reading(stamp, sensor_id, n, v, estimated) for n, v in values.items()]
+        expected += [Reading.at(stamp, sensor_id, n, v, estimated) for n, v in values.items()]
     if not as_list:
         documents = documents[:1]
         expected = expected[: len(drawn[0][0])]
@@ -470,7 +479,61 @@ def test_senml_round_trip(data: st.DataObject) -> None:
                 record["v"] = int(value) if metric.integer else value
             record["t"] = 0
             pack.append(record)
-            expected.append(Reading(when, sensor_id, name, value, False))
+            expected.append(Reading.at(when, sensor_id, name, value, False))
     decoded = run(pack, "gateway-1")
     assert decoded.rejections == []
     assert decoded.readings == expected
+
+
+# ---------------------------------------------------------------------------- times as integers
+
+
+@given(st.datetimes(timezones=st.just(UTC)))
+def test_micros_round_trip(when: datetime) -> None:
+    micros = to_micros(when)
+    assert from_micros(micros) == when
+    assert Reading.at(when, "fg-welang-1", "water_level", 1.0).time == when
+    assert Reading.at(when, "fg-welang-1", "water_level", 1.0).time_us == micros
+
+
+@given(st.integers(to_micros(NOW - timedelta(days=89)), to_micros(NOW + timedelta(minutes=4))))
+def test_senml_epoch_seconds_keep_every_microsecond(micros: int) -> None:
+    # Gateways (and the load simulator) send times as float epoch seconds with six decimals.
+    decoded = run([{"n": "fg-welang-1/water_level", "v": 1.0, "t": micros / 1_000_000}])
+    assert decoded.rejections == []
+    assert [r.time_us for r in decoded.readings] == [micros]
+    assert decoded.readings[0].time == datetime.fromtimestamp(micros / 1_000_000, tz=UTC)
+
+
+# ---------------------------------------------------------------------------- resolved names
+
+
+def test_resolved_names_are_kept_between_calls_and_refusals_are_not() -> None:
+    known: dict[str, Family] = {"fg-welang-1": Family.FLOOD_GAUGE}
+    asked: list[str] = []
+
+    def lookup(sensor_id: str) -> Family | None:
+        asked.append(sensor_id)
+        return known.get(sensor_id)
+
+    names: NameCache = {}
+    pack = [
+        {"bn": "fg-welang-1/", "n": "water_level", "v": 1.0},
+        {"n": "rainfall", "v": 0.5},
+        {"bn": "fg-welang-2/", "n": "water_level", "v": 2.0},
+        {"n": "water_level", "v": 2.1},
+    ]
+    body = json.dumps(pack).encode()
+    kwargs: dict[str, Any] = {"topic": f"{ROOT}/up/gw-1", "topic_root": ROOT, "received_at": NOW}
+    first = decode(body, sensors=lookup, names=names, **kwargs)
+    assert [r.value for r in first.readings] == [1.0, 0.5]
+    assert reasons(first) == {Reason.UNKNOWN_SENSOR}
+    # Within a pack a refused name is asked once; a resolved one is kept for the next calls.
+    assert asked == ["fg-welang-1", "fg-welang-1", "fg-welang-2"]
+    assert set(names) == {"fg-welang-1/water_level", "fg-welang-1/rainfall"}
+
+    known["fg-welang-2"] = Family.FLOOD_GAUGE  # registered since: accepted at once
+    asked.clear()
+    second = decode(body, sensors=lookup, names=names, **kwargs)
+    assert [r.value for r in second.readings] == [1.0, 0.5, 2.0, 2.1]
+    assert asked == ["fg-welang-2"]

@@ -130,7 +130,7 @@ def test_maintain_without_waiting_skips_when_locked(db_url: str, storage: Storag
 def test_readonly_role_can_read_but_not_write(conn: psycopg.Connection, city_db: str) -> None:
     prepare(conn)
     when = datetime.now(UTC) - timedelta(hours=1)
-    store(conn, [Reading(when, "fg-welang-1", "water_level", 1.0)])
+    store(conn, [Reading.at(when, "fg-welang-1", "water_level", 1.0)])
     with psycopg.connect(city_db) as reader:  # not autocommit: SET ROLE ends with it
         reader.execute("SET ROLE pantau_readonly")
         for table in ("readings", "latest_readings", "sensors", "readings_1m",

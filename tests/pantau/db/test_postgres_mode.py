@@ -42,7 +42,7 @@ def _where(conn: psycopg.Connection, when: datetime) -> list[str]:
 def _store_at(url: str, *times: datetime) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         prepare(conn)
-        store(conn, [Reading(t, "fg-welang-1", "water_level", 1.0) for t in times])
+        store(conn, [Reading.at(t, "fg-welang-1", "water_level", 1.0) for t in times])
 
 
 def _day(moment: datetime) -> datetime:
@@ -125,7 +125,7 @@ def test_stray_row_is_moved_out_of_the_default_partition(
         # The moved row is still unique: storing it again is a duplicate.
     with psycopg.connect(postgres_db, autocommit=True) as conn:
         prepare(conn)
-        again = store(conn, [Reading(far, "fg-welang-1", "water_level", 1.0)])
+        again = store(conn, [Reading.at(far, "fg-welang-1", "water_level", 1.0)])
     assert again.duplicates == 1
 
 
@@ -223,7 +223,7 @@ def test_reading_committed_during_a_refresh_is_picked_up_by_the_next(
     with psycopg.connect(postgres_db) as writer:
         prepare(writer)
         # Stored but not committed while the refresh moves the watermark past it.
-        store(writer, [Reading(when, "fg-welang-1", "water_level", 7.0)])
+        store(writer, [Reading.at(when, "fg-welang-1", "water_level", 7.0)])
         _refresh(postgres_db, storage, when + timedelta(hours=1))
         writer.commit()
     assert _rows(postgres_db, "readings_1m") == []

@@ -26,10 +26,10 @@ def test_status_counts_rows(conn: psycopg.Connection, city_db: str, db_mode: Mod
     prepare(conn)
     start = (datetime.now(UTC) - timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
     readings = [
-        Reading(start + timedelta(minutes=m), "fg-welang-1", "water_level", 1.0 + m / 100)
+        Reading.at(start + timedelta(minutes=m), "fg-welang-1", "water_level", 1.0 + m / 100)
         for m in range(5)
     ]
-    readings.append(Reading(start, "sn-bangil-1", "pm25", 30.0))
+    readings.append(Reading.at(start, "sn-bangil-1", "pm25", 30.0))
     rejected = RejectedPayload(
         topic="t/up/x", payload=b"{", received_at=start, rejection=Rejection(Reason.BAD_SHAPE, "x")
     )

@@ -40,9 +40,9 @@ def test_store_inserts_readings(conn: psycopg.Connection) -> None:
     prepare(conn)
     start = _hour_ago()
     batch = [
-        Reading(start, "fg-welang-1", "water_level", 1.25),
-        Reading(start, "fg-welang-1", "rainfall", 0.5, True),
-        Reading(start, "tc-bangil-1", "count_motorcycle", 412.0),
+        Reading.at(start, "fg-welang-1", "water_level", 1.25),
+        Reading.at(start, "fg-welang-1", "rainfall", 0.5, True),
+        Reading.at(start, "tc-bangil-1", "count_motorcycle", 412.0),
     ]
     result = store(conn, batch)
     assert result == StoreResult(staged=3, inserted=3, rejected=0)
@@ -61,15 +61,15 @@ def test_store_inserts_readings(conn: psycopg.Connection) -> None:
 def test_duplicates_are_stored_once(conn: psycopg.Connection, city_db: str) -> None:
     prepare(conn)
     start = _hour_ago()
-    reading = Reading(start, "fg-welang-1", "water_level", 1.0)
-    same_batch = [reading, reading, Reading(start + timedelta(minutes=1), *reading[1:])]
+    reading = Reading.at(start, "fg-welang-1", "water_level", 1.0)
+    same_batch = [reading, reading, Reading.at(start + timedelta(minutes=1), *reading[1:])]
     first = store(conn, same_batch)
     assert (first.staged, first.inserted, first.duplicates) == (3, 2, 1)
     # The whole batch again, as after a redelivery: nothing new, every row a duplicate.
     again = store(conn, same_batch)
     assert (again.staged, again.inserted, again.duplicates) == (3, 0, 3)
     # Same key with another value: the first stored value wins.
-    changed = store(conn, [Reading(start, "fg-welang-1", "water_level", 9.0)])
+    changed = store(conn, [Reading.at(start, "fg-welang-1", "water_level", 9.0)])
     assert changed.duplicates == 1
     assert _count(conn, "SELECT count(*) FROM readings") == 2
     assert _count(conn, "SELECT count(*) FROM readings WHERE value = 9.0") == 0
@@ -91,23 +91,25 @@ def _latest(conn: psycopg.Connection, sensor: str, metric: str) -> tuple[datetim
 def test_latest_value_follows_observation_time(conn: psycopg.Connection) -> None:
     prepare(conn)
     start = _hour_ago()
-    store(conn, [Reading(start + timedelta(minutes=10), "fg-welang-2", "water_level", 2.0)])
+    store(conn, [Reading.at(start + timedelta(minutes=10), "fg-welang-2", "water_level", 2.0)])
     assert _latest(conn, "fg-welang-2", "water_level") == (start + timedelta(minutes=10), 2.0)
     # A late reading (older observation, arriving later) must not replace the newer value.
-    late = store(conn, [Reading(start + timedelta(minutes=5), "fg-welang-2", "water_level", 1.0)])
+    late = store(
+        conn, [Reading.at(start + timedelta(minutes=5), "fg-welang-2", "water_level", 1.0)]
+    )
     assert late.inserted == 1
     assert _latest(conn, "fg-welang-2", "water_level") == (start + timedelta(minutes=10), 2.0)
     # Within one batch the newest observation wins, whatever the order.
     store(
         conn,
         [
-            Reading(start + timedelta(minutes=30), "fg-welang-2", "water_level", 3.0),
-            Reading(start + timedelta(minutes=20), "fg-welang-2", "water_level", 2.5),
+            Reading.at(start + timedelta(minutes=30), "fg-welang-2", "water_level", 3.0),
+            Reading.at(start + timedelta(minutes=20), "fg-welang-2", "water_level", 2.5),
         ],
     )
     assert _latest(conn, "fg-welang-2", "water_level") == (start + timedelta(minutes=30), 3.0)
     # A redelivered older reading changes nothing either.
-    store(conn, [Reading(start + timedelta(minutes=10), "fg-welang-2", "water_level", 2.0)])
+    store(conn, [Reading.at(start + timedelta(minutes=10), "fg-welang-2", "water_level", 2.0)])
     assert _latest(conn, "fg-welang-2", "water_level") == (start + timedelta(minutes=30), 3.0)
     assert _count(conn, "SELECT count(*) FROM latest_readings") == 1
 
@@ -131,8 +133,8 @@ def test_late_reading_updates_rollups(conn: psycopg.Connection, city_db: str) ->
     store(
         conn,
         [
-            Reading(start + timedelta(seconds=10), "fg-welang-3", "water_level", 1.0),
-            Reading(start + timedelta(seconds=30), "fg-welang-3", "water_level", 3.0),
+            Reading.at(start + timedelta(seconds=10), "fg-welang-3", "water_level", 1.0),
+            Reading.at(start + timedelta(seconds=30), "fg-welang-3", "water_level", 3.0),
         ],
     )
     refresh_rollups(city_db)
@@ -142,14 +144,14 @@ def test_late_reading_updates_rollups(conn: psycopg.Connection, city_db: str) ->
         assert last_time == start + timedelta(seconds=30)
     # Late: observed between the two, arrives after both. It joins the same buckets but is not
     # the last value of any of them.
-    store(conn, [Reading(start + timedelta(seconds=20), "fg-welang-3", "water_level", 5.0)])
+    store(conn, [Reading.at(start + timedelta(seconds=20), "fg-welang-3", "water_level", 5.0)])
     refresh_rollups(city_db)
     for table in ROLLUPS:
         values, last_time = _rollup(conn, table, "fg-welang-3", "water_level")
         assert values == pytest.approx((3.0, 1.0, 5.0, 3, 3.0)), table
         assert last_time == start + timedelta(seconds=30)
     # A late reading in an older bucket of its own leaves this bucket alone.
-    store(conn, [Reading(start - timedelta(minutes=61), "fg-welang-3", "water_level", 0.5)])
+    store(conn, [Reading.at(start - timedelta(minutes=61), "fg-welang-3", "water_level", 0.5)])
     refresh_rollups(city_db)
     assert _count(conn, "SELECT count(*) FROM readings_1m WHERE sensor_id = 'fg-welang-3'") == 2
     assert _count(conn, "SELECT count(*) FROM readings_1h WHERE sensor_id = 'fg-welang-3'") == 2
@@ -171,8 +173,8 @@ def test_daily_rollup_uses_local_days(conn: psycopg.Connection, city_db: str) ->
     store(
         conn,
         [
-            Reading(local_midnight - timedelta(minutes=1), "sn-bangil-1", "pm25", 10.0),
-            Reading(local_midnight + timedelta(minutes=1), "sn-bangil-1", "pm25", 20.0),
+            Reading.at(local_midnight - timedelta(minutes=1), "sn-bangil-1", "pm25", 10.0),
+            Reading.at(local_midnight + timedelta(minutes=1), "sn-bangil-1", "pm25", 20.0),
         ],
     )
     refresh_rollups(city_db)
@@ -218,7 +220,7 @@ def test_rejected_payload_is_upserted(conn: psycopg.Connection) -> None:
 def test_readings_and_rejections_commit_together(conn: psycopg.Connection) -> None:
     prepare(conn)
     start = _hour_ago()
-    good = [Reading(start, "fg-welang-1", "water_level", 1.0)]
+    good = [Reading.at(start, "fg-welang-1", "water_level", 1.0)]
     broken = RejectedPayload(
         topic="pantau/up/fg-welang-1",
         payload=b"x",
@@ -290,7 +292,7 @@ def test_rollups_match_raw_readings(conn: psycopg.Connection, city_db: str) -> N
     prepare(conn)
     start = _hour_ago(30)
     readings = [
-        Reading(start + timedelta(seconds=37 * i), sensor, metric, float((i * 7) % 23) / 10)
+        Reading.at(start + timedelta(seconds=37 * i), sensor, metric, float((i * 7) % 23) / 10)
         for i in range(200)
         for sensor, metric in (("fg-welang-1", "water_level"), ("sn-bangil-2", "noise"))
         if metric != "noise" or i % 3 == 0
@@ -311,14 +313,14 @@ def _psycopg_copy_bytes(conn: psycopg.Connection, readings: list[Reading]) -> by
     with psycopg.Copy(conn.cursor(), binary=True, writer=FileWriter(out)) as copy:
         copy.set_types(["timestamptz", "text", "text", "float8", "bool"])
         for reading in readings:
-            copy.write_row(reading)
+            copy.write_row((reading.time, *reading[1:]))
     return out.getvalue()
 
 
 @given(
     st.lists(
         st.builds(
-            Reading,
+            Reading.at,
             st.datetimes(
                 min_value=datetime(1900, 1, 1),
                 max_value=datetime(2200, 1, 1),
@@ -350,7 +352,9 @@ def test_staged_readings_store_like_objects(conn: psycopg.Connection) -> None:
     prepare(conn)
     start = _hour_ago()
     batch = [
-        Reading(start + timedelta(microseconds=i), "fg-welang-1", "water_level", i / 7, i % 2 == 0)
+        Reading.at(
+            start + timedelta(microseconds=i), "fg-welang-1", "water_level", i / 7, i % 2 == 0
+        )
         for i in range(100)
     ]
     assert store(conn, StagedReadings(batch)) == StoreResult(staged=100, inserted=100, rejected=0)
@@ -358,4 +362,4 @@ def test_staged_readings_store_like_objects(conn: psycopg.Connection) -> None:
     rows = conn.execute(
         "SELECT time, sensor_id, metric, value, time_estimated FROM readings ORDER BY time"
     ).fetchall()
-    assert [Reading(*row) for row in rows] == batch
+    assert [Reading.at(*row) for row in rows] == batch

@@ -165,7 +165,7 @@ def test_continuous_aggregates_exist(timescaledb_db: str) -> None:
 def test_aggregates_match_after_refresh(timescaledb_db: str, city_db: str) -> None:
     start = (datetime.now(UTC) - timedelta(hours=20)).replace(minute=0, second=0, microsecond=0)
     readings = [
-        Reading(start + timedelta(seconds=45 * i), "fg-welang-2", "water_level", (i % 17) / 8)
+        Reading.at(start + timedelta(seconds=45 * i), "fg-welang-2", "water_level", (i % 17) / 8)
         for i in range(150)
     ]
     with psycopg.connect(city_db, autocommit=True) as conn:
