@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
@@ -220,29 +221,42 @@ def _child_main(
     send_lock = threading.Lock()
     pending: list[Inbound] = []
     pending_lock = threading.Lock()
-    wake = threading.Event()
+    oldest = [0.0]  # when the first message now pending was received (monotonic)
 
     def send(item: tuple[Any, ...]) -> None:
         with send_lock:
             conn.send(item)
 
     def deliver(message: Inbound) -> None:
+        # paho's network thread forwards what is due itself. Handing the interpreter lock to a
+        # forwarding thread hundreds of times a second cost it more time than the work.
         with pending_lock:
+            if not pending:
+                oldest[0] = message.received_mono
             pending.append(message)
-            if len(pending) >= _FORWARD_BATCH:
-                wake.set()
+            due = (
+                len(pending) >= _FORWARD_BATCH
+                or message.received_mono - oldest[0] >= _FORWARD_EVERY_S
+            )
+        if due:
+            forward()
 
     def state(up: bool) -> None:
         forward()  # messages of the old connection go first, then the change
         send(("state", up, source.generation))
 
-    def forward() -> None:
-        with pending_lock:
-            if not pending:
-                return
-            batch = pending[:]
-            pending.clear()
-        send(("messages", batch))
+    def forward(min_age_s: float = 0.0) -> None:
+        # Taken and sent under one lock, so batches cross the pipe in the order their messages
+        # came, which acknowledgements must follow.
+        with send_lock:
+            with pending_lock:
+                if not pending or time.monotonic() - oldest[0] < min_age_s:
+                    return
+                batch = pending[:]
+                pending.clear()
+            # Should the parent be gone, the main loop sees the pipe close and leaves.
+            with contextlib.suppress(OSError):
+                conn.send(("messages", batch))
 
     source = MqttSource(
         settings=settings,
@@ -260,10 +274,9 @@ def _child_main(
     stopping = threading.Event()
 
     def forwarder() -> None:
-        while not stopping.is_set():
-            wake.wait(_FORWARD_EVERY_S)
-            wake.clear()
-            forward()
+        # What a quiet broker leaves pending goes once it is due.
+        while not stopping.wait(_FORWARD_EVERY_S):
+            forward(min_age_s=_FORWARD_EVERY_S)
 
     thread = threading.Thread(target=forwarder, name="ingest-mqtt-forward", daemon=True)
     thread.start()

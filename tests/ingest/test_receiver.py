@@ -82,3 +82,37 @@ def test_start_fails_clearly_when_the_broker_is_unreachable() -> None:
     with pytest.raises(SourceError, match="broker"):
         source.start()
     assert source.pid is None
+
+
+def test_messages_cross_the_pipe_in_order_and_a_lone_one_is_not_held(
+    mqtt_settings: MqttSettings,
+) -> None:
+    settings = mqtt_settings.model_copy(update={"shared_group": None})
+    topic = settings.uplink_topic("dev-1")
+    # Fewer than the window plus a stock broker's queue (1,000 messages a client).
+    sent = [f"m{i}".encode() for i in range(1500)]
+    inbox = _Inbox()
+    source = ProcessSource(
+        settings=settings, receive_maximum=1000, deliver=inbox.put, restart_delay_s=0.1
+    )
+    source.start()
+    acked = 0
+
+    def received(count: int) -> bool:
+        nonlocal acked
+        with inbox.lock:
+            new = inbox.messages[acked:]
+        acked += source.ack(new)  # as ingest does, so that the broker sends the rest
+        return len(inbox.messages) == count
+
+    try:
+        publish_all(settings, [(topic, p) for p in sent])
+        wait_until(lambda: received(len(sent)), timeout_s=60, what="every message")
+        # Batches forwarded by either of the child's threads keep the order of the messages.
+        assert inbox.payloads() == sent
+        # A message arriving alone is forwarded without waiting for others to fill a batch.
+        publish_all(settings, [(topic, b"alone")])
+        wait_until(lambda: received(len(sent) + 1), timeout_s=5, what="the lone message")
+        assert inbox.payloads()[-1] == b"alone"
+    finally:
+        source.stop()
