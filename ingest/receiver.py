@@ -221,7 +221,7 @@ def _child_main(
     send_lock = threading.Lock()
     pending: list[Inbound] = []
     pending_lock = threading.Lock()
-    oldest = [0.0]  # when the first message now pending was received (monotonic)
+    oldest = 0.0  # when the first message now pending was received (monotonic)
 
     def send(item: tuple[Any, ...]) -> None:
         with send_lock:
@@ -230,13 +230,13 @@ def _child_main(
     def deliver(message: Inbound) -> None:
         # paho's network thread forwards what is due itself. Handing the interpreter lock to a
         # forwarding thread hundreds of times a second cost it more time than the work.
+        nonlocal oldest
         with pending_lock:
             if not pending:
-                oldest[0] = message.received_mono
+                oldest = message.received_mono
             pending.append(message)
             due = (
-                len(pending) >= _FORWARD_BATCH
-                or message.received_mono - oldest[0] >= _FORWARD_EVERY_S
+                len(pending) >= _FORWARD_BATCH or message.received_mono - oldest >= _FORWARD_EVERY_S
             )
         if due:
             forward()
@@ -250,7 +250,7 @@ def _child_main(
         # came, which acknowledgements must follow.
         with send_lock:
             with pending_lock:
-                if not pending or time.monotonic() - oldest[0] < min_age_s:
+                if not pending or time.monotonic() - oldest < min_age_s:
                     return
                 batch = pending[:]
                 pending.clear()

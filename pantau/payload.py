@@ -301,7 +301,7 @@ class _Clock:
 
 def _value(metric: Metric, raw: Any) -> float:
     if type(raw) is float:  # most values: no bool, int or overflow to consider
-        if metric.minimum <= raw <= metric.maximum and not metric.integer:
+        if metric.in_range(raw) and not metric.integer:
             return raw
     elif isinstance(raw, bool):
         if not metric.integer:

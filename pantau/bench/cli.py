@@ -32,6 +32,10 @@ def _fmt(value: float | None, pattern: str) -> str:
     return "—" if value is None else pattern.format(value)
 
 
+def _print_machine(info: dict[str, str]) -> None:
+    console.print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()))
+
+
 def print_result(result: BenchResult) -> None:
     """The results table, the targets and the machine."""
     table = Table(title="pantau bench ingest")
@@ -58,7 +62,7 @@ def print_result(result: BenchResult) -> None:
     for row in result.rows:
         for note in row.notes:
             console.print(f"({row.key}) {note}")
-    console.print("machine: " + ", ".join(f"{k}={v}" for k, v in result.machine.items()))
+    _print_machine(result.machine)
 
 
 @app.command("ingest")
@@ -136,4 +140,4 @@ def decode_bench(
             f"{r.us_per_reading:.2f}",
         )  # fmt: skip
     console.print(table)
-    console.print("machine: " + ", ".join(f"{k}={v}" for k, v in machine().items()))
+    _print_machine(machine())
