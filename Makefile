@@ -27,4 +27,5 @@ lint: setup
 	$(BIN)/mypy
 
 docs: setup
-	$(BIN)/pantau config
+	$(BIN)/pantau config --update README.md
+	$(BIN)/pantau catalogue > docs/catalogue.md

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from psycopg_pool import ConnectionPool
 
-from api.routes import health, readings, sensors
+from api.routes import alerts, health, operator, pages, readings, sensors, sta, stream
 from pantau import __version__
 from pantau.settings import Settings
 
@@ -43,4 +43,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(sensors.router)
     app.include_router(readings.router)
+    app.include_router(alerts.router)
+    app.include_router(stream.router)
+    app.include_router(operator.router)
+    app.include_router(sta.router)
+    app.include_router(pages.router)
     return app

@@ -1,0 +1,7 @@
+"""The live city page and the control page."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
