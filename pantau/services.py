@@ -132,12 +132,22 @@ class PrivatePostgres:
     directory: Path
     port: int = 0
     start_timeout_s: float = 60.0
+    # Directory of initdb/pg_ctl; default: the first on PATH, else the newest installed.
+    binaries: Path | None = None
+    # Where those binaries have the TimescaleDB extension: load it at start (False leaves it
+    # installed but unloaded, so CREATE EXTENSION fails).
+    preload_timescaledb: bool = True
 
     def __post_init__(self) -> None:
         self.directory = self.directory.resolve()
         self.port = self.port or free_port()
-        self.bindir = postgres_bindir()
+        self.bindir = self.binaries or postgres_bindir()
         self.account = _service_account()
+
+    @property
+    def timescaledb_installed(self) -> bool:
+        """Whether the binaries come with the TimescaleDB extension."""
+        return _timescaledb_installed(self.bindir)
 
     @property
     def data(self) -> Path:
@@ -175,7 +185,7 @@ class PrivatePostgres:
             "max_connections = 200",
             "log_min_messages = warning",
         ]
-        if _timescaledb_installed(self.bindir):
+        if self.preload_timescaledb and self.timescaledb_installed:
             options += [
                 "shared_preload_libraries = 'timescaledb'",
                 "timescaledb.telemetry_level = off",

@@ -40,12 +40,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
-from prometheus_client.parser import text_string_to_metric_families
 
-from pantau.bench._common import READY
+from pantau.bench._common import READY, scrape, service_env
 from pantau.city import load_city
 from pantau.db import registry
-from pantau.db.migrate import migrate, refresh_rollups
+from pantau.db.migrate import current_mode, migrate, refresh_rollups
 from pantau.db.scratch import temporary_database
 from pantau.services import PrivateMosquitto, free_port, tree_memory_bytes, wait_until
 from pantau.settings import DEFAULT_CITY_FILE, StorageSettings
@@ -239,18 +238,14 @@ def _database(config: BenchConfig, *, with_city: bool) -> Iterator[str]:
 class _Ingest:
     def __init__(self, *, database: str, broker: str, root: str, workdir: Path) -> None:
         self.port = free_port()
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("PANTAU_")}
-        self.env.update(
-            {
-                "PANTAU_DATABASE_URL": database,
-                "PANTAU_MQTT__URL": broker,
-                "PANTAU_MQTT__TOPIC_ROOT": root,
-                "PANTAU_MQTT__CLIENT_ID": f"bench-{root}",
-                "PANTAU_MQTT__SHARED_GROUP": "",
-                "PANTAU_INGEST__METRICS_PORT": str(self.port),
-                "PANTAU_STORAGE__RAW_RETENTION": "P7D",
-                "PANTAU_LOG_LEVEL": "WARNING",
-            }
+        self.env = service_env(
+            database=database,
+            broker=broker,
+            root=root,
+            PANTAU_MQTT__CLIENT_ID=f"bench-{root}",
+            PANTAU_MQTT__SHARED_GROUP="",
+            PANTAU_INGEST__METRICS_PORT=str(self.port),
+            PANTAU_STORAGE__RAW_RETENTION="P7D",
         )
         self.workdir = workdir
         self.process: subprocess.Popen[bytes] | None = None
@@ -270,16 +265,7 @@ class _Ingest:
             return bool(r.status == 200)
 
     def samples(self) -> dict[str, float]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
-            text = r.read().decode()
-        out: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                key = sample.name
-                if "le" in sample.labels:
-                    key += "{le=" + sample.labels["le"] + "}"
-                out[key] = out.get(key, 0.0) + sample.value
-        return out
+        return scrape(self.port)
 
     def stop(self) -> int:
         assert self.process is not None
@@ -473,11 +459,14 @@ def _pantau(
         # Rollups are materialised off the write path in both storage modes; say what that
         # costs, rather than let the first periodic refresh land inside the latency run.
         refresh_started = time.perf_counter()
-        # A minute ahead: the buckets of the last readings are closed too.
+        # A minute ahead: the buckets of the last readings are closed too (plain PostgreSQL;
+        # TimescaleDB never materialises a bucket still open).
         refresh_rollups(database, through=datetime.now(UTC) + timedelta(minutes=1))
         refresh_s = time.perf_counter() - refresh_started
+        with psycopg.connect(database) as conn:
+            mode = current_mode(conn)
         row.notes.append(
-            f"rollups of the drained readings refreshed in {refresh_s:.2f} s "
+            f"rollups ({mode} mode) of the drained readings refreshed in {refresh_s:.2f} s "
             f"({row.readings / refresh_s:,.0f} readings/s), off the write path"
         )
 

@@ -156,6 +156,7 @@ def refresh(conn: psycopg.Connection, now: datetime) -> int:
     # Bucket arithmetic (a day later) must not follow a session zone's daylight saving.
     conn.execute("SET LOCAL TimeZone = 'UTC'")
     noted = conn.execute("DELETE FROM rollup_invalidations RETURNING lo, hi").fetchall()
+    horizon = _raw_horizon(conn)
     written = 0
     for rollup in ROLLUPS:
         row = conn.execute(
@@ -177,7 +178,11 @@ def refresh(conn: psycopg.Connection, now: datetime) -> int:
                 [rollup.width, [lo for lo, _ in noted], [hi for _, hi in noted]],
             ).fetchall()
             # Newer buckets are still computed live by the view.
-            spans += [(lo, min(hi, mark)) for lo, hi in aligned if lo < mark]
+            if rollup.source == READINGS and horizon is not None:
+                # Raw rows older than the oldest partition are gone (or a very late reading
+                # bound for deletion): recomputing those buckets would erase them.
+                aligned = [(max(lo, _ceil(horizon, rollup.width)), hi) for lo, hi in aligned]
+            spans += [(lo, min(hi, mark)) for lo, hi in aligned if lo < min(hi, mark)]
         for lo, hi in _merge(spans):
             bounds = {"lo": lo, "hi": hi}
             conn.execute(f"DELETE FROM {rollup.table} WHERE {_within('bucket', lo)}", bounds)
@@ -214,6 +219,16 @@ def _merge(
 def _floor(moment: datetime, step: timedelta) -> datetime:
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     return epoch + ((moment - epoch) // step) * step
+
+
+def _ceil(moment: datetime, step: timedelta) -> datetime:
+    floor = _floor(moment, step)
+    return floor if floor == moment else floor + step
+
+
+def _raw_horizon(conn: psycopg.Connection) -> datetime | None:
+    """Where complete raw readings begin: the oldest partition's lower bound (None: none)."""
+    return min((lower for lower, _ in _partitions(conn).values()), default=None)
 
 
 def partition_name(lower: datetime) -> str:
@@ -311,3 +326,9 @@ def _create_partition(conn: psycopg.Connection, lower: datetime, upper: datetime
 
 def partition_count(conn: psycopg.Connection) -> int:
     return len(_partitions(conn))
+
+
+def watermarks(conn: psycopg.Connection) -> dict[str, datetime | None]:
+    """Each rollup's watermark: materialised below it, computed on the fly from it on."""
+    rows = conn.execute("SELECT name, watermark FROM rollup_watermarks").fetchall()
+    return dict(rows)

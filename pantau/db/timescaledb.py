@@ -7,7 +7,9 @@ names and columns as in plain PostgreSQL mode.
 
 from __future__ import annotations
 
-from datetime import timedelta
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import psycopg
 from psycopg import sql
@@ -15,18 +17,26 @@ from psycopg import sql
 from pantau.db import READINGS_TABLE
 from pantau.settings import StorageSettings
 
-# Buckets of the continuous aggregates. Days are the city's local days (WIB): time_bucket with a
-# time zone is allowed in continuous aggregates since TimescaleDB 2.8.
-AGGREGATES = {
-    "readings_1m": "time_bucket(INTERVAL '1 minute', time)",
-    "readings_1h": "time_bucket(INTERVAL '1 hour', time)",
-    "readings_1d": "time_bucket(INTERVAL '1 day', time, 'Asia/Jakarta')",
+# Buckets of the continuous aggregates, of a timestamp expression ``{t}``. Days are the city's
+# local days (WIB): time_bucket with a time zone is allowed in continuous aggregates since
+# TimescaleDB 2.8.
+BUCKETS = {
+    "readings_1m": "time_bucket(INTERVAL '1 minute', {t})",
+    "readings_1h": "time_bucket(INTERVAL '1 hour', {t})",
+    "readings_1d": "time_bucket(INTERVAL '1 day', {t}, 'Asia/Jakarta')",
 }
+AGGREGATES = {name: bucket.format(t="time") for name, bucket in BUCKETS.items()}
 BUCKET_WIDTH = {
     "readings_1m": timedelta(minutes=1),
     "readings_1h": timedelta(hours=1),
     "readings_1d": timedelta(days=1),
 }
+# A refresh starts this far inside raw retention: the retention job may run (and drop a chunk)
+# between reading the clock and refreshing, and a refreshed window whose raw rows are gone
+# loses its aggregate rows.
+RETENTION_MARGIN = timedelta(hours=1)
+# How long a refresh waits, retrying, while a refresh policy's job holds an overlapping window.
+REFRESH_WAIT_S = 300.0
 
 _AGGREGATE = """
 CREATE MATERIALIZED VIEW {name}
@@ -118,13 +128,191 @@ def apply_policies(conn: psycopg.Connection, storage: StorageSettings) -> None:
         )
 
 
-def refresh_aggregates(conn: psycopg.Connection) -> None:
-    """Materialise every continuous aggregate over all time (tests, backfills).
+def _configured(conn: psycopg.Connection) -> tuple[timedelta | None, dict[str, timedelta | None]]:
+    """Raw retention (``drop_after``) and each aggregate's refresh-policy ``start_offset``, as
+    the database's own policies have them (None: no such policy, or an open start)."""
+    rows = conn.execute(
+        """
+        SELECT proc_name, hypertable_name, (config->>'drop_after')::interval,
+               (config->>'start_offset')::interval
+        FROM timescaledb_information.jobs
+        WHERE proc_name IN ('policy_retention', 'policy_refresh_continuous_aggregate')
+          AND hypertable_schema = current_schema()
+        """
+    ).fetchall()
+    retention = next(
+        (drop for proc, name, drop, _ in rows if proc == "policy_retention" and name == "readings"),
+        None,
+    )
+    starts = {
+        name: start
+        for proc, name, _, start in rows
+        if proc == "policy_refresh_continuous_aggregate"
+    }
+    return retention, starts
 
-    Needs an autocommit connection: refresh_continuous_aggregate cannot run in a transaction.
+
+def _refresh(
+    conn: psycopg.Connection, name: str, start: datetime | None, end: datetime, wait_s: float
+) -> bool:
+    """Refresh one aggregate over ``[start, end)``; False if it was already up to date.
+
+    Since TimescaleDB 2.21 a refresh whose window overlaps one in progress (a policy's job)
+    fails at once with LockNotAvailable instead of waiting; it is retried with a bounded
+    backoff.
     """
-    for name in AGGREGATES:
-        conn.execute("CALL refresh_continuous_aggregate(%s::regclass, NULL, NULL)", [name])
+    deadline = time.monotonic() + wait_s
+    delay = 0.05
+    notices: list[str] = []
+
+    def note(diagnostic: psycopg.errors.Diagnostic) -> None:
+        notices.append(diagnostic.message_primary or "")
+
+    conn.add_notice_handler(note)
+    try:
+        while True:
+            try:
+                conn.execute(
+                    "CALL refresh_continuous_aggregate(%s::regclass, %s::timestamptz, "
+                    "%s::timestamptz)",
+                    [name, start, end],
+                )
+                return not any("up-to-date" in text for text in notices)
+            except psycopg.errors.LockNotAvailable:
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+    finally:
+        conn.remove_notice_handler(note)
+
+
+def refresh_aggregates(
+    conn: psycopg.Connection,
+    *,
+    through: datetime | None = None,
+    catch_up: bool = False,
+    wait_s: float = REFRESH_WAIT_S,
+) -> int:
+    """Materialise the continuous aggregates inside raw retention; return how many changed.
+
+    The window of each aggregate starts just inside raw retention (older raw rows may be gone)
+    and ends at the start of its bucket open at ``through`` (default and at most: now), so the
+    open buckets stay computed in real time. Only invalidated ranges (late, out-of-order or
+    redelivered readings; ranges a late-running policy skipped) and buckets not yet
+    materialised are recomputed, so a wide window costs little when little changed.
+
+    With ``catch_up`` the window ends where the aggregate's refresh policy window starts, so
+    routine catch-up does not collide with the policies: they keep the newest buckets, this
+    keeps everything older (and waits for a policy job still running an older window).
+    Needs an autocommit connection.
+    """
+    retention, policy_starts = _configured(conn)
+    refreshed = 0
+    for name, width in BUCKET_WIDTH.items():
+        # With catch_up, the end is the policy window's start rounded up to a bucket: every
+        # policy run that started earlier began at or before it (no gap between them), and
+        # none starting later overlaps it.
+        row = conn.execute(
+            sql.SQL("SELECT now() - %s::interval + %s::interval, {}, {}").format(
+                sql.SQL(BUCKETS[name].format(t="least(%s::timestamptz, now())")),
+                sql.SQL(BUCKETS[name].format(t="now() - %s::interval + %s::interval")),
+            ),
+            [
+                retention,
+                RETENTION_MARGIN,
+                through,
+                policy_starts.get(name),
+                width - timedelta(microseconds=1),
+            ],
+        ).fetchone()
+        assert row is not None
+        start, open_start, policy_window_start = row
+        end = policy_window_start if catch_up and policy_window_start is not None else open_start
+        if start is not None and end - start < 2 * width:
+            continue  # nothing inside retention to refresh
+        refreshed += _refresh(conn, name, start, end, wait_s)
+    return refreshed
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One TimescaleDB background job and how its runs went."""
+
+    job_id: int
+    proc_name: str
+    target: str | None
+    schedule: timedelta
+    job_status: str | None
+    last_run_started_at: datetime | None
+    last_run_status: str | None
+    next_start: datetime | None
+    total_runs: int
+    total_failures: int
+    last_error: str | None
+
+    @property
+    def failing(self) -> bool:
+        return self.last_run_status == "Failed"
+
+
+def jobs(conn: psycopg.Connection) -> list[Job]:
+    """Every job of the database, the extension's own housekeeping included."""
+    rows = conn.execute(
+        """
+        SELECT j.job_id, j.proc_name, j.hypertable_name, j.schedule_interval, s.job_status,
+               CASE WHEN isfinite(s.last_run_started_at) THEN s.last_run_started_at END,
+               s.last_run_status, CASE WHEN isfinite(s.next_start) THEN s.next_start END,
+               coalesce(s.total_runs, 0), coalesce(s.total_failures, 0),
+               (SELECT e.err_message FROM timescaledb_information.job_errors e
+                WHERE e.job_id = j.job_id ORDER BY e.start_time DESC NULLS LAST LIMIT 1)
+        FROM timescaledb_information.jobs j
+        LEFT JOIN timescaledb_information.job_stats s ON s.job_id = j.job_id
+        ORDER BY j.job_id
+        """
+    ).fetchall()
+    return [Job(*row) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Compression:
+    chunks: int
+    compressed_chunks: int
+    bytes_before: int | None
+    bytes_after: int | None
+
+    @property
+    def ratio(self) -> float | None:
+        """Bytes before over bytes after compression, of the compressed chunks."""
+        if not self.bytes_before or not self.bytes_after:
+            return None
+        return self.bytes_before / self.bytes_after
+
+
+def compression(conn: psycopg.Connection) -> Compression:
+    row = conn.execute(
+        "SELECT coalesce(sum(total_chunks), 0), coalesce(sum(number_compressed_chunks), 0), "
+        "sum(before_compression_total_bytes), sum(after_compression_total_bytes) "
+        "FROM hypertable_compression_stats('readings')"
+    ).fetchone()
+    assert row is not None
+    return Compression(int(row[0]), int(row[1]), row[2], row[3])
+
+
+def watermarks(conn: psycopg.Connection) -> dict[str, datetime | None]:
+    """Each aggregate's watermark: materialised below it, computed in real time from it on."""
+    rows = conn.execute(
+        """
+        SELECT user_view_name, CASE WHEN mark >= '0001-01-01 00:00+00' THEN mark END
+        FROM _timescaledb_catalog.continuous_agg,
+             _timescaledb_functions.to_timestamp(
+                 _timescaledb_functions.cagg_watermark(mat_hypertable_id)) AS mark
+        WHERE user_view_schema = current_schema()
+        """
+    ).fetchall()
+    # NULL: nothing materialised yet (the watermark is the lowest time there is).
+    marks: dict[str, datetime | None] = dict(rows)
+    return {name: marks[name] for name in AGGREGATES if name in marks}
 
 
 def chunk_count(conn: psycopg.Connection) -> int:

@@ -224,12 +224,14 @@ def test_full_spool_pushes_back(
 
 
 class _HeldDatabase(Database):
-    """Connections whose first batch (on whichever connection) waits until another commits."""
+    """Connections whose first batch (on whichever connection) waits until another commits and
+    the test has looked (``release``)."""
 
     def __init__(self, *, conninfo: str, shared: dict[str, object] | None = None) -> None:
         super().__init__(conninfo=conninfo, connect_timeout_s=2)
         self.shared = shared if shared is not None else {
             "lock": threading.Lock(), "held": False, "later_committed": threading.Event(),
+            "release": threading.Event(),
         }  # fmt: skip
 
     def sibling(self) -> Database:
@@ -242,6 +244,9 @@ class _HeldDatabase(Database):
             hold, self.shared["held"] = not self.shared["held"], True
         if hold:
             assert later_committed.wait(20), "the other connection never committed"
+            release = self.shared["release"]
+            assert isinstance(release, threading.Event)
+            assert release.wait(20), "the test never released the held batch"
             return super().store(readings, rejected)
         result = super().store(readings, rejected)
         later_committed.set()
@@ -261,6 +266,7 @@ def test_acks_keep_submission_order_when_a_later_batch_commits_first(city_db: st
     assert writer.submit(second)
     assert later_committed.wait(20)
     assert _count(city_db) == 20 and target.acked == [], "the later batch waits for the first"
+    database.shared["release"].set()  # type: ignore[attr-defined]
     assert writer.finish(timeout_s=30)
     assert target.acked == first.messages + second.messages
     assert _count(city_db) == 40
