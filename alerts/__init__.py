@@ -1,6 +1,8 @@
-"""The alert service: turns readings into early warnings (Normal, Waspada, Siaga, Awas).
+"""The alert service: turns live readings into early warnings (Normal, Waspada, Siaga, Awas),
+city alerts and sensor-health alerts, stored in the database and delivered over MQTT.
 
-Not built yet. The shared pieces it will use already exist: per-gauge thresholds with history
-(`flood_thresholds`), `pantau.city.FloodLevel` and `Thresholds.level`, and the `alerts` table.
-See docs/roadmap.md.
+Stages: :mod:`alerts.source` (its own persistent MQTT session on the uplinks),
+:mod:`alerts.evaluator` (the rules of :mod:`alerts.rules` on observation time),
+:mod:`alerts.store` (state rebuilt from and committed to PostgreSQL) and
+:mod:`alerts.publisher` (status, event and warning-post topics). See docs/alerts.md.
 """

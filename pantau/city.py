@@ -82,6 +82,10 @@ class Sensor(BaseModel):
     river: str | None = None
     river_km: float | None = Field(default=None, ge=0)
     thresholds: Thresholds | None = None
+    # Flood gauges: the gauges a flood wave reaches next, and its travel time to them (unset:
+    # derived from the river_km difference and the alert service's wave speed).
+    downstream: tuple[str, ...] = ()
+    travel_time_min: PositiveFloat | None = None
     # Traffic counters: the road and its class (national roads carry the most traffic).
     road: str | None = None
     road_class: Literal["national", "provincial", "town"] | None = None
@@ -120,6 +124,9 @@ class City(BaseModel):
         unknown = sorted({s.kecamatan for s in self.sensors} - set(names))
         if unknown:
             raise ValueError(f"sensors placed in unknown kecamatan: {', '.join(unknown)}")
+        dangling = sorted({d for s in self.sensors for d in s.downstream} - set(ids))
+        if dangling:
+            raise ValueError(f"downstream of unknown sensors: {', '.join(dangling)}")
         return self
 
     def sensor(self, sensor_id: str) -> Sensor:

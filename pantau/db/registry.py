@@ -37,20 +37,22 @@ def load_city(conn: psycopg.Connection, city: City) -> LoadResult:
         cur.executemany(
             """
             INSERT INTO sensors (id, family, name, kecamatan, lat, lon, interval_s,
-                                 river, river_km, road, road_class)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                                 river, river_km, road, road_class, downstream, travel_time_min)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
             ON CONFLICT (id) DO UPDATE SET family = EXCLUDED.family, name = EXCLUDED.name,
                 kecamatan = EXCLUDED.kecamatan, lat = EXCLUDED.lat, lon = EXCLUDED.lon,
                 interval_s = EXCLUDED.interval_s, river = EXCLUDED.river,
                 river_km = EXCLUDED.river_km, road = EXCLUDED.road,
-                road_class = EXCLUDED.road_class, updated_at = now()
+                road_class = EXCLUDED.road_class, downstream = EXCLUDED.downstream,
+                travel_time_min = EXCLUDED.travel_time_min, updated_at = now()
             WHERE (sensors.family, sensors.name, sensors.kecamatan, sensors.lat, sensors.lon,
                    sensors.interval_s, sensors.river, sensors.river_km, sensors.road,
-                   sensors.road_class)
+                   sensors.road_class, sensors.downstream, sensors.travel_time_min)
                 IS DISTINCT FROM
                   (EXCLUDED.family, EXCLUDED.name, EXCLUDED.kecamatan, EXCLUDED.lat,
                    EXCLUDED.lon, EXCLUDED.interval_s, EXCLUDED.river, EXCLUDED.river_km,
-                   EXCLUDED.road, EXCLUDED.road_class)
+                   EXCLUDED.road, EXCLUDED.road_class, EXCLUDED.downstream,
+                   EXCLUDED.travel_time_min)
             """,
             [
                 (
@@ -65,6 +67,8 @@ def load_city(conn: psycopg.Connection, city: City) -> LoadResult:
                     s.river_km,
                     s.road,
                     s.road_class,
+                    list(s.downstream),
+                    s.travel_time_min,
                 )
                 for s in city.sensors
             ],

@@ -1,0 +1,107 @@
+"""Delivery over MQTT (docs/protocol.md): alert events, each sensor's retained status, and the
+retained command of the warning posts following each flood gauge.
+
+Publication follows the commit, so a crash between the two can leave events unsent: on start
+the service sends every committed event after the last one it recorded as published, and may
+thus send a few twice. Consumers dedupe by the event's ``id``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+import paho.mqtt.client as mqtt
+
+from alerts.evaluator import Evaluator
+from alerts.model import Rule
+from alerts.source import AlertSession
+from pantau.catalogue import Family
+from pantau.payload import from_micros
+
+
+def events_topic(root: str) -> str:
+    return f"{root}/alerts/events"
+
+
+def status_topic(root: str, sensor_id: str) -> str:
+    return f"{root}/status/{sensor_id}"
+
+
+def warning_topic(root: str, gauge_id: str) -> str:
+    return f"{root}/warning/{gauge_id}"
+
+
+def status(evaluator: Evaluator, sensor_id: str) -> dict[str, Any]:
+    """A sensor's current alert status: its open alerts, worst first."""
+    mine = sorted(
+        ((rule, alert) for (sid, rule), alert in evaluator.open.items() if sid == sensor_id),
+        key=lambda item: (-item[1].level, item[0]),
+    )
+    alerts = [
+        {
+            "alert_id": alert.alert_id,
+            "rule": rule,
+            "level": alert.level,
+            "since": from_micros(alert.opened_us).isoformat(),
+            "updated_at": from_micros(alert.updated_us).isoformat(),
+            "message": alert.message,
+            "message_en": alert.message_en,
+        }
+        for rule, alert in mine
+    ]
+    out: dict[str, Any] = {
+        "sensor_id": sensor_id,
+        "level": max((alert.level for _, alert in mine), default=0),
+        "alerts": alerts,
+        "clock": from_micros(evaluator.clock_us).isoformat() if evaluator.clock_us else None,
+    }
+    flood = evaluator.open.get((sensor_id, Rule.FLOOD_LEVEL))
+    sensor = evaluator.sensors.get(sensor_id)
+    if sensor is not None and sensor.family is Family.FLOOD_GAUGE:
+        out["flood_level"] = flood.level if flood else 0
+    return out
+
+
+class Publisher:
+    """Sends what the store committed."""
+
+    def __init__(self, *, session: AlertSession, topic_root: str) -> None:
+        self._session = session
+        self._root = topic_root
+        self._pending: deque[tuple[int, mqtt.MQTTMessageInfo]] = deque()
+
+    def events(self, events: Iterable[dict[str, Any]]) -> None:
+        """Publish event documents, in order."""
+        for event in events:
+            info = self._session.publish(events_topic(self._root), orjson.dumps(event))
+            self._pending.append((int(event["id"]), info))
+
+    def published_through(self) -> int | None:
+        """The highest event id up to which the broker has acknowledged every event sent
+        (None: nothing new). Only that is recorded as published: an event still in paho's
+        queue when the process dies is sent again by the next instance."""
+        newest = None
+        while self._pending and self._pending[0][1].is_published():
+            newest = self._pending.popleft()[0]
+        return newest
+
+    def sensors(self, evaluator: Evaluator, sensor_ids: Iterable[str]) -> None:
+        """Retained status of each sensor, and the warning command of each flood gauge."""
+        for sensor_id in sorted(set(sensor_ids)):
+            sensor = evaluator.sensors.get(sensor_id)
+            if sensor is None:
+                continue
+            self._session.publish(
+                status_topic(self._root, sensor_id),
+                orjson.dumps(status(evaluator, sensor_id)),
+                retain=True,
+            )
+            if sensor.family is Family.FLOOD_GAUGE:
+                self._session.publish(
+                    warning_topic(self._root, sensor_id),
+                    orjson.dumps(evaluator.warning(sensor_id)),
+                    retain=True,
+                )
