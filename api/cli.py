@@ -7,8 +7,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from api.main import create_app
-from pantau import logs
+from api.main import configure_logging, create_app
 from pantau.settings import SettingsError, get_settings
 
 app = typer.Typer(help="Serve the open-data and operator API.", add_completion=False)
@@ -26,10 +25,15 @@ def serve(
     except SettingsError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(2) from None
-    logs.configure(settings.log_level, json=settings.log_json)
+    configure_logging(settings)
+    # Several workers are separate processes: each builds its app (and pool) itself.
+    workers = settings.api.workers
     uvicorn.run(
-        create_app(settings),
+        "api.main:app_from_environment" if workers > 1 else create_app(settings),
+        factory=workers > 1,
+        workers=workers if workers > 1 else None,
         host=host or settings.api.host,
         port=port if port is not None else settings.api.port,
         log_config=None,
+        access_log=settings.api.access_log,
     )

@@ -1,88 +1,624 @@
-"""Readings of one sensor over time: raw or rolled up, as JSON or CSV."""
+"""History of readings: raw or bucketed, one or several sensors, paged by cursor or streamed.
+
+Buckets of one minute and more read the rollups (``readings_1m``, ``readings_1h``,
+``readings_1d``; 5 and 15 minutes combine ``readings_1m``). Day buckets are WIB days
+(Asia/Jakarta): a day bucket starts at 00:00+07:00, i.e. 17:00 UTC the day before. A time given
+without an offset is read as WIB, as ``pantau simulate send --ts`` does.
+"""
 
 from __future__ import annotations
 
-import csv
-import io
-from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+import base64
+import binascii
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, HTTPException, Query
-from fastapi.responses import JSONResponse, Response
+import orjson
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 from psycopg import sql
+from psycopg.rows import tuple_row
+from psycopg_pool import ConnectionPool
 
-from api.deps import ConnDep
-from pantau.catalogue import Family, find_metric
+from api.deps import CacheDep, Registry, RegistryDep, SensorInfo, SettingsDep, connection
+from api.errors import Problem, bad_request
+from api.responses import Body, cached_json, json_response
+from api.schemas import CSV, ReadingsPage, SensorReadings, alternatives, text_schema
+from pantau.catalogue import Family, find_metric, metrics_of
 
 router = APIRouter(tags=["readings"])
 
-ROLLUP_TABLES = {"1m": "readings_1m", "1h": "readings_1h", "1d": "readings_1d"}
+WIB = ZoneInfo("Asia/Jakarta")
+ZONES = {"UTC": UTC, "Asia/Jakarta": WIB}
+Resolution = Literal["raw", "1m", "5m", "15m", "1h", "1d"]
+Agg = Literal["avg", "min", "max", "last", "count"]
+STEP = {
+    "1m": timedelta(minutes=1),
+    "5m": timedelta(minutes=5),
+    "15m": timedelta(minutes=15),
+    "1h": timedelta(hours=1),
+    "1d": timedelta(days=1),
+}
+# Longest range one query may span, per resolution (JSON pages and CSV exports alike).
+MAX_RANGE = {
+    "raw": timedelta(days=32),
+    "1m": timedelta(days=367),
+    "5m": timedelta(days=367),
+    "15m": timedelta(days=367),
+    "1h": timedelta(days=3700),
+    "1d": timedelta(days=3700),
+}
+MAX_SENSORS = 2000
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+AGG_COLUMN = {
+    "avg": "value_avg",
+    "min": "value_min",
+    "max": "value_max",
+    "last": "value_last",
+    "count": "value_count",
+}
+ROLLUP_COLUMNS = ("value_avg", "value_min", "value_max", "value_count", "value_last")
+CSV_CHUNK_BYTES = 256 * 1024
+
+
+def parse_time(text: str, name: str) -> datetime:
+    """An RFC 3339 / ISO 8601 time or date; without an offset it is WIB (UTC+7)."""
+    value = text.strip()
+    try:
+        if len(value) == 10:
+            parsed = datetime.combine(date.fromisoformat(value), datetime.min.time())
+        else:
+            parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise bad_request(
+            f"{name} is not a time: expected e.g. 2026-01-31T07:00:00+07:00 (without an offset, "
+            "WIB is assumed) or a date 2026-01-31",
+            kind="bad-time",
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=WIB)
+    try:
+        moment = parsed.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise bad_request(f"{name} is out of range (1970 to 2200)", kind="bad-time") from None
+    if not EARLIEST <= moment <= LATEST:
+        raise bad_request(f"{name} must lie between 1970 and 2200", kind="bad-time")
+    return moment
+
+
+def floor_bucket(moment: datetime, resolution: str) -> datetime:
+    """The start of the bucket holding ``moment`` (days are WIB days)."""
+    if resolution == "raw":
+        return moment
+    if resolution == "1d":
+        local = moment.astimezone(WIB)
+        return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
+    step = STEP[resolution]
+    return EARLIEST + ((moment - EARLIEST) // step) * step
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """One history query, validated."""
+
+    sensors: tuple[SensorInfo, ...]
+    metrics: tuple[str, ...]
+    start: datetime
+    end: datetime
+    resolution: str
+    order: str
+
+    @property
+    def series(self) -> list[tuple[SensorInfo, str, str]]:
+        """(sensor, metric, unit) of every series the query covers."""
+        found = []
+        for sensor in self.sensors:
+            for metric in self.metrics:
+                known = find_metric(sensor.family, metric)
+                if known is not None:
+                    found.append((sensor, metric, known.unit))
+        return found
+
+
+def resolve(
+    registry: Registry,
+    *,
+    sensor: list[str] | None,
+    family: Family | None,
+    metric: list[str] | None,
+    start: str | None,
+    end: str | None,
+    resolution: str,
+    order: str,
+    now: datetime | None = None,
+) -> HistoryQuery:
+    """Validate a history query, with 400/404 problems that say what is wrong."""
+    if sensor:
+        chosen = {registry.sensor(s).id: registry.sensor(s) for s in sensor}
+        if family is not None:
+            other = sorted(s.id for s in chosen.values() if s.family is not family)
+            if other:
+                raise bad_request(f"not {family.value} sensors: {', '.join(other)[:200]}")
+        sensors = tuple(chosen[k] for k in sorted(chosen))
+    elif family is not None:
+        sensors = tuple(s for s in registry.sensors.values() if s.family is family)
+    else:
+        raise bad_request("name at least one `sensor` or a `family`", kind="no-sensor")
+    if not sensors:
+        raise Problem(404, "no sensors match", kind="no-sensor")
+    if len(sensors) > MAX_SENSORS:
+        raise bad_request(f"at most {MAX_SENSORS} sensors per query", kind="too-many-sensors")
+    offered = {m for s in sensors for m in metrics_of(s.family)}
+    if metric:
+        unknown = sorted(set(metric) - offered)
+        if unknown:
+            raise bad_request(
+                f"no such metric for these sensors: {', '.join(unknown)[:200]}; "
+                f"they report: {', '.join(sorted(offered))}",
+                kind="unknown-metric",
+            )
+        metrics = tuple(sorted(set(metric)))
+    else:
+        metrics = tuple(sorted(offered))
+    now = now or datetime.now(UTC)
+    end_at = parse_time(end, "end") if end else now
+    start_at = parse_time(start, "start") if start else end_at - timedelta(days=1)
+    start_at = floor_bucket(start_at, resolution)
+    if start_at >= end_at:
+        raise bad_request("start must be before end", kind="bad-range")
+    if end_at - start_at > MAX_RANGE[resolution]:
+        raise bad_request(
+            f"range too long for resolution {resolution}: at most "
+            f"{MAX_RANGE[resolution].days} days; ask for a coarser resolution or split it",
+            kind="range-too-long",
+        )
+    return HistoryQuery(sensors, metrics, start_at, end_at, resolution, order)
+
+
+def _series_filter(query: HistoryQuery) -> tuple[sql.Composable, dict[str, Any]]:
+    ids = [s.id for s in query.sensors]
+    # A single series compares with `=`, so the index on (sensor, metric, time) also gives
+    # the order and the planner needs no sort.
+    if len(ids) == 1 and len(query.metrics) == 1:
+        clause = sql.SQL("sensor_id = %(sensor)s AND metric = %(metric)s")
+        return clause, {"sensor": ids[0], "metric": query.metrics[0]}
+    clause = sql.SQL("sensor_id = ANY(%(sensors)s) AND metric = ANY(%(metrics)s)")
+    return clause, {"sensors": ids, "metrics": list(query.metrics)}
+
+
+def build_sql(
+    query: HistoryQuery,
+    *,
+    cursor: tuple[datetime, str, str] | None,
+    limit: int | None,
+    by_series: bool = False,
+) -> tuple[sql.Composed, dict[str, Any], tuple[str, ...]]:
+    """The query and its parameters; the value columns it returns after time, sensor, metric.
+
+    Rows come by time, then sensor and metric; ``by_series`` orders them by sensor, metric,
+    then time instead: the order of the key index, so a whole export streams without a sort.
+    """
+    where, params = _series_filter(query)
+    params |= {"start": query.start, "end": query.end}
+    desc = query.order == "desc"
+    direction = sql.SQL("DESC" if desc else "ASC")
+    keyset: sql.Composable = sql.SQL("")
+    if cursor is not None:
+        params |= {"ct": cursor[0], "cs": cursor[1], "cm": cursor[2]}
+        keyset = sql.SQL(" AND (time, sensor_id, metric) {} (%(ct)s, %(cs)s, %(cm)s)").format(
+            sql.SQL("<" if desc else ">")
+        )
+    if query.resolution == "raw":
+        columns: tuple[str, ...] = ("value",)
+        if cursor is not None:
+            # Redundant with the row comparison, but usable by the index: no rescan of the
+            # pages already served.
+            keyset = sql.Composed([keyset, sql.SQL(" AND time {} %(ct)s").format(
+                sql.SQL("<=" if desc else ">="))])  # fmt: skip
+        source = sql.SQL(
+            "SELECT time, sensor_id, metric, value FROM readings "
+            "WHERE {where} AND time >= %(start)s AND time < %(end)s{keyset}"
+        ).format(where=where, keyset=keyset)
+        body: sql.Composable = source
+    else:
+        columns = ROLLUP_COLUMNS
+        if query.resolution in ("1m", "1h", "1d"):
+            table = sql.Identifier(f"readings_{query.resolution}")
+            bucket_keyset: sql.Composable = sql.SQL("")
+            if cursor is not None:
+                bucket_keyset = sql.SQL(" AND bucket {} %(ct)s").format(
+                    sql.SQL("<=" if desc else ">=")
+                )
+            body = sql.SQL(
+                "SELECT * FROM (SELECT bucket AS time, sensor_id, metric, value_avg, value_min, "
+                "value_max, value_count, value_last FROM {table} WHERE {where} "
+                "AND bucket >= %(start)s AND bucket < %(end)s{bucket_keyset}) b WHERE true{keyset}"
+            ).format(table=table, where=where, bucket_keyset=bucket_keyset, keyset=keyset)
+        else:
+            params["step"] = STEP[query.resolution]
+            # Whole buckets: the last one takes its minutes past `end` too, as 1h and 1d do.
+            last_start = floor_bucket(query.end - timedelta(microseconds=1), query.resolution)
+            params["inner_end"] = last_start + STEP[query.resolution]
+            inner_keyset: sql.Composable = sql.SQL("")
+            if cursor is not None:
+                inner_keyset = sql.SQL(
+                    " AND bucket < %(ct)s::timestamptz + %(step)s"
+                    if desc
+                    else " AND bucket >= %(ct)s"
+                )
+            # Combining minutes gives what raw readings would: the average weighted by the
+            # counts, the last value of the newest minute.
+            body = sql.SQL(
+                "SELECT * FROM (SELECT date_bin(%(step)s, bucket, TIMESTAMPTZ '2000-01-01Z') "
+                "AS time, sensor_id, metric, "
+                "sum(value_avg * value_count) / sum(value_count) AS value_avg, "
+                "min(value_min) AS value_min, max(value_max) AS value_max, "
+                "sum(value_count)::bigint AS value_count, "
+                "(array_agg(value_last ORDER BY last_time DESC))[1] AS value_last "
+                "FROM readings_1m WHERE {where} AND bucket >= %(start)s AND bucket < %(inner_end)s"
+                "{inner_keyset} GROUP BY 1, 2, 3) b WHERE true{keyset}"
+            ).format(where=where, inner_keyset=inner_keyset, keyset=keyset)
+    order = (
+        "{body} ORDER BY sensor_id, metric, time {d}"
+        if by_series
+        else "{body} ORDER BY time {d}, sensor_id {d}, metric {d}"
+    )
+    ordered: sql.Composed = sql.SQL(order).format(body=body, d=direction)
+    if limit is not None:
+        ordered = sql.SQL("{} LIMIT %(limit)s").format(ordered)
+        params["limit"] = limit
+    return ordered, params, columns
+
+
+def encode_cursor(row: tuple[datetime, str, str]) -> str:
+    raw = orjson.dumps([row[0].isoformat(), row[1], row[2]])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> tuple[datetime, str, str]:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        moment, sensor_id, metric = orjson.loads(raw)
+        parsed = datetime.fromisoformat(moment)
+        if parsed.tzinfo is None or not isinstance(sensor_id, str) or not isinstance(metric, str):
+            raise ValueError("bad cursor")
+        if any(ord(c) < 0x20 for c in sensor_id + metric):
+            raise ValueError("bad cursor")
+        return parsed.astimezone(UTC), sensor_id, metric
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError, OverflowError):
+        raise bad_request(
+            "cursor is not one this API gave out; follow the `next` link as it is",
+            kind="bad-cursor",
+        ) from None
+
+
+def fetch_page(
+    pool: ConnectionPool, timeout_s: float, query: HistoryQuery, cursor: str | None, limit: int
+) -> tuple[list[tuple[Any, ...]], tuple[str, ...], bool]:
+    """One page of rows (time, sensor, metric, values...), and whether more follow."""
+    after = decode_cursor(cursor) if cursor else None
+    statement, params, columns = build_sql(query, cursor=after, limit=limit + 1)
+    with connection(pool, timeout_s) as conn, conn.cursor(row_factory=tuple_row) as cur:
+        # The rollups are views over partitioned tables: planning such a query costs several
+        # times running it. Prepared with one generic plan, partitions are pruned when it runs
+        # and the planning is paid once per connection and shape of query.
+        cur.execute("SET plan_cache_mode = force_generic_plan")
+        try:
+            rows = cur.execute(statement, params, prepare=True).fetchall()
+        finally:
+            cur.execute("RESET plan_cache_mode")
+    more = len(rows) > limit
+    return rows[:limit], columns, more
+
+
+def _next_link(request: Request, query: HistoryQuery, rows: list[tuple[Any, ...]]) -> str:
+    last = rows[-1]
+    return str(
+        request.url.include_query_params(
+            cursor=encode_cursor((last[0], last[1], last[2])),
+            start=query.start.isoformat(),
+            end=query.end.isoformat(),
+        )
+    )
+
+
+def _time_sql() -> sql.Composable:
+    # RFC 3339 from PostgreSQL's ISO output in the transaction's zone ("2026-01-31 07:00:00.5+07"):
+    # a T for the space and the offset's minutes, whole hours in both zones offered (UTC, WIB).
+    # Several times cheaper than to_char, and fractions of a second appear only where there are.
+    return sql.SQL("replace(time::text, ' ', 'T') || ':00'")
+
+
+def _unit_sql(query: HistoryQuery) -> sql.Composable:
+    units = {metric: unit for _, metric, unit in query.series}
+    cases = sql.SQL(" ").join(
+        sql.SQL("WHEN {} THEN {}").format(sql.Literal(m), sql.Literal(u)) for m, u in units.items()
+    )
+    return sql.SQL("CASE metric {} END").format(cases)
+
+
+def stream_csv(
+    pool: ConnectionPool,
+    timeout_s: float,
+    statement: sql.Composable,
+    params: dict[str, Any],
+    tz: str,
+) -> Iterator[bytes]:
+    """The rows of ``statement`` as CSV, streamed by COPY in chunks: never all in memory."""
+    with connection(pool, timeout_s) as conn, conn.transaction():
+        conn.execute("SET LOCAL statement_timeout = 0")
+        conn.execute(sql.SQL("SET LOCAL TimeZone = {}").format(sql.Literal(tz)))
+        conn.execute("SET LOCAL DateStyle = 'ISO'")
+        copy_sql = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER)").format(statement)
+        with conn.cursor() as cur, cur.copy(copy_sql, params) as copy:
+            buffer = bytearray()
+            for data in copy:
+                buffer += data
+                if len(buffer) >= CSV_CHUNK_BYTES:
+                    yield bytes(buffer)
+                    buffer.clear()
+            if buffer:
+                yield bytes(buffer)
+
+
+def csv_response(
+    request: Request, query: HistoryQuery, outer: sql.Composable, params: dict[str, Any], tz: str
+) -> StreamingResponse:
+    settings = request.app.state.settings
+    names = "-".join(s.id for s in query.sensors[:3]) + ("-etc" if len(query.sensors) > 3 else "")
+    stamp = query.start.astimezone(ZONES[tz]).strftime("%Y%m%dT%H%M")
+    filename = f"pantau-{names}-{query.resolution}-{stamp}.csv"
+    chunks = stream_csv(request.app.state.pool, settings.api.pool_timeout_s, outer, params, tz)
+    # The query starts before the answer does: a failure to start is still a problem detail,
+    # not a cut-off body.
+    first = next(chunks, b"")
+    return StreamingResponse(
+        itertools.chain([first], chunks),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+SensorQuery = Annotated[
+    list[str] | None,
+    Query(description="Sensor id; repeat for several sensors.", examples=[["fg-welang-1"]]),
+]
+MetricQuery = Annotated[
+    list[str] | None,
+    Query(
+        max_length=64,
+        description="Metric; repeat for several (default: every metric of the sensors).",
+        examples=[["water_level"]],
+    ),
+]
+StartQuery = Annotated[
+    str | None,
+    Query(
+        max_length=64,
+        description="Start (inclusive; aligned down to its bucket). RFC 3339; without an "
+        "offset the time is WIB (UTC+7). Default: 24 hours before `end`.",
+        examples=["2026-01-31T00:00:00+07:00"],
+    ),
+]
+EndQuery = Annotated[
+    str | None,
+    Query(
+        max_length=64,
+        description="End (exclusive). RFC 3339; without an offset WIB. Default: now.",
+        examples=["2026-02-01T00:00:00+07:00"],
+    ),
+]
+ResolutionQuery = Annotated[
+    Resolution,
+    Query(description="`raw`, or buckets of 1m, 5m, 15m, 1h or 1d (WIB days)."),
+]
+OrderQuery = Annotated[Literal["asc", "desc"], Query(description="Oldest or newest first.")]
+TzQuery = Annotated[
+    Literal["UTC", "Asia/Jakarta"],
+    Query(description="Time zone the answer's times are written in (always with the offset)."),
+]
+FormatQuery = Annotated[
+    Literal["json", "csv"],
+    Query(
+        description="`csv` streams the whole range as one file, by sensor and metric, each "
+        "series in `order`; `limit` and `cursor` are ignored then."
+    ),
+]
+
+
+def _limit(settings: Any, limit: int) -> int:
+    if limit > settings.api.page_rows_max:
+        raise bad_request(
+            f"limit is at most {settings.api.page_rows_max} rows per page; follow the `next` "
+            "link for more",
+            kind="page-too-large",
+        )
+    return limit
+
+
+@router.get(
+    "/readings",
+    response_model=ReadingsPage,
+    summary="History of one or several sensors' metrics: raw or bucketed, paged or as CSV",
+    responses=alternatives(
+        {
+            CSV: text_schema(
+                "time,sensor_id,metric,unit,value rows, streamed.",
+                "time,sensor_id,metric,unit,value\n"
+                "2026-01-31T00:00:00+00:00,fg-welang-1,water_level,m,1.23\n",
+            )
+        }
+    ),
+)
+async def readings(
+    request: Request,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    cache: CacheDep,
+    sensor: SensorQuery = None,
+    family: Annotated[
+        Family | None, Query(description="Every sensor of this family (or only those named).")
+    ] = None,
+    metric: MetricQuery = None,
+    start: StartQuery = None,
+    end: EndQuery = None,
+    resolution: ResolutionQuery = "raw",
+    agg: Annotated[
+        Agg, Query(description="Aggregate of each bucket (ignored for raw readings).")
+    ] = "avg",
+    order: OrderQuery = "asc",
+    cursor: Annotated[
+        str | None,
+        Query(max_length=512, description="Where the previous page ended (from `next`)."),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, description="Rows per page (at most 10,000).")] = 1000,
+    format: FormatQuery = "json",
+    tz: TzQuery = "UTC",
+) -> Response:
+    def validated() -> HistoryQuery:
+        return resolve(
+            registry, sensor=sensor, family=family, metric=metric, start=start, end=end,
+            resolution=resolution, order=order,
+        )  # fmt: skip
+
+    value = "value" if resolution == "raw" else AGG_COLUMN[agg]
+    if format == "csv":
+
+        def export() -> StreamingResponse:
+            query = validated()
+            statement, params, _ = build_sql(query, cursor=None, limit=None, by_series=True)
+            outer = sql.SQL(
+                "SELECT {time} AS time, sensor_id, metric, {unit} AS unit, {value} AS value "
+                "FROM ({q}) r"
+            ).format(
+                time=_time_sql(), unit=_unit_sql(query), value=sql.Identifier(value), q=statement
+            )
+            return csv_response(request, query, outer, params, tz)
+
+        return await run_in_threadpool(export)
+    limit = _limit(settings, limit)
+
+    def page() -> tuple[Body, str | None]:
+        query = validated()
+        rows, columns, more = fetch_page(
+            request.app.state.pool, settings.api.pool_timeout_s, query, cursor, limit
+        )
+        index = 3 + columns.index(value)
+        zone = ZONES[tz]
+        convert = zone is not UTC
+        following = _next_link(request, query, rows) if more else None
+        body = {
+            "resolution": resolution,
+            "agg": None if resolution == "raw" else agg,
+            "order": order,
+            "tz": tz,
+            "bucket_timezone": "Asia/Jakarta" if resolution == "1d" else None,
+            "start": query.start.astimezone(zone),
+            "end": query.end.astimezone(zone),
+            "series": [{"sensor_id": s.id, "metric": m, "unit": u} for s, m, u in query.series],
+            "count": len(rows),
+            "truncated": more,
+            "next": following,
+            "readings": [
+                {
+                    "time": r[0].astimezone(zone) if convert else r[0],
+                    "sensor_id": r[1],
+                    "metric": r[2],
+                    "value": r[index],
+                }
+                for r in rows
+            ],
+        }
+        return Body.of(body), following
+
+    # The same question within the cache period gets the same answer (with an ETag): a page of
+    # history costs a query, an answer from memory costs almost nothing.
+    key = ("readings", request.url.netloc, request.url.query)
+    body, following = await cache.aget(key, page)
+    response = cached_json(request, body, max_age_s=settings.api.cache_ttl_s)
+    if following is not None:
+        response.headers["Link"] = f'<{following}>; rel="next"'
+    return response
 
 
 @router.get(
     "/sensors/{sensor_id}/readings",
-    summary="Readings of one sensor and metric in a time range",
-    responses={200: {"content": {"text/csv": {}}}, 404: {}, 422: {}},
+    response_model=SensorReadings,
+    summary="Readings of one sensor and metric (every aggregate per bucket); see /readings",
+    responses=alternatives(
+        {CSV: text_schema("sensor_id,metric,unit,time,value (raw) or avg,min,max,count,last.")}
+    ),
 )
 def sensor_readings(
-    conn: ConnDep,
-    sensor_id: str,
-    metric: str,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    resolution: Literal["raw", "1m", "1h", "1d"] = "raw",
-    limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
-    format: Literal["json", "csv"] = "json",
+    request: Request,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    sensor_id: Annotated[
+        str, Path(max_length=200, description="Sensor id.", examples=["fg-welang-1"])
+    ],
+    metric: Annotated[
+        str, Query(max_length=64, description="Metric of the sensor.", examples=["water_level"])
+    ],
+    start: StartQuery = None,
+    end: EndQuery = None,
+    resolution: ResolutionQuery = "raw",
+    order: OrderQuery = "asc",
+    cursor: Annotated[
+        str | None, Query(max_length=512, description="Where the previous page ended.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, description="Rows per page (at most 10,000).")] = 1000,
+    format: FormatQuery = "json",
+    tz: TzQuery = "UTC",
 ) -> Response:
-    row = conn.execute("SELECT family FROM sensors WHERE id = %s", [sensor_id]).fetchone()
-    if row is None:
-        raise HTTPException(status_code=404, detail=f"no sensor {sensor_id!r}")
-    family = Family(row["family"])  # type: ignore[call-overload]
-    found = find_metric(family, metric)
+    sensor = registry.sensor(sensor_id)
+    found = find_metric(sensor.family, metric)
     if found is None:
-        raise HTTPException(status_code=422, detail=f"{family.value} has no metric {metric!r}")
-    end = _aware(end) if end else datetime.now(UTC)
-    start = _aware(start) if start else end - timedelta(days=1)
-    if start > end:
-        raise HTTPException(status_code=422, detail="start must not be after end")
-    query: sql.Composable
-    if resolution == "raw":
-        query = sql.SQL(
-            "SELECT time, value FROM readings WHERE sensor_id = %s AND metric = %s "
-            "AND time >= %s AND time < %s ORDER BY time LIMIT %s"
+        raise Problem(
+            422, f"{sensor.family.value} has no metric {metric[:64]!r}", kind="unknown-metric"
         )
-        columns = ["time", "value"]
-    else:
-        query = sql.SQL(
-            "SELECT bucket AS time, value_avg AS avg, value_min AS min, value_max AS max, "
-            "value_count AS count, value_last AS last FROM {} WHERE sensor_id = %s "
-            "AND metric = %s AND bucket >= %s AND bucket < %s ORDER BY bucket LIMIT %s"
-        ).format(sql.Identifier(ROLLUP_TABLES[resolution]))
-        columns = ["time", "avg", "min", "max", "count", "last"]
-    rows = conn.execute(query, [sensor_id, metric, start, end, limit]).fetchall()
+    query = resolve(
+        registry, sensor=[sensor.id], family=None, metric=[metric], start=start, end=end,
+        resolution=resolution, order=order,
+    )  # fmt: skip
     if format == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(["sensor_id", "metric", "unit", *columns])
-        for r in rows:
-            cells = [r[c].isoformat() if c == "time" else r[c] for c in columns]  # type: ignore[call-overload]
-            writer.writerow([sensor_id, metric, found.unit, *cells])
-        return Response(buffer.getvalue(), media_type="text/csv")
-    return JSONResponse(
-        {
-            "sensor_id": sensor_id,
-            "metric": metric,
-            "unit": found.unit,
-            "resolution": resolution,
-            "start": start.isoformat(),
-            "end": end.isoformat(),
-            "readings": [
-                {c: (r[c].isoformat() if c == "time" else r[c]) for c in columns}  # type: ignore[call-overload]
-                for r in rows
-            ],
-        }
+        statement, params, columns = build_sql(query, cursor=None, limit=None, by_series=True)
+        names = ("value",) if resolution == "raw" else ("avg", "min", "max", "count", "last")
+        values = sql.SQL(", ").join(
+            sql.SQL("{} AS {}").format(sql.Identifier(c), sql.Identifier(n))
+            for c, n in zip(columns, names, strict=True)
+        )
+        outer = sql.SQL(
+            "SELECT sensor_id, metric, {unit} AS unit, {time} AS time, {values} FROM ({q}) r"
+        ).format(unit=sql.Literal(found.unit), time=_time_sql(), values=values, q=statement)
+        return csv_response(request, query, outer, params, tz)
+    limit = _limit(settings, limit)
+    rows, columns, more = fetch_page(
+        request.app.state.pool, settings.api.pool_timeout_s, query, cursor, limit
     )
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    zone = ZONES[tz]
+    if resolution == "raw":
+        points = [{"time": r[0].astimezone(zone), "value": r[3]} for r in rows]
+    else:
+        points = [
+            {"time": r[0].astimezone(zone), "avg": r[3], "min": r[4], "max": r[5],
+             "count": r[6], "last": r[7]}
+            for r in rows
+        ]  # fmt: skip
+    body = {
+        "sensor_id": sensor.id,
+        "metric": metric,
+        "unit": found.unit,
+        "resolution": resolution,
+        "start": query.start.astimezone(zone),
+        "end": query.end.astimezone(zone),
+        "truncated": more,
+        "next": _next_link(request, query, rows) if more else None,
+        "readings": points,
+    }
+    return json_response(body, headers={"Link": f'<{body["next"]}>; rel="next"'} if more else None)

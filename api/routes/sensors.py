@@ -2,53 +2,74 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query
-from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Path, Query, Request, Response
 
-from api.deps import ConnDep
+from api.deps import CacheDep, Registry, RegistryDep, SensorInfo, SettingsDep
+from api.errors import bad_request
+from api.responses import Body, cached_json
+from api.routes.latest import Latest, cached_latest, read_latest
+from api.schemas import GEOJSON, Sensor, SensorCollection, alternatives
 from pantau.catalogue import Family
-from pantau.city import Thresholds
 
 router = APIRouter(prefix="/sensors", tags=["sensors"])
 
-_SENSORS = """
-SELECT s.id, s.family, s.name, s.kecamatan, s.lat, s.lon, s.interval_s, s.river, s.road,
-       s.road_class, t.waspada, t.siaga, t.awas,
-       coalesce((SELECT jsonb_object_agg(l.metric, jsonb_build_object('value', l.value,
-                                                                    'time', l.time))
-                 FROM latest_readings l WHERE l.sensor_id = s.id), '{}'::jsonb) AS latest
-FROM sensors s
-LEFT JOIN current_flood_thresholds t ON t.sensor_id = s.id
-WHERE (%(family)s::text IS NULL OR s.family = %(family)s)
-  AND (%(kecamatan)s::text IS NULL OR s.kecamatan = %(kecamatan)s)
-  AND (%(id)s::text IS NULL OR s.id = %(id)s)
-ORDER BY s.id
-"""
+BBox = tuple[float, float, float, float]
 
 
-def _describe(row: dict[str, Any]) -> dict[str, Any]:
-    sensor = {
-        key: row[key] for key in ("id", "family", "name", "kecamatan", "lat", "lon", "interval_s")
+def parse_bbox(text: str) -> BBox:
+    """``minlon,minlat,maxlon,maxlat`` as four numbers, or a 400 problem saying what is wrong."""
+    parts = text.split(",")
+    if len(parts) != 4:
+        raise bad_request("bbox must be four numbers: minlon,minlat,maxlon,maxlat", kind="bbox")
+    try:
+        min_lon, min_lat, max_lon, max_lat = (float(p) for p in parts)
+    except ValueError:
+        raise bad_request(
+            "bbox must be four numbers: minlon,minlat,maxlon,maxlat", kind="bbox"
+        ) from None
+    if not all(math.isfinite(v) for v in (min_lon, min_lat, max_lon, max_lat)):
+        raise bad_request("bbox numbers must be finite", kind="bbox")
+    if not (-180 <= min_lon <= max_lon <= 180):
+        raise bad_request(
+            "bbox longitudes must satisfy -180 <= minlon <= maxlon <= 180", kind="bbox"
+        )
+    if not (-90 <= min_lat <= max_lat <= 90):
+        raise bad_request("bbox latitudes must satisfy -90 <= minlat <= maxlat <= 90", kind="bbox")
+    return min_lon, min_lat, max_lon, max_lat
+
+
+def describe(sensor: SensorInfo, latest: dict[str, Any]) -> dict[str, Any]:
+    """A sensor as the API shows it (the ``Sensor`` schema)."""
+    out: dict[str, Any] = {
+        "id": sensor.id,
+        "family": sensor.family.value,
+        "name": sensor.name,
+        "kecamatan": sensor.kecamatan,
+        "lat": sensor.lat,
+        "lon": sensor.lon,
+        "interval_s": sensor.interval_s,
     }
-    if row["family"] == Family.FLOOD_GAUGE and row["waspada"] is not None:
-        thresholds = Thresholds(waspada=row["waspada"], siaga=row["siaga"], awas=row["awas"])
-        sensor["river"] = row["river"]
-        sensor["thresholds"] = thresholds.model_dump()
-        level = row["latest"].get("water_level")
-        if level is not None:
-            sensor["flood_level"] = thresholds.level(level["value"]).label
-    if row["family"] == Family.TRAFFIC_COUNTER:
-        sensor["road"] = row["road"]
-        sensor["road_class"] = row["road_class"]
-    sensor["latest"] = row["latest"]
-    return sensor
+    if sensor.family is Family.FLOOD_GAUGE:
+        out["river"] = sensor.river
+        out["river_km"] = sensor.river_km
+        if sensor.thresholds is not None:
+            t = sensor.thresholds
+            out["thresholds"] = {"waspada": t.waspada, "siaga": t.siaga, "awas": t.awas}
+            level = latest.get("water_level")
+            if level is not None:
+                out["flood_level"] = t.level(level[0]).label
+    elif sensor.family is Family.TRAFFIC_COUNTER:
+        out["road"] = sensor.road
+        out["road_class"] = sensor.road_class
+    out["latest"] = {m: {"value": v, "time": t} for m, (v, t) in sorted(latest.items())}
+    return out
 
 
-def _feature(sensor: dict[str, Any]) -> dict[str, Any]:
-    properties = {k: v for k, v in sensor.items() if k not in {"lat", "lon"}}
+def feature(sensor: dict[str, Any]) -> dict[str, Any]:
+    properties = {k: v for k, v in sensor.items() if k not in {"id", "lat", "lon"}}
     return {
         "type": "Feature",
         "id": sensor["id"],
@@ -58,36 +79,90 @@ def _feature(sensor: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def select(
+    registry: Registry, family: Family | None, kecamatan: str | None, bbox: BBox | None
+) -> list[SensorInfo]:
+    chosen = []
+    for sensor in registry.sensors.values():
+        if family is not None and sensor.family is not family:
+            continue
+        if kecamatan is not None and sensor.kecamatan != kecamatan:
+            continue
+        if bbox is not None and not (
+            bbox[0] <= sensor.lon <= bbox[2] and bbox[1] <= sensor.lat <= bbox[3]
+        ):
+            continue
+        chosen.append(sensor)
+    return chosen
+
+
+FamilyQuery = Annotated[
+    Family | None, Query(description="Only sensors of this family.", examples=["flood_gauge"])
+]
+KecamatanQuery = Annotated[
+    str | None,
+    Query(
+        max_length=100,
+        description="Only sensors in this kecamatan (any case). An unknown name is a 404.",
+        examples=["Bangil"],
+    ),
+]
+BBoxQuery = Annotated[
+    str | None,
+    Query(
+        max_length=200,
+        description="Only sensors inside `minlon,minlat,maxlon,maxlat` (WGS 84 degrees).",
+        examples=["112.7,-7.7,112.9,-7.5"],
+    ),
+]
+
+
 @router.get(
     "",
+    response_model=list[Sensor],
     summary="All sensors, with their latest values",
-    responses={200: {"content": {"application/geo+json": {}}}},
+    responses=alternatives({GEOJSON: SensorCollection}),
 )
-def list_sensors(
-    conn: ConnDep,
-    family: Family | None = None,
-    kecamatan: str | None = None,
-    format: Annotated[Literal["json", "geojson"], Query()] = "json",
-) -> JSONResponse:
-    rows = conn.execute(
-        _SENSORS,
-        {"family": family and family.value, "kecamatan": kecamatan, "id": None},
-    ).fetchall()
-    sensors = [_describe(row) for row in rows]  # type: ignore[arg-type]
-    if format == "geojson":
-        collection = {"type": "FeatureCollection", "features": [_feature(s) for s in sensors]}
-        return JSONResponse(collection, media_type="application/geo+json")
-    return JSONResponse(jsonable(sensors))
+async def list_sensors(
+    request: Request,
+    registry: RegistryDep,
+    cache: CacheDep,
+    settings: SettingsDep,
+    family: FamilyQuery = None,
+    kecamatan: KecamatanQuery = None,
+    bbox: BBoxQuery = None,
+    format: Annotated[
+        Literal["json", "geojson"],
+        Query(description="`geojson`: a FeatureCollection (`application/geo+json`)."),
+    ] = "json",
+) -> Response:
+    where = registry.kecamatan_named(kecamatan) if kecamatan is not None else None
+    box = parse_bbox(bbox) if bbox is not None else None
+
+    def build() -> Body:
+        latest: Latest = cached_latest(request, cache)
+        sensors = [describe(s, latest.get(s.id, {})) for s in select(registry, family, where, box)]
+        if format == "geojson":
+            return Body.of({"type": "FeatureCollection", "features": [feature(s) for s in sensors]})
+        return Body.of(sensors)
+
+    body: Body = await cache.aget(("sensors", family, where, box, format), build)
+    media = GEOJSON if format == "geojson" else "application/json"
+    return cached_json(request, body, max_age_s=settings.api.cache_ttl_s, media_type=media)
 
 
-@router.get("/{sensor_id}", summary="One sensor, with its latest values")
-def get_sensor(conn: ConnDep, sensor_id: str) -> JSONResponse:
-    rows = conn.execute(_SENSORS, {"family": None, "kecamatan": None, "id": sensor_id}).fetchall()
-    if not rows:
-        raise HTTPException(status_code=404, detail=f"no sensor {sensor_id!r}")
-    return JSONResponse(jsonable(_describe(rows[0])))  # type: ignore[arg-type]
+@router.get("/{sensor_id}", response_model=Sensor, summary="One sensor, with its latest values")
+def get_sensor(
+    request: Request,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    sensor_id: Annotated[
+        str, Path(max_length=200, description="Sensor id.", examples=["fg-welang-1"])
+    ],
+) -> Response:
+    from api.deps import connection
 
-
-def jsonable(value: Any) -> Any:
-    """JSON-ready copy (times as RFC 3339)."""
-    return jsonable_encoder(value)
+    sensor = registry.sensor(sensor_id)
+    with connection(request.app.state.pool, settings.api.pool_timeout_s) as conn:
+        latest = read_latest(conn, [sensor.id]).get(sensor.id, {})
+    return cached_json(request, Body.of(describe(sensor, latest)), max_age_s=0)

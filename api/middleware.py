@@ -1,0 +1,157 @@
+"""ASGI middleware of the public API: metrics, a per-client rate limit, and HEAD for every GET."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from psycopg_pool import ConnectionPool
+
+from api.errors import ASGIApp, Receive, Scope, Send, problem_response, raw_path_of
+
+# Probes and scrapes are never limited, and their own traffic is not what the metrics are for.
+UNMETERED = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class PoolCollector(Collector):
+    """The connection pool's usage, read from psycopg_pool at scrape time."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool: ConnectionPool | None = pool
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        if self.pool is None:
+            return
+        stats = self.pool.get_stats()
+        for key, text in (
+            ("pool_max", "Connections the pool may open."),
+            ("pool_size", "Connections open (in use or idle)."),
+            ("pool_available", "Idle connections ready for a request."),
+            ("requests_waiting", "Requests waiting for a connection."),
+        ):
+            yield GaugeMetricFamily(f"pantau_api_db_{key}", text, value=stats.get(key, 0))
+        served = stats.get("requests_num", 0)
+        yield GaugeMetricFamily(
+            "pantau_api_db_requests_total", "Connections handed out since start.", value=served
+        )
+        yield GaugeMetricFamily(
+            "pantau_api_db_requests_errors_total",
+            "Requests for a connection that failed (timeout or database error).",
+            value=stats.get("requests_errors", 0),
+        )
+
+
+class Metrics:
+    """Requests by route template and status, and their latency."""
+
+    def __init__(self, app: ASGIApp, *, registry: CollectorRegistry) -> None:
+        self.app = app
+        self.requests = Counter(
+            "pantau_api_requests",
+            "HTTP requests answered, by route template and status.",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "pantau_api_request_duration_seconds",
+            "Time to answer a request (to the end of the body).",
+            ["method", "route"],
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=registry,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in UNMETERED:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def tracking(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        finally:
+            route = scope.get("route")
+            # Unmatched paths are one label, not one per path a scanner tries.
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope["method"]
+            self.requests.labels(method, template, str(status)).inc()
+            self.latency.labels(method, template).observe(time.perf_counter() - started)
+
+
+class RateLimit:
+    """A token bucket per client address: ``rate`` requests per second, ``burst`` at once."""
+
+    def __init__(self, app: ASGIApp, *, rate: float, burst: int) -> None:
+        self.app = app
+        self.rate = rate
+        self.burst = float(burst)
+        self.buckets: dict[str, tuple[float, float]] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.rate <= 0 or scope["path"] in UNMETERED:
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        key = client[0] if client else "unknown"
+        now = time.monotonic()
+        tokens, last = self.buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens < 1.0:
+            self.buckets[key] = (tokens, now)
+            wait = max(1, math.ceil((1.0 - tokens) / self.rate))
+            response = problem_response(
+                None,
+                429,
+                f"more than {self.rate:g} requests per second from this address; retry in {wait} s",
+                kind="rate-limited",
+                headers={"Retry-After": str(wait)},
+                instance=raw_path_of(scope),
+            )
+            await response(scope, receive, send)
+            return
+        if len(self.buckets) > 10_000:
+            # Forget clients whose bucket has refilled: they start full again anyway.
+            full = now - self.burst / self.rate
+            self.buckets = {k: v for k, v in self.buckets.items() if v[1] > full}
+        self.buckets[key] = (tokens - 1.0, now)
+        await self.app(scope, receive, send)
+
+
+class HeadAsGet:
+    """Answers HEAD like GET, without the body (routes declare GET only)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+        done = False
+
+        async def headers_only(message: Any) -> None:
+            nonlocal done
+            if done:
+                return
+            if message["type"] == "http.response.body":
+                done = True
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            await send(message)
+
+        # The server sees HEAD still (and sends headers only); the routes see GET.
+        inner = {**scope, "method": "GET"}
+        await self.app(inner, receive, headers_only)
+        if "route" in inner:  # for the metrics outside
+            scope["route"] = inner["route"]

@@ -1,0 +1,63 @@
+"""Pre-serialised JSON answers with validators, so that pollers get 304 Not Modified."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import Request, Response
+
+JSON = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    """A serialised answer, its entity tag and, when worth it, its gzip form (made once)."""
+
+    content: bytes
+    etag: str
+    gzipped: bytes | None
+
+    @classmethod
+    def of(cls, value: Any) -> Body:
+        content = orjson.dumps(value)
+        etag = '"' + hashlib.blake2b(content, digest_size=12).hexdigest() + '"'
+        # Cached answers are compressed once here, not once per client by the middleware.
+        zipped = gzip.compress(content, compresslevel=6, mtime=0) if len(content) > 1024 else None
+        return cls(content, etag, zipped)
+
+
+def _matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    return any(tag.strip().removeprefix("W/") == etag for tag in header.split(","))
+
+
+def cached_json(
+    request: Request, body: Body, *, max_age_s: float, media_type: str = JSON
+) -> Response:
+    """``body`` with ``ETag`` and ``Cache-Control``; 304 when the client holds it already."""
+    headers = {
+        "ETag": body.etag,
+        "Cache-Control": f"public, max-age={max(0, math.ceil(max_age_s))}",
+    }
+    if _matches(request.headers.get("if-none-match"), body.etag):
+        return Response(status_code=304, headers=headers)
+    if body.gzipped is not None:
+        headers["Vary"] = "Accept-Encoding"
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            headers["Content-Encoding"] = "gzip"
+            return Response(body.gzipped, media_type=media_type, headers=headers)
+    return Response(body.content, media_type=media_type, headers=headers)
+
+
+def json_response(
+    value: Any, *, media_type: str = JSON, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(orjson.dumps(value), media_type=media_type, headers=headers)

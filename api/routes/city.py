@@ -1,0 +1,266 @@
+"""The city at a glance, per kecamatan: flood level, congestion, lamps, air quality.
+
+- Flood: the worst level of the kecamatan's gauges, from the alert service's ``gauge_status``
+  where it has rows, else from each gauge's latest water level against its current thresholds.
+- Congestion index (0 free flow .. 1 jammed) of a counter: its latest occupancy scaled so that
+  50 % occupancy is 1, averaged with ``1 - speed / free-flow speed`` of its road class (national
+  60, provincial 50, town 35 km/h) when vehicles passed; a kecamatan's index is the mean of its
+  counters. Categories: lancar (< 0.35), padat (< 0.65), macet.
+- Lamps: of the street nodes whose lamp is switched on, the share drawing power.
+- Air: ISPU of the latest PM2.5 and PM10 (worst pollutant, worst node); an indication from
+  current readings, not the regulation's 24-hour average.
+
+Readings older than an hour are left out: a silent sensor says nothing about now.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+import psycopg
+from fastapi import APIRouter, Query, Request, Response
+from psycopg.rows import tuple_row
+
+from api.deps import CacheDep, Registry, RegistryDep, SettingsDep, connection
+from api.responses import Body, cached_json
+from api.routes.latest import Latest, cached_latest
+from api.schemas import GEOJSON, CityStatus, CityStatusCollection, KecamatanCollection, alternatives
+from pantau import ispu
+from pantau.catalogue import Family
+from pantau.city import FloodLevel
+
+router = APIRouter(prefix="/city", tags=["city"])
+
+FRESH_FOR = timedelta(hours=1)
+FREE_FLOW_KMH = {"national": 60.0, "provincial": 50.0, "town": 35.0}
+JAMMED_OCCUPANCY = 0.5
+LAMP_MIN_WATTS = 1.0
+
+
+def congestion(occupancy: float, speed: float | None, road_class: str | None) -> float:
+    """The congestion index of one counter (see the module's description)."""
+    occupancy_term = min(max(occupancy / JAMMED_OCCUPANCY, 0.0), 1.0)
+    if not speed:
+        return occupancy_term
+    free = FREE_FLOW_KMH.get(road_class or "town", FREE_FLOW_KMH["town"])
+    speed_term = min(max(1.0 - speed / free, 0.0), 1.0)
+    return (occupancy_term + speed_term) / 2
+
+
+def congestion_category(index: float) -> str:
+    if index < 0.35:
+        return "lancar"
+    if index < 0.65:
+        return "padat"
+    return "macet"
+
+
+def _gauge_status(conn: psycopg.Connection) -> dict[str, tuple[int, datetime, float]]:
+    """The alert service's gauge levels, when its table exists (empty otherwise)."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        exists = cur.execute("SELECT to_regclass('gauge_status') IS NOT NULL").fetchone()
+        if not exists or not exists[0]:
+            return {}
+        rows = cur.execute("SELECT sensor_id, level, observed_at, value FROM gauge_status")
+        return {sid: (int(level), at, value) for sid, level, at, value in rows}
+
+
+def city_status(
+    registry: Registry,
+    latest: Latest,
+    gauges: dict[str, tuple[int, datetime, float]],
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Status of every kecamatan (the ``KecamatanStatus`` schema)."""
+    since = now - FRESH_FOR
+
+    def fresh(sensor_id: str, metric: str) -> tuple[float, datetime] | None:
+        found = latest.get(sensor_id, {}).get(metric)
+        return found if found is not None and found[1] >= since else None
+
+    out = []
+    for name, kec in registry.kecamatan.items():
+        sensors = [s for s in registry.sensors.values() if s.kecamatan == name]
+        flood: dict[str, Any] | None = None
+        levels = []
+        for s in sensors:
+            if s.family is not Family.FLOOD_GAUGE:
+                continue
+            if gauges:
+                status = gauges.get(s.id)
+                if status is not None:
+                    levels.append((status[0], s.id, "gauge_status", status[1]))
+                continue
+            reading = fresh(s.id, "water_level")
+            if reading is not None and s.thresholds is not None:
+                level = int(s.thresholds.level(reading[0]))
+                levels.append((level, s.id, "latest_water_level", reading[1]))
+        if levels:
+            level, sensor_id, source, at = max(levels, key=lambda item: (item[0], item[3]))
+            flood = {
+                "level": level,
+                "label": FloodLevel(level).label,
+                "sensor_id": sensor_id,
+                "source": source,
+                "observed_at": at,
+                "gauges": len(levels),
+            }
+        traffic: dict[str, Any] | None = None
+        indices = []
+        times = []
+        for s in sensors:
+            if s.family is not Family.TRAFFIC_COUNTER:
+                continue
+            occupancy = fresh(s.id, "occupancy")
+            if occupancy is None:
+                continue
+            speed = fresh(s.id, "avg_speed")
+            indices.append(congestion(occupancy[0], speed[0] if speed else None, s.road_class))
+            times.append(occupancy[1])
+        if indices:
+            index = sum(indices) / len(indices)
+            traffic = {
+                "congestion_index": round(index, 3),
+                "category": congestion_category(index),
+                "counters": len(indices),
+                "observed_at": max(times),
+            }
+        lamps: dict[str, Any] | None = None
+        on = working = off = 0
+        air: list[tuple[ispu.Ispu, str, datetime]] = []
+        for s in sensors:
+            if s.family is not Family.STREET_NODE:
+                continue
+            state = fresh(s.id, "lamp_state")
+            if state is not None:
+                if state[0] >= 0.5:
+                    on += 1
+                    power = fresh(s.id, "lamp_power")
+                    working += power is not None and power[0] >= LAMP_MIN_WATTS
+                else:
+                    off += 1
+            concentrations = {}
+            observed = []
+            for pollutant in ("pm25", "pm10"):
+                reading = fresh(s.id, pollutant)
+                if reading is not None:
+                    concentrations[pollutant] = reading[0]
+                    observed.append(reading[1])
+            site = ispu.worst(concentrations)
+            if site is not None:
+                air.append((site, s.id, max(observed)))
+        if on or off:
+            lamps = {
+                "working_share": round(working / on, 3) if on else None,
+                "on": on,
+                "working": working,
+                "off": off,
+                "reporting": on + off,
+            }
+        air_status: dict[str, Any] | None = None
+        if air:
+            site, sensor_id, at = max(air, key=lambda item: item[0].index)
+            air_status = {
+                "ispu": round(site.index, 1),
+                "category": site.category.label,
+                "category_en": site.category.label_en,
+                "pollutant": site.pollutant,
+                "sensor_id": sensor_id,
+                "observed_at": at,
+            }
+        out.append(
+            {
+                "kecamatan": name,
+                "lat": kec.lat,
+                "lon": kec.lon,
+                "flood": flood,
+                "traffic": traffic,
+                "lamps": lamps,
+                "air": air_status,
+            }
+        )
+    return out
+
+
+def _point(lon: float, lat: float) -> dict[str, Any]:
+    return {"type": "Point", "coordinates": [lon, lat]}
+
+
+FormatQuery = Annotated[
+    Literal["json", "geojson"],
+    Query(description="`geojson`: a FeatureCollection of kecamatan points."),
+]
+
+
+@router.get(
+    "/status",
+    response_model=CityStatus,
+    summary="Per kecamatan: worst flood level, congestion index, lamps working, ISPU category",
+    responses=alternatives({GEOJSON: CityStatusCollection}),
+)
+async def status(
+    request: Request,
+    registry: RegistryDep,
+    cache: CacheDep,
+    settings: SettingsDep,
+    format: FormatQuery = "json",
+) -> Response:
+    def build() -> Body:
+        latest = cached_latest(request, cache)
+        with connection(request.app.state.pool, settings.api.pool_timeout_s) as conn:
+            gauges = _gauge_status(conn)
+        now = datetime.now(UTC)
+        rows = city_status(registry, latest, gauges, now)
+        if format == "geojson":
+            return Body.of(
+                {
+                    "type": "FeatureCollection",
+                    "features": [
+                        {
+                            "type": "Feature",
+                            "id": row["kecamatan"],
+                            "geometry": _point(row["lon"], row["lat"]),
+                            "properties": {k: v for k, v in row.items() if k not in {"lat", "lon"}},
+                        }
+                        for row in rows
+                    ],
+                }
+            )
+        return Body.of({"generated_at": now, "kecamatan": rows})
+
+    body: Body = await cache.aget(("city-status", format), build)
+    media = GEOJSON if format == "geojson" else "application/json"
+    return cached_json(request, body, max_age_s=settings.api.cache_ttl_s, media_type=media)
+
+
+@router.get(
+    "/kecamatan",
+    response_model=KecamatanCollection,
+    summary="The kecamatan as GeoJSON points (a layer for offline maps)",
+    responses=alternatives({GEOJSON: KecamatanCollection}),
+)
+async def kecamatan(request: Request, registry: RegistryDep, settings: SettingsDep) -> Response:
+    counts: dict[str, int] = {}
+    for s in registry.sensors.values():
+        counts[s.kecamatan] = counts.get(s.kecamatan, 0) + 1
+    body = Body.of(
+        {
+            "type": "FeatureCollection",
+            "features": [
+                {
+                    "type": "Feature",
+                    "id": k.name,
+                    "geometry": _point(k.lon, k.lat),
+                    "properties": {
+                        "name": k.name,
+                        "flood_prone": k.flood_prone,
+                        "landslide_prone": k.landslide_prone,
+                        "sensors": counts.get(k.name, 0),
+                    },
+                }
+                for k in registry.kecamatan.values()
+            ],
+        }
+    )
+    return cached_json(request, body, max_age_s=settings.api.cache_ttl_s, media_type=GEOJSON)

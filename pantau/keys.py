@@ -1,0 +1,207 @@
+"""Operator API keys: made, listed and revoked with `pantau keys`, checked by the API.
+
+A key is ``pantau_`` followed by 32 random bytes (URL-safe base64). Only its SHA-256 digest is
+stored. A slow password hash (scrypt, argon2) protects guessable secrets against a stolen
+table; 256 random bits are not guessable, so a fast digest is as safe here and lets each request
+find its key with one index lookup instead of trying every stored hash. The key is printed once;
+a lost key is revoked and replaced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated
+
+import psycopg
+import typer
+from psycopg.rows import class_row, tuple_row
+from rich.console import Console
+from rich.table import Table
+
+from pantau.settings import SettingsError, get_settings
+
+KEY_PREFIX = "pantau_"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+# Characters of a key kept in clear, so an operator can tell keys apart in a listing.
+_SHOWN = len(KEY_PREFIX) + 6
+
+
+class ApiKeyError(ValueError):
+    """A key cannot be made or revoked; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A stored key (never the key itself)."""
+
+    id: int
+    name: str
+    key_prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """Who a valid key belongs to."""
+
+    key_id: int
+    name: str
+
+
+def digest(key: str) -> bytes:
+    """The stored form of a key."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
+def new_key() -> str:
+    """A fresh random key."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def add_key(conn: psycopg.Connection, name: str) -> str:
+    """Store a new key for ``name`` and return it (the only time it is seen)."""
+    if not NAME_PATTERN.match(name):
+        raise ApiKeyError(
+            f"invalid name {name!r}: letters, digits and . _ @ - (up to 64, no leading symbol)"
+        )
+    key = new_key()
+    try:
+        conn.execute(
+            "INSERT INTO pantau_private.api_keys (name, key_hash, key_prefix) VALUES (%s, %s, %s)",
+            [name, digest(key), key[:_SHOWN]],
+        )
+    except psycopg.errors.UniqueViolation:
+        raise ApiKeyError(f"a key named {name!r} exists already (revoke it first)") from None
+    return key
+
+
+def list_keys(conn: psycopg.Connection) -> list[ApiKey]:
+    """Every key, revoked ones included, oldest first."""
+    with conn.cursor(row_factory=class_row(ApiKey)) as cur:
+        return cur.execute(
+            "SELECT id, name, key_prefix, created_at, last_used_at, revoked_at "
+            "FROM pantau_private.api_keys ORDER BY id"
+        ).fetchall()
+
+
+def revoke_key(conn: psycopg.Connection, name: str) -> bool:
+    """Revoke the live key of ``name``; False when it has none."""
+    done = conn.execute(
+        "UPDATE pantau_private.api_keys SET revoked_at = now() "
+        "WHERE name = %s AND revoked_at IS NULL",
+        [name],
+    )
+    return done.rowcount > 0
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCheck:
+    """The outcome of checking a presented key."""
+
+    operator: Operator | None
+    revoked: bool = False
+
+
+def check_key(conn: psycopg.Connection, key: str) -> KeyCheck:
+    """Who ``key`` belongs to; records when it was last used (at most once a minute)."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        row = cur.execute(
+            "SELECT id, name, revoked_at IS NOT NULL FROM pantau_private.api_keys "
+            "WHERE key_hash = %s",
+            [digest(key)],
+        ).fetchone()
+    if row is None:
+        return KeyCheck(operator=None)
+    key_id, name, revoked = row
+    if revoked:
+        return KeyCheck(operator=None, revoked=True)
+    conn.execute(
+        "UPDATE pantau_private.api_keys SET last_used_at = now() WHERE id = %s "
+        "AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
+        [key_id],
+    )
+    return KeyCheck(operator=Operator(key_id=key_id, name=name))
+
+
+# --- `pantau keys` ----------------------------------------------------------------------------
+
+app = typer.Typer(help="Operator API keys (stored hashed; shown once).", no_args_is_help=True)
+_out = Console()
+_err = Console(stderr=True)
+
+
+def _connect() -> psycopg.Connection:
+    try:
+        url = get_settings().require_database_url()
+    except SettingsError as error:
+        _err.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+    try:
+        return psycopg.connect(url, autocommit=True)
+    except psycopg.Error as error:
+        _err.print(f"[red]cannot reach the database:[/red] {error}")
+        raise typer.Exit(1) from None
+
+
+def _schema_error(error: psycopg.Error) -> None:
+    _err.print(f"[red]{error}[/red] (run `pantau db migrate`?)")
+    raise typer.Exit(1) from None
+
+
+@app.command("add")
+def add_command(
+    name: Annotated[str, typer.Argument(help="Who the key is for, e.g. an operator's login")],
+) -> None:
+    """Make a key and print it once."""
+    with _connect() as conn:
+        try:
+            key = add_key(conn, name)
+        except ApiKeyError as error:
+            _err.print(f"[red]{error}[/red]")
+            raise typer.Exit(2) from None
+        except psycopg.Error as error:
+            _schema_error(error)
+    _err.print(f"key for {name} (shown only now; send it in the X-API-Key header):")
+    typer.echo(key)
+
+
+@app.command("list")
+def list_command() -> None:
+    """List keys (their first characters only), with when they were last used."""
+    with _connect() as conn:
+        try:
+            keys = list_keys(conn)
+        except psycopg.Error as error:
+            _schema_error(error)
+    table = Table(title="API keys")
+    for column in ("name", "key", "created", "last used", "revoked"):
+        table.add_column(column)
+    for k in keys:
+        table.add_row(
+            k.name,
+            f"{k.key_prefix}…",
+            f"{k.created_at:%Y-%m-%d %H:%M}",
+            f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "never",
+            f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "",
+        )
+    _out.print(table)
+
+
+@app.command("revoke")
+def revoke_command(name: Annotated[str, typer.Argument(help="The key's name")]) -> None:
+    """Revoke a key: requests with it get 403 from now on."""
+    with _connect() as conn:
+        try:
+            done = revoke_key(conn, name)
+        except psycopg.Error as error:
+            _schema_error(error)
+    if not done:
+        _err.print(f"[red]no live key named {name!r}[/red]")
+        raise typer.Exit(1)
+    _out.print(f"revoked the key of {name}")
