@@ -3,8 +3,11 @@
 It follows Grafana's server-side code (``pkg/tsdb/sqleng`` then the PostgreSQL data source's
 macro engine): first the plain replacements of ``$__interval_ms``, ``$__interval``,
 ``$__unixEpochFrom()`` and ``$__unixEpochTo()``, then every ``$__name(args)`` whose arguments
-contain no ``)``. Dashboard variables are substituted before that, as Grafana's front end does,
-with multi-value variables written as a comma-separated list of quoted strings.
+contain no ``)``. Dashboard variables are substituted before that, as Grafana's front end does
+for SQL data sources (``SqlDatasource.interpolateVariable``): a multi-value or "All" variable as
+a comma-separated list of quoted strings, a single-value variable as its bare text (with quotes
+doubled). The interval of a panel is the time range over its width in pixels, rounded to a
+"nice" step as Grafana's ``rangeutil.calculateInterval`` does.
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ class QueryContext:
     time_to: datetime
     interval: timedelta
     timescaledb: bool
-    variables: Mapping[str, Sequence[str]]
+    # A list: a multi-value (or "All") variable's values; a str: a single-value variable's.
+    variables: Mapping[str, Sequence[str] | str]
 
 
 def format_interval(interval: timedelta) -> str:
@@ -101,14 +105,84 @@ def _epoch(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
-def substitute_variables(sql: str, variables: Mapping[str, Sequence[str]]) -> str:
-    """Replace ``$name``, ``${name}`` and ``${name:sqlstring}`` by a quoted, comma-separated list."""
-    for name, values in variables.items():
-        quoted = ",".join("'" + value.replace("'", "''") + "'" for value in values)
-        sql = sql.replace("${" + name + ":sqlstring}", quoted)
-        sql = sql.replace("${" + name + "}", quoted)
-        sql = re.sub(r"\$" + re.escape(name) + r"(?![A-Za-z0-9_])", lambda _, q=quoted: q, sql)
+def _epoch_ns(moment: datetime) -> int:
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1000
+
+
+# Grafana's nice interval steps (roundInterval in rangeutil and gtime): an interval up to the
+# bound (seconds) becomes the step beside it; beyond the last, one year.
+_ROUNDING: tuple[tuple[float, float], ...] = (
+    (0.015, 0.01),
+    (0.035, 0.02),
+    (0.075, 0.05),
+    (0.15, 0.1),
+    (0.35, 0.2),
+    (0.75, 0.5),
+    (1.5, 1),
+    (3.5, 2),
+    (7.5, 5),
+    (12.5, 10),
+    (17.5, 15),
+    (25, 20),
+    (45, 30),
+    (90, 60),
+    (210, 120),
+    (450, 300),
+    (750, 600),
+    (1050, 900),
+    (1500, 1200),
+    (2700, 1800),
+    (5400, 3600),
+    (9000, 7200),
+    (16200, 10800),
+    (32400, 21600),
+    (86400, 43200),
+    (172800, 86400),
+    (604800, 86400),
+    (1814400, 604800),
+    (3628800 - 1e-9, 2592000),
+)
+
+
+def panel_interval(
+    time_from: datetime, time_to: datetime, *, width_px: int = 1000, minimum_s: float = 0
+) -> timedelta:
+    """``$__interval`` of a panel ``width_px`` wide showing the range (at least ``minimum_s``)."""
+    raw = max((time_to - time_from).total_seconds() / width_px, minimum_s)
+    for bound, step in _ROUNDING:
+        if raw <= bound:
+            return timedelta(seconds=max(step, minimum_s))
+    return timedelta(days=365)
+
+
+def _quoted(values: Sequence[str]) -> str:
+    return ",".join("'" + value.replace("'", "''") + "'" for value in values)
+
+
+def substitute_variables(sql: str, variables: Mapping[str, Sequence[str] | str]) -> str:
+    """Replace ``$name``, ``${name}`` and ``${name:sqlstring}`` as Grafana's SQL data sources do.
+
+    A list (multi-value or "All" variable) becomes a quoted, comma-separated list; a str
+    (single-value variable) is inserted as it is, with single quotes doubled.
+    """
+    # Longest names first, so that `$sensor` never eats the start of `$sensors`.
+    for name in sorted(variables, key=len, reverse=True):
+        values = variables[name]
+        if isinstance(values, str):
+            text = values.replace("'", "''")
+            listed = _quoted([values])
+        else:
+            text = listed = _quoted(values)
+        sql = sql.replace("${" + name + ":sqlstring}", listed)
+        sql = sql.replace("${" + name + "}", text)
+        sql = re.sub(r"\$" + re.escape(name) + r"(?![A-Za-z0-9_])", lambda _, t=text: t, sql)
     return sql
+
+
+def variable_names(text: str) -> set[str]:
+    """Names of the dashboard variables a text refers to (Grafana's own ``$__...`` left out)."""
+    found = re.findall(r"\$\{(\w+)(?::[^}]*)?\}|\$(\w+)", text)
+    return {name for pair in found for name in pair if name and not name.startswith("__")}
 
 
 def _group_seconds(name: str, args: list[str]) -> float:
@@ -126,7 +200,13 @@ def _group_seconds(name: str, args: list[str]) -> float:
 
 
 def _evaluate(name: str, args: list[str], ctx: QueryContext) -> str:
-    needs_column = {"__time", "__timeEpoch", "__timeFilter", "__unixEpochFilter"}
+    needs_column = {
+        "__time",
+        "__timeEpoch",
+        "__timeFilter",
+        "__unixEpochFilter",
+        "__unixEpochNanoFilter",
+    }
     if name in needs_column and not args:
         raise MacroError(f"missing time column argument for macro {name}")
     match name:
@@ -150,6 +230,14 @@ def _evaluate(name: str, args: list[str], ctx: QueryContext) -> str:
             return _evaluate("__timeGroup", args, ctx) + ' AS "time"'
         case "__unixEpochFilter":
             return f"{args[0]} >= {_epoch(ctx.time_from)} AND {args[0]} <= {_epoch(ctx.time_to)}"
+        case "__unixEpochNanoFilter":
+            return (
+                f"{args[0]} >= {_epoch_ns(ctx.time_from)} AND {args[0]} <= {_epoch_ns(ctx.time_to)}"
+            )
+        case "__unixEpochNanoFrom":
+            return str(_epoch_ns(ctx.time_from))
+        case "__unixEpochNanoTo":
+            return str(_epoch_ns(ctx.time_to))
         case "__unixEpochGroup":
             step = _go_number(_group_seconds(name, args))
             return f"floor(({args[0]})/{step})*{step}"
