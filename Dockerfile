@@ -1,5 +1,6 @@
 # The Pantau image: one image for every service (`pantau db migrate`, `pantau ingest`,
-# `pantau api`, `pantau simulate`); the compose file picks the command.
+# `pantau alerts`, `pantau api`, `pantau simulate`, `pantau devices`); the compose file picks
+# the command.
 
 # Build a wheel from the source tree, so the runtime image holds an ordinary (non-editable)
 # install and no sources or build tools.
@@ -14,15 +15,21 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
+# openssl: `pantau-pilot-ca` (scripts/pilot-ca.sh), run by the compose service `broker-init`
+# to issue a pilot certificate for the broker's TLS listener.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends openssl \
+    && rm -rf /var/lib/apt/lists/*
+COPY --chmod=0755 scripts/pilot-ca.sh /usr/local/bin/pantau-pilot-ca
 COPY --from=build /wheels /tmp/wheels
 RUN pip install /tmp/wheels/*.whl && rm -rf /tmp/wheels
 
-# A fixed, unprivileged user. The spool directory exists in the image with the right owner so
-# that a named volume mounted over it is writable by that user.
+# A fixed, unprivileged user. The spool and device-credentials directories exist in the image
+# with the right owner, so that a named volume mounted over one is writable by that user.
 RUN groupadd --system --gid 10001 pantau \
     && useradd --system --uid 10001 --gid pantau --home-dir /var/lib/pantau --create-home \
        --shell /usr/sbin/nologin pantau \
-    && install -d -o pantau -g pantau /var/lib/pantau/spool
+    && install -d -o pantau -g pantau /var/lib/pantau/spool /var/lib/pantau/devices
 USER pantau
 WORKDIR /var/lib/pantau
 

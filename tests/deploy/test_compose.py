@@ -1,46 +1,76 @@
 """The container deployment: docker-compose.yml and the Dockerfile, checked without a Docker engine.
 
-The compose file is parsed with PyYAML (merge keys included) and checked against the
-repository and the settings classes: mounted files exist, every ``PANTAU_*`` variable is a real
-setting with a valid value, dependencies and ports are consistent. Where the ``docker compose``
-plugin (or ``docker-compose``) is installed, the file is also validated by Compose itself.
+The compose file is validated against the Compose Specification's JSON schema (vendored in
+tests/deploy/compose-spec/, with its licence and origin), parsed with PyYAML (merge keys
+included) with the values of `.env.example`, and checked against the project: every command
+resolves to a real `pantau` command with valid options, every ``PANTAU_*`` variable is a real
+setting, mounted files exist, the broker's accounts agree with its ACL, and the demo
+simulator's credentials work against a real Mosquitto running the production configuration.
+Where the ``docker compose`` plugin is installed, Compose itself checks the file too.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
+import typer
 import yaml
 from pydantic import BaseModel
+from typer.exceptions import TyperException
+from typer.testing import CliRunner
 
-from pantau.settings import Settings
+from pantau import cli
+from pantau.broker import render_acl
+from pantau.services import wait_until
+from pantau.settings import Settings, get_settings
+from tests.fixtures.production_broker import ProductionBroker
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+SCHEMA = Path(__file__).parent / "compose-spec" / "compose-spec.json"
 DOCKERFILE = ROOT / "Dockerfile"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 
 SERVICES = {
     "timescaledb",
-    "mosquitto-passwd",
+    "broker-init",
     "mosquitto",
     "migrate",
     "ingest-1",
     "ingest-2",
+    "alerts",
     "api",
     "grafana",
     "simulator",
+    "devices",
 }
-PANTAU_IMAGE_SERVICES = {"migrate", "ingest-1", "ingest-2", "api", "simulator"}
+PANTAU_IMAGE_SERVICES = {
+    "broker-init",
+    "migrate",
+    "ingest-1",
+    "ingest-2",
+    "alerts",
+    "api",
+    "simulator",
+    "devices",
+}
+ONE_SHOT = {"broker-init", "migrate", "devices"}
 INGEST_SERVICES = ("ingest-1", "ingest-2")
+# Services started by `pantau X` whose own command-line app is imported when called.
+DELEGATED = {"ingest": "ingest.cli", "simulate": "simulators.cli", "api": "api.cli",
+             "alerts": "alerts.cli", "bench": "pantau.bench.cli"}  # fmt: skip
 DEPENDENCY_CONDITIONS = {
     "service_started",
     "service_healthy",
@@ -50,6 +80,41 @@ DEPENDENCY_CONDITIONS = {
 _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 
 
+def _env_example() -> dict[str, str]:
+    pairs = {}
+    for raw in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            key, sep, value = line.partition("=")
+            assert sep, f".env.example: {raw!r} is not NAME=value"
+            pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def _interpolate(value: str, env: dict[str, str] | None = None) -> str:
+    """The value Compose uses with `.env.example` copied to `.env` (and nothing else set)."""
+    values = _env_example() if env is None else env
+
+    def substitute(match: re.Match[str]) -> str:
+        name, operator, word = match.group(1), match.group(2), match.group(3)
+        if values.get(name):
+            return values[name]
+        assert operator in {":-", "-"}, f"{match.group(0)}: not in .env.example, compose would fail"
+        return str(word)
+
+    return _INTERPOLATION.sub(substitute, value.replace("$$", "\0")).replace("\0", "$")
+
+
+def _interpolated(node: Any) -> Any:
+    if isinstance(node, str):
+        return _interpolate(node)
+    if isinstance(node, list):
+        return [_interpolated(item) for item in node]
+    if isinstance(node, dict):
+        return {key: _interpolated(value) for key, value in node.items()}
+    return node
+
+
 def _compose() -> dict[str, Any]:
     data: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
     return data
@@ -57,17 +122,6 @@ def _compose() -> dict[str, Any]:
 
 def _services() -> dict[str, dict[str, Any]]:
     return dict(_compose()["services"])
-
-
-def _interpolate(value: str) -> str:
-    """The value Compose uses when no variable is set in the environment or `.env`."""
-
-    def default(match: re.Match[str]) -> str:
-        operator, word = match.group(2), match.group(3)
-        assert operator in {":-", "-"}, f"{match.group(0)} has no default: compose up would fail"
-        return str(word)
-
-    return _INTERPOLATION.sub(default, value.replace("$$", "\0")).replace("\0", "$")
 
 
 def _environment(service: dict[str, Any]) -> dict[str, str]:
@@ -129,18 +183,111 @@ def _setting_path(key: str) -> list[str]:
     return path
 
 
+# Variables of the compose file that are not settings (read by a shell command or Grafana).
+NOT_SETTINGS = {"PANTAU_MQTT_TLS_HOSTNAME", "PANTAU_GRAFANA_DB_ADDRESS", "PANTAU_GRAFANA_DB_NAME"}
+
+
 def _settings_of(service: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Settings:
     """The settings a service's process starts with (only its own PANTAU_* variables set)."""
     for key in list(os.environ):
         if key.startswith("PANTAU_"):
             monkeypatch.delenv(key)
     for key, value in _environment(service).items():
-        monkeypatch.setenv(key, value)
-    return Settings()
+        if key not in NOT_SETTINGS:
+            monkeypatch.setenv(key, value)
+    return Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def _pantau_commands(service: dict[str, Any]) -> list[list[str]]:
+    """The `pantau ...` command lines a Pantau-image service runs."""
+    entrypoint = service.get("entrypoint") or ["pantau"]
+    command = service.get("command") or []
+    if entrypoint[0] == "pantau":
+        return [[*entrypoint[1:], *command]]
+    assert entrypoint[0] == "/bin/sh", entrypoint
+    script = " ".join(command)
+    lines = []
+    for part in re.split(r"&&|;|\bthen\b|\bfi\b", script):
+        words = shlex.split(part.replace("$$", "$"))
+        if words and words[0] == "pantau":
+            lines.append(words[1:])
+    assert lines, f"no pantau command in {script!r}"
+    return lines
+
+
+def _resolve(argv: list[str]) -> None:
+    """Parse a `pantau` command line as the real command would; raise on anything unknown."""
+    command: Any = typer.main.get_command(cli.app)
+    args, prog = list(argv), "pantau"
+    while hasattr(command, "resolve_command") and args and not args[0].startswith("-"):
+        if prog == "pantau" and args[0] in DELEGATED:
+            # A service's own app, which `pantau` imports when called: it parses the rest.
+            name = args.pop(0)
+            command = typer.main.get_command(importlib.import_module(DELEGATED[name]).app)
+            prog = f"pantau {name}"
+            break
+        context = command.make_context(prog, list(args))
+        name, command, args = command.resolve_command(context, args)
+        assert command is not None, f"{prog} has no command {name}"
+        prog = f"{prog} {name}"
+    command.make_context(prog, list(args))
+
+
+# ------------------------------------------------------------------------- the specification
+
+
+def test_the_file_follows_the_compose_specification() -> None:
+    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    validator = jsonschema.Draft7Validator(schema)
+    errors = sorted(validator.iter_errors(_interpolated(_compose())), key=str)
+    assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors[:10])
+
+
+def test_the_schema_check_catches_mistakes() -> None:
+    validator = jsonschema.Draft7Validator(json.loads(SCHEMA.read_text(encoding="utf-8")))
+    broken = _interpolated(_compose())
+    broken["services"]["api"]["healthcheck"]["intervall"] = "5s"
+    broken["services"]["mosquitto"]["depends_on"]["broker-init"]["condition"] = "service_done"
+    assert len(list(validator.iter_errors(broken))) >= 2
+
+
+def test_vendored_schema_keeps_its_licence_and_origin() -> None:
+    folder = SCHEMA.parent
+    assert "Apache License" in (folder / "LICENSE").read_text(encoding="utf-8")
+    assert "compose-spec/compose-spec" in (folder / "ORIGIN.md").read_text(encoding="utf-8")
+
+
+def test_every_variable_is_in_env_example() -> None:
+    text = COMPOSE_FILE.read_text(encoding="utf-8").replace("$$", "")
+    required = {m.group(1) for m in _INTERPOLATION.finditer(text) if m.group(2) in {":?", "?"}}
+    example = _env_example()
+    assert required <= set(example), required - set(example)
+    assert all(example[name] for name in required)
+    # And the file refuses to start without them instead of falling back to a known password.
+    for name in ("PANTAU_DB_PASSWORD", "PANTAU_MQTT_INGEST_PASSWORD", "GRAFANA_ADMIN_PASSWORD"):
+        assert name in required, name
+        with pytest.raises(AssertionError):
+            _interpolate("${%s:?set it}" % name, env={})  # noqa: UP031
+
+
+# ------------------------------------------------------------------------------ the services
 
 
 def test_all_services_present() -> None:
     assert set(_services()) == SERVICES
+
+
+@pytest.mark.parametrize("name", sorted(PANTAU_IMAGE_SERVICES))
+def test_every_command_is_a_real_pantau_command(name: str) -> None:
+    for argv in _pantau_commands(_services()[name]):
+        _resolve(argv)
+
+
+def test_command_resolution_refuses_unknown_commands_and_options() -> None:
+    _resolve(["devices", "import-city", "--no-registry", "--credentials", "x.yaml"])
+    for bad in (["nope"], ["devices", "nope"], ["simulate", "--nope"], ["devices", "list", "--x"]):
+        with pytest.raises((TyperException, AssertionError)):
+            _resolve(bad)
 
 
 def test_bind_mounted_files_exist_and_named_volumes_are_declared() -> None:
@@ -160,7 +307,7 @@ def test_every_pantau_variable_is_a_setting() -> None:
     seen = set()
     for name, service in _services().items():
         for key in _environment(service):
-            if key.startswith("PANTAU_"):
+            if key.startswith("PANTAU_") and key not in NOT_SETTINGS:
                 _setting_path(key)
                 seen.add(name)
     assert seen >= PANTAU_IMAGE_SERVICES
@@ -177,33 +324,46 @@ def test_setting_path_rejects_unknown_variables() -> None:
 def test_service_environment_builds_valid_settings(
     name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """Each Pantau service's environment, with the compose defaults, is accepted by Settings."""
-    monkeypatch.chdir(tmp_path)  # no stray .env file
+    """Each Pantau service's environment, with the `.env.example` values, is accepted."""
+    monkeypatch.chdir(tmp_path)
     settings = _settings_of(_services()[name], monkeypatch)
+    if name == "broker-init":  # works on files before the broker and database are up
+        assert settings.broker.password_file is not None
+        return
     assert settings.database_url is not None, f"{name} has no database URL"
     assert settings.mqtt.host == "mosquitto"
 
 
-def test_dependencies_exist_and_order_the_start() -> None:
+def test_health_checks_and_start_order() -> None:
     services = _services()
     for name, service in services.items():
+        if name in ONE_SHOT:
+            assert service.get("restart") == "no", name
+            continue
+        check = service.get("healthcheck") or {}
+        assert check.get("test") or (name == "simulator" and check.get("disable")), name
         for target, condition in _depends_on(service).items():
             assert target in services, f"{name} depends on unknown service {target}"
-            assert target != name
             assert condition in DEPENDENCY_CONDITIONS, f"{name} -> {target}: {condition}"
     assert _depends_on(services["migrate"]) == {"timescaledb": "service_healthy"}
-    assert "test" in services["timescaledb"]["healthcheck"]
     assert "pg_isready" in json.dumps(services["timescaledb"]["healthcheck"]["test"])
-    for name in (*INGEST_SERVICES, "api"):
+    assert _depends_on(services["mosquitto"]) == {"broker-init": "service_completed_successfully"}
+    for name in (*INGEST_SERVICES, "alerts", "api", "simulator", "devices"):
         assert _depends_on(services[name])["migrate"] == "service_completed_successfully", name
-    for name in INGEST_SERVICES:
-        assert "mosquitto" in _depends_on(services[name]), name
+    for name in (*INGEST_SERVICES, "alerts", "simulator", "devices"):
+        assert _depends_on(services[name])["mosquitto"] == "service_healthy", name
+    probe = " ".join(services["api"]["healthcheck"]["test"])
+    assert "127.0.0.1:8000/healthz" in probe
 
 
-def test_published_ports_do_not_collide() -> None:
-    ports = [port for service in _services().values() for port in _host_ports(service)]
-    assert len(ports) == len(set(ports)), ports
+def test_ports_plain_mqtt_on_loopback_tls_open() -> None:
     services = _services()
+    ports = [port for service in services.values() for port in _host_ports(service)]
+    assert len(ports) == len(set(ports)), ports
+    mqtt = _host_ports(services["mosquitto"])
+    assert "127.0.0.1:1883" in mqtt
+    assert [p for p in mqtt if p.endswith(":1883")] == ["127.0.0.1:1883"], "plain MQTT only here"
+    assert "8883" in mqtt, "the TLS listener is for devices in the field"
     assert any(p.endswith("8000") for p in _host_ports(services["api"]))
     assert any(p.endswith("3000") for p in _host_ports(services["grafana"]))
     assert _environment(services["api"])["PANTAU_API__HOST"] == "0.0.0.0"
@@ -217,26 +377,32 @@ def test_ingest_processes_have_own_client_ids_and_one_group() -> None:
     assert len(groups) == 1 and groups != {""}, groups
     for name in INGEST_SERVICES:
         assert _services()[name]["command"] == ["ingest"]
+    alerts = _environment(_services()["alerts"])
+    assert alerts["PANTAU_ALERTS__CLIENT_ID"] not in client_ids
 
 
-def test_ingest_healthcheck_probes_its_metrics_port(
+def test_health_checks_probe_the_services_own_ports(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.chdir(tmp_path)
     for name in INGEST_SERVICES:
         service = _services()[name]
         port = _settings_of(service, monkeypatch).ingest.metrics_port
-        probe = " ".join(service["healthcheck"]["test"])
-        assert f"127.0.0.1:{port}/healthz" in probe, probe
+        assert f"127.0.0.1:{port}/healthz" in " ".join(service["healthcheck"]["test"])
+    alerts = _services()["alerts"]
+    port = _settings_of(alerts, monkeypatch).alerts.metrics_port
+    assert f"127.0.0.1:{port}/metrics" in " ".join(alerts["healthcheck"]["test"])
 
 
-def test_read_only_password_is_the_same_everywhere() -> None:
+def test_database_logins_are_the_same_everywhere() -> None:
     services = _services()
     password = _environment(services["migrate"])["PANTAU_READONLY_PASSWORD"]
     assert password
     assert _environment(services["grafana"])["PANTAU_READONLY_PASSWORD"] == password
+    api_password = _environment(services["migrate"])["PANTAU_API_PASSWORD"]
+    assert api_password and api_password != password
     api_url = _environment(services["api"])["PANTAU_DATABASE_URL"]
-    assert api_url.startswith(f"postgresql://pantau_reader:{password}@"), api_url
+    assert api_url.startswith(f"postgresql://pantau_api:{api_password}@"), api_url
 
 
 def test_commands() -> None:
@@ -245,16 +411,10 @@ def test_commands() -> None:
     assert " ".join([*migrate["entrypoint"], *migrate["command"]]) == (
         "/bin/sh -c pantau db migrate && pantau city load"
     )
-    assert migrate["restart"] == "no"
     assert services["api"]["command"] == ["api"]
-    assert services["simulator"]["command"] == [
-        "simulate",
-        "--scenario",
-        "normal",
-        "--speed",
-        "1",
-    ]
-    assert services["simulator"]["profiles"] == ["sim"]
+    assert services["alerts"]["command"] == ["alerts"]
+    assert services["simulator"]["profiles"] == ["demo"]
+    assert services["devices"]["profiles"] == ["tools"]
 
 
 def test_images_are_pinned() -> None:
@@ -263,36 +423,147 @@ def test_images_are_pinned() -> None:
         image = _interpolate(service["image"])
         repository, _, tag = image.rpartition(":")
         assert repository and "/" not in tag, f"{name}: {image} has no tag"
-        assert tag != "latest", f"{name}: {image} floats"
+        assert "latest" not in tag, f"{name}: {image} floats"
         if name in PANTAU_IMAGE_SERVICES:
             assert image == f"pantau:{version}", f"{name}: the image tag follows the version"
             assert service["build"]["context"] == "."
-    assert _services()["timescaledb"]["image"] == "timescale/timescaledb:latest-pg15"
+    timescaledb = _services()["timescaledb"]["image"]
+    assert re.fullmatch(r"timescale/timescaledb:2\.\d+\.\d+-pg15", timescaledb), timescaledb
+    assert re.fullmatch(r"eclipse-mosquitto:2\.\d+\.\d+", _services()["mosquitto"]["image"])
+    assert re.fullmatch(r"grafana/grafana-oss:\d+\.\d+\.\d+", _services()["grafana"]["image"])
 
 
-def test_mosquitto_config_refers_to_the_mounted_files() -> None:
-    mounts = {target: source for _, source, target in _mounts(_services()["mosquitto"])}
-    config_file = ROOT / "mosquitto" / "mosquitto.conf"
-    assert config_file.is_file(), "mosquitto/mosquitto.conf is missing"
-    config = config_file.read_text(encoding="utf-8")
-    options = dict(
+# -------------------------------------------------------------------------------- the broker
+
+
+def _options(path: Path) -> dict[str, str]:
+    return dict(
         line.split(None, 1)
-        for line in (raw.strip() for raw in config.splitlines())
-        if line and not line.startswith("#") and " " in line
+        for line in (raw.strip() for raw in path.read_text(encoding="utf-8").splitlines())
+        if line and not line.startswith("#") and " " in line and not line.startswith("listener")
     )
-    acl = options["acl_file"].strip()
-    assert acl in mounts, f"acl_file {acl} is not mounted"
-    assert (ROOT / mounts[acl]).is_file()
-    # The password file lives in a volume that the one-shot `mosquitto-passwd` service fills
-    # before the broker starts: no password is kept in the repository.
-    password_file = Path(options["password_file"].strip())
-    volume = mounts.get(str(password_file.parent))
-    assert volume is not None, f"password_file {password_file} is on no mounted volume"
-    init = _services()["mosquitto-passwd"]
-    assert (volume, str(password_file.parent)) in {(s, t) for _, s, t in _mounts(init)}
-    assert str(password_file) in " ".join(init["command"])
-    conditions = _depends_on(_services()["mosquitto"])
-    assert conditions.get("mosquitto-passwd") == "service_completed_successfully"
+
+
+def test_the_broker_reads_what_the_other_services_write() -> None:
+    services = _services()
+    mounts = {target: (kind, source) for kind, source, target in _mounts(services["mosquitto"])}
+    options = _options(ROOT / "mosquitto" / "mosquitto.conf")
+    acl = options["acl_file"]
+    assert mounts[acl] == ("bind", "./mosquitto/acl")
+    # The password file: on a volume that broker-init fills before the broker starts, and
+    # that the devices tool edits; both use the path the broker reads.
+    password_file = Path(options["password_file"])
+    secrets = mounts[str(password_file.parent)]
+    for writer in ("broker-init", "devices"):
+        assert secrets[1] in {source for _, source, _ in _mounts(services[writer])}, writer
+        assert _environment(services[writer])["PANTAU_BROKER__PASSWORD_FILE"] == str(password_file)
+    # The certificates: the directory broker-init issues the pilot certificate into.
+    certs = Path(options["certfile"]).parent
+    assert mounts[str(certs)] == ("bind", "./mosquitto/certs")
+    assert ("bind", "./mosquitto/certs", str(certs)) in _mounts(services["broker-init"])
+    # The pid file, for the devices tool's SIGHUP in the broker's process namespace.
+    pid_file = Path(options["pid_file"])
+    assert mounts[str(pid_file.parent)][0] == "volume"
+    devices = services["devices"]
+    assert devices["pid"] == "service:mosquitto"
+    assert _environment(devices)["PANTAU_BROKER__PID_FILE"] == str(pid_file)
+
+
+def test_service_accounts_match_the_committed_acl(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    services = _services()
+    init = _settings_of(services["broker-init"], monkeypatch)
+    # The ACL the broker loads is the one rendered from the accounts broker-init creates.
+    assert render_acl(init) == (ROOT / "mosquitto" / "acl").read_text(encoding="utf-8")
+    for name, user, password in (
+        ("ingest-1", init.broker.ingest_user, init.broker.ingest_password),
+        ("ingest-2", init.broker.ingest_user, init.broker.ingest_password),
+        ("alerts", init.broker.alerts_user, init.broker.alerts_password),
+    ):
+        mqtt = _settings_of(services[name], monkeypatch).mqtt
+        assert mqtt.username == user, name
+        assert mqtt.password is not None and password is not None
+        assert mqtt.password.get_secret_value() == password.get_secret_value(), name
+
+
+def test_mosquitto_health_check_needs_an_up_broker_that_refuses_anonymous(
+    production_broker: ProductionBroker, broker_url: str
+) -> None:
+    if shutil.which("mosquitto_sub") is None:
+        pytest.skip("mosquitto_sub is not installed")
+    test = _services()["mosquitto"]["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL"
+
+    def probe(port: int) -> int:
+        command = test[1].replace("-p 1883", f"-p {port}")
+        return subprocess.run(["sh", "-c", command], timeout=20, check=False).returncode
+
+    assert probe(production_broker.port) == 0
+    production_broker.stop()
+    assert probe(production_broker.port) != 0, "a broker that is down is not healthy"
+    anonymous = Settings(_env_file=None).mqtt.model_copy(update={"url": broker_url})  # type: ignore[call-arg]
+    assert probe(anonymous.port) != 0, "a broker that lets anonymous clients in is not healthy"
+
+
+def test_the_demo_simulator_publishes_with_the_accounts_broker_init_creates(
+    production_broker: ProductionBroker, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """broker-init's `pantau devices import-city`, then the simulator's own command line."""
+    services = _services()
+    init, simulator = services["broker-init"], services["simulator"]
+    (volume_path,) = [t for _, s, t in _mounts(simulator) if s == "device-credentials"]
+    assert ("volume", "device-credentials", volume_path) in _mounts(init)
+    local = tmp_path / "devices"
+    monkeypatch.chdir(tmp_path)
+
+    def run(argv: list[str], env: dict[str, str]) -> None:
+        for key in [k for k in os.environ if k.startswith("PANTAU_")]:
+            monkeypatch.delenv(key)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        get_settings.cache_clear()
+        argv = [arg.replace(volume_path, str(local)) for arg in argv]
+        result = CliRunner().invoke(cli.app, argv)
+        get_settings.cache_clear()
+        assert result.exit_code == 0, (argv, result.output)
+
+    broker_env = {
+        **_environment(init),
+        "PANTAU_BROKER__PASSWORD_FILE": str(production_broker.password_file),
+        "PANTAU_BROKER__PID_FILE": str(production_broker.directory / "mosquitto.pid"),
+        "PANTAU_MQTT__TOPIC_ROOT": production_broker.root,
+    }
+    for argv in _pantau_commands(init):
+        run(argv, broker_env)
+    credentials = local / "credentials.yaml"
+    assert credentials.is_file()
+
+    from tests.deploy.test_broker_security import _subscriber
+
+    # broker-init has just set the service accounts' passwords to those of .env.example.
+    _, received, _ = _subscriber(
+        production_broker,
+        production_broker.settings.broker.ingest_user,
+        broker_env["PANTAU_BROKER__INGEST_PASSWORD"],
+        f"{production_broker.root}/up/+",
+    )
+    (argv,) = _pantau_commands(simulator)
+    # Faster than real time, and bounded, but otherwise the demo's own command line.
+    speed = argv.index("--speed") + 1
+    argv = [*argv[:speed], "3600", *argv[speed + 1 :], "--max-messages", "40"]
+    run(
+        argv,
+        {
+            **_environment(simulator),
+            "PANTAU_MQTT__URL": f"mqtt://127.0.0.1:{production_broker.port}",
+            "PANTAU_MQTT__TOPIC_ROOT": production_broker.root,
+        },
+    )
+    wait_until(lambda: len(received) >= 40, timeout_s=15, what="the demo's readings")
+    secrets = yaml.safe_load(credentials.read_text(encoding="utf-8"))
+    assert {m.topic.rsplit("/", 1)[1] for m in received} <= set(secrets)
 
 
 def _dockerfile_stages() -> list[list[tuple[str, str]]]:
@@ -352,7 +623,19 @@ def test_compose_itself_accepts_the_file() -> None:
     if command is None:
         pytest.skip("neither the docker compose plugin nor docker-compose is installed")
     result = subprocess.run(
-        [*command, "-f", str(COMPOSE_FILE), "--profile", "sim", "config", "-q"],
+        [
+            *command,
+            "--env-file",
+            str(ENV_EXAMPLE),
+            "-f",
+            str(COMPOSE_FILE),
+            "--profile",
+            "demo",
+            "--profile",
+            "tools",
+            "config",
+            "-q",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
