@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Installs what Pantau needs on a Debian/Ubuntu machine: system packages (as root, with apt-get;
 # otherwise it prints the command), then a virtualenv in .venv with the project and its tools.
+# With --test, also what only the test suite needs: Chromium for the browser tests and the
+# `grafana` extra for the Grafana push tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+testing=false
+[ "${1:-}" = "--test" ] && testing=true
 
 missing=()
 compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || command -v pg_ctl >/dev/null \
@@ -10,6 +14,9 @@ compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || command -v pg_ctl >/
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v mosquitto_passwd >/dev/null || missing+=(mosquitto-clients)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+if $testing; then
+  command -v chromium >/dev/null || missing+=(chromium)
+fi
 
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
@@ -25,4 +32,11 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[dev]'
+# setuptools warns on every editable install, whatever the mode, about how editable installs
+# work. (`pip wheel . -w /tmp/w` still shows the build's warnings about the project itself.)
+PYTHONWARNINGS=ignore .venv/bin/python -m pip install -q -e '.[dev]'
+if $testing; then
+  # grafana-client brings urllib3-future, which would otherwise replace urllib3 for everything.
+  URLLIB3_NO_OVERRIDE=true PYTHONWARNINGS=ignore .venv/bin/python -m pip install -q \
+    --no-binary urllib3-future -e '.[dev,grafana]'
+fi

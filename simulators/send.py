@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
+
+import psycopg
 
 from pantau.catalogue import find_metric, metrics_of
 from pantau.city import City
+from pantau.feedback import FeedbackError, FeedbackListener, Notice, payload_digest
 from pantau.settings import MqttSettings
 from simulators.publisher import Credentials, Publisher, PublishError, run_token
 
@@ -80,9 +86,7 @@ def send_reading(
     payload = build_payload(
         city, sensor_id, values, ts=ts or datetime.now(UTC), check_range=check_range
     )
-    username = password = None
-    if credentials is not None:
-        username, password = sensor_id, credentials.password(sensor_id)
+    username, password = _login(credentials, sensor_id)
     publisher = Publisher(
         mqtt_settings=mqtt,
         client_id=f"pantau-send-{run_token()}",
@@ -101,3 +105,119 @@ def send_reading(
     finally:
         publisher.close()
     return topic, payload
+
+
+def _login(credentials: Credentials | None, device_id: str) -> tuple[str | None, str | None]:
+    """User name and password of a device (its id is its user name); none without credentials."""
+    if credentials is None:
+        return None, None
+    return device_id, credentials.password(device_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of a sent reading, as far as could be seen within the wait."""
+
+    stored: bool = False
+    rejections: tuple[Notice, ...] = ()
+    # Why neither was seen, when neither was.
+    unknown: str = ""
+
+    @property
+    def rejected(self) -> bool:
+        return bool(self.rejections)
+
+
+def send_and_confirm(
+    *,
+    mqtt: MqttSettings,
+    city: City,
+    sensor_id: str,
+    values: dict[str, float],
+    ts: datetime | None = None,
+    credentials: Credentials | None = None,
+    check_range: bool = True,
+    timeout_s: float = 10.0,
+    wait_s: float = 3.0,
+    database_url: str | None = None,
+) -> tuple[str, bytes, Outcome]:
+    """Send one reading like :func:`send_reading`, then wait up to ``wait_s`` for its outcome.
+
+    Rejected: ingest's notice on the device's feedback topic (subscribed before publishing).
+    Stored: the reading's keys in ``readings``, where ``database_url`` is given and answers.
+    """
+    when = ts or datetime.now(UTC)
+    listener: FeedbackListener | None = None
+    unknown = ""
+    if wait_s > 0:
+        username, password = _login(credentials, sensor_id)
+        listener = FeedbackListener(
+            mqtt_settings=mqtt, device_id=sensor_id, username=username, password=password
+        )
+        try:
+            listener.start(timeout_s=min(timeout_s, mqtt.connect_timeout_s))
+        except FeedbackError as error:
+            listener, unknown = None, f"no rejection notices: {error}"
+    try:
+        topic, payload = send_reading(
+            mqtt=mqtt, city=city, sensor_id=sensor_id, values=values, ts=when,
+            credentials=credentials, check_range=check_range, timeout_s=timeout_s,
+        )  # fmt: skip
+        if wait_s <= 0:
+            return topic, payload, Outcome(unknown="not waited for")
+        metrics = list(json.loads(payload)["values"])
+        outcome = _await_outcome(
+            listener, payload, sensor_id, metrics, when, database_url, wait_s, unknown
+        )
+    finally:
+        if listener is not None:
+            listener.stop()
+    return topic, payload, outcome
+
+
+def _await_outcome(
+    listener: FeedbackListener | None,
+    payload: bytes,
+    sensor_id: str,
+    metrics: list[str],
+    when: datetime,
+    database_url: str | None,
+    wait_s: float,
+    unknown: str,
+) -> Outcome:
+    deadline = time.monotonic() + wait_s
+    digest = payload_digest(payload)
+    conn: psycopg.Connection | None = None
+    if database_url is not None:
+        try:
+            conn = psycopg.connect(database_url, autocommit=True, connect_timeout=2)
+        except psycopg.Error as error:
+            unknown = unknown or f"the database is not reachable to confirm storage ({error})"
+    else:
+        unknown = unknown or "no database configured to confirm storage"
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            notice = listener.get(min(0.1, left)) if listener is not None else None
+            if notice is not None and notice.payload_sha256 == digest:
+                notices = [notice]
+                # The other rejections of the same payload come right behind.
+                while (more := listener.get(0.3) if listener is not None else None) is not None:
+                    if more.payload_sha256 == digest:
+                        notices.append(more)
+                return Outcome(rejections=tuple(notices))
+            if conn is not None:
+                row = conn.execute(
+                    "SELECT count(*) FROM readings WHERE sensor_id = %s AND metric = ANY(%s)"
+                    " AND time = %s",
+                    [sensor_id, metrics, when],
+                ).fetchone()
+                if row is not None and row[0] >= len(metrics):
+                    return Outcome(stored=True)
+            if listener is None:
+                threading.Event().wait(min(0.1, left))
+    except psycopg.Error as error:
+        unknown = f"the database stopped answering ({error})"
+    finally:
+        if conn is not None:
+            conn.close()
+    return Outcome(unknown=unknown or f"not stored within {wait_s:g} s and no rejection notice")

@@ -1,0 +1,125 @@
+"""Rejection notices to devices: ``ROOT/down/DEVICE_ID/rejected``, rate-limited per device.
+
+A second MQTT client of its own (client id ``CLIENT_ID-feedback``, no persistent session), so
+that the uplink session and its acknowledgements never wait for it. Only rejections reach it:
+accepted readings never pass through here. A device gets at most ``per_minute`` notices a
+minute; the rest, and anything beyond a bounded outgoing queue while the broker is away, are
+counted and dropped (every rejection is still stored in ``rejected_payloads``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
+
+from pantau.db.store import RejectedPayload
+from pantau.feedback import (
+    FEEDBACK_QOS,
+    Notice,
+    device_of,
+    feedback_topic,
+    mqtt_client,
+    payload_digest,
+)
+from pantau.logs import get_logger
+from pantau.settings import MqttSettings
+
+log = get_logger(__name__)
+
+# Notices held while the broker is away, at most; later ones are dropped.
+_MAX_QUEUED = 1_000
+# Devices tracked by the rate limiter before windows that ended are forgotten.
+_PRUNE_AT = 10_000
+_WINDOW_S = 60.0
+
+
+class RateLimiter:
+    """At most ``per_minute`` events per key in each key's one-minute window."""
+
+    def __init__(self, *, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._limit = per_minute
+        self._clock = clock
+        self._windows: dict[str, list[float]] = {}  # key: [window start, count]
+
+    def allow(self, key: str) -> bool:
+        now = self._clock()
+        window = self._windows.get(key)
+        if window is None or now - window[0] >= _WINDOW_S:
+            if len(self._windows) >= _PRUNE_AT:
+                self._windows = {k: w for k, w in self._windows.items() if now - w[0] < _WINDOW_S}
+            window = self._windows[key] = [now, 0]
+        if window[1] >= self._limit:
+            return False
+        window[1] += 1
+        return True
+
+
+class FeedbackPublisher:
+    """Publishes rejection notices; ``rejected`` is called by the pipeline, never blocks."""
+
+    def __init__(
+        self,
+        *,
+        settings: MqttSettings,
+        per_minute: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._limiter = RateLimiter(per_minute=per_minute, clock=clock)
+        self.published = 0
+        self.limited = 0
+        self.dropped = 0
+        self._client = mqtt_client(settings, client_id=f"{settings.client_id}-feedback")
+        self._client.max_queued_messages_set(_MAX_QUEUED)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=settings.reconnect_max_delay_s)
+        self._client.on_connect = self._on_connect
+
+    def start(self) -> None:
+        """Connect in the background; notices wait (bounded) until the broker answers."""
+        self._client.connect_async(
+            self._settings.host, self._settings.port, keepalive=self._settings.keepalive_s
+        )
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def rejected(self, records: Sequence[RejectedPayload]) -> None:
+        """Notify the devices whose payloads these rejections are of (rate-limited)."""
+        root = self._settings.topic_root
+        for record in records:
+            device = device_of(record.topic, root)
+            if device is None:
+                continue  # no device to tell (e.g. bad_topic)
+            if not self._limiter.allow(device):
+                self.limited += 1
+                continue
+            notice = Notice(
+                device=device,
+                reason=record.rejection.reason.value,
+                detail=record.rejection.detail,
+                topic=record.topic,
+                time=record.received_at,
+                payload_sha256=payload_digest(record.payload),
+                payload_bytes=len(record.payload),
+            )
+            info = self._client.publish(
+                feedback_topic(root, device), notice.to_json(), qos=FEEDBACK_QOS, retain=False
+            )
+            # NO_CONN: queued for the reconnect; QUEUE_SIZE: the queue is full.
+            if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                self.published += 1
+            else:
+                self.dropped += 1
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
+    ) -> None:
+        if reason.is_failure:
+            log.warning("feedback publisher refused by the broker", reason=str(reason))

@@ -1,0 +1,268 @@
+"""Device feedback: what ingest tells a device about payloads it refused, and how to listen.
+
+Ingest publishes one JSON message per rejection to ``ROOT/down/DEVICE_ID/rejected`` (QoS 1, not
+retained, at most ``PANTAU_INGEST__FEEDBACK_PER_MINUTE`` a minute per device). Under the
+production ACL only the device itself (and ingest) may read its ``ROOT/down/DEVICE_ID/#``.
+:class:`FeedbackListener` subscribes to one device's notices; ``pantau simulate send`` uses it to
+report the outcome of a reading, and ``pantau devices watch DEVICE_ID`` prints them as they come.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import queue
+import ssl
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+import paho.mqtt.client as mqtt
+import typer
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+from rich.console import Console
+
+from pantau import stack
+from pantau.settings import MqttSettings, SettingsError, get_settings
+
+FEEDBACK_QOS = 1
+
+
+class FeedbackError(RuntimeError):
+    """The broker cannot be reached or refused the subscription; the message says why."""
+
+
+def feedback_topic(topic_root: str, device_id: str) -> str:
+    """The topic ingest publishes ``device_id``'s rejection notices to."""
+    return f"{topic_root}/down/{device_id}/rejected"
+
+
+def device_of(topic: str, topic_root: str) -> str | None:
+    """The device id of an uplink topic ``ROOT/up/DEVICE_ID``; None for any other topic."""
+    prefix = f"{topic_root}/up/"
+    if not topic.startswith(prefix):
+        return None
+    device = topic[len(prefix) :]
+    return device if device and "/" not in device and "+" not in device else None
+
+
+def payload_digest(payload: bytes) -> str:
+    """SHA-256 of a payload, in hex: lets a sender tell its own message's notice apart."""
+    return hashlib.sha256(payload).hexdigest()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Notice:
+    """One rejection, as published on a device's feedback topic."""
+
+    device: str
+    reason: str
+    detail: str
+    topic: str
+    time: datetime
+    payload_sha256: str
+    payload_bytes: int
+
+    def to_json(self) -> bytes:
+        body = {
+            "device": self.device,
+            "reason": self.reason,
+            "detail": self.detail,
+            "topic": self.topic,
+            "time": self.time.isoformat(),
+            "payload_sha256": self.payload_sha256,
+            "payload_bytes": self.payload_bytes,
+        }
+        return json.dumps(body, ensure_ascii=False).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Notice:
+        """Parse a notice; raises ValueError for anything else."""
+        try:
+            body = json.loads(raw)
+            return cls(
+                device=str(body["device"]),
+                reason=str(body["reason"]),
+                detail=str(body["detail"]),
+                topic=str(body["topic"]),
+                time=datetime.fromisoformat(body["time"]),
+                payload_sha256=str(body.get("payload_sha256", "")),
+                payload_bytes=int(body.get("payload_bytes", 0)),
+            )
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"not a rejection notice: {error}") from None
+
+    def describe(self) -> str:
+        return f"rejected ({self.reason}): {self.detail}"
+
+
+def mqtt_client(
+    settings: MqttSettings,
+    *,
+    client_id: str,
+    username: str | None = None,
+    password: str | None = None,
+) -> mqtt.Client:
+    """An MQTT v5 client for ``settings``: its login (or the one given) and TLS for mqtts://."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    if username is None and settings.username is not None:
+        username = settings.username
+        if settings.password is not None:
+            password = settings.password.get_secret_value()
+    if username is not None:
+        client.username_pw_set(username, password)
+    if settings.tls:
+        client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+    return client
+
+
+class FeedbackListener:
+    """A subscription to one device's rejection notices; ``get`` hands them out in order."""
+
+    def __init__(
+        self,
+        *,
+        mqtt_settings: MqttSettings,
+        device_id: str,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        self.topic = feedback_topic(mqtt_settings.topic_root, device_id)
+        self._settings = mqtt_settings
+        self._notices: queue.SimpleQueue[Notice] = queue.SimpleQueue()
+        self._subscribed = threading.Event()
+        self._error: str | None = None
+        self.ignored = 0  # messages on the topic that were not notices
+        self._client = mqtt_client(
+            mqtt_settings,
+            client_id=f"pantau-watch-{uuid.uuid4().hex[:8]}",
+            username=username,
+            password=password,
+        )
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+
+    def start(self, *, timeout_s: float = 10.0) -> None:
+        """Connect and subscribe; raises FeedbackError when that fails within ``timeout_s``."""
+        where = f"{self._settings.host}:{self._settings.port}"
+        try:
+            self._client.connect(self._settings.host, self._settings.port, keepalive=30)
+        except OSError as error:
+            raise FeedbackError(f"cannot reach the broker at {where}: {error}") from None
+        self._client.loop_start()
+        if not self._subscribed.wait(timeout_s) or self._error is not None:
+            self.stop()
+            raise FeedbackError(self._error or f"no answer from the broker at {where}")
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def get(self, timeout_s: float) -> Notice | None:
+        """The next notice, or None when none arrives within ``timeout_s``."""
+        try:
+            return self._notices.get(timeout=max(0.0, timeout_s))
+        except queue.Empty:
+            return None
+
+    def __enter__(self) -> FeedbackListener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
+    ) -> None:
+        if reason.is_failure:
+            self._error = f"the broker refused the connection: {reason}"
+            self._subscribed.set()
+            return
+        client.subscribe(self.topic, qos=FEEDBACK_QOS)
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode], props: Any
+    ) -> None:
+        if reasons and reasons[0].is_failure:
+            self._error = f"the broker refused the subscription to {self.topic}: {reasons[0]}"
+        self._subscribed.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            self._notices.put(Notice.from_json(bytes(message.payload)))
+        except ValueError:
+            self.ignored += 1
+
+
+def watch_command(
+    device: Annotated[str, typer.Argument(help="Device id (as in its topic ROOT/up/DEVICE_ID).")],
+    mqtt_url: Annotated[
+        str | None, typer.Option("--mqtt-url", help="Broker, mqtt://HOST:PORT (PANTAU_MQTT__URL).")
+    ] = None,
+    topic_root: Annotated[
+        str | None, typer.Option("--topic-root", help="Topic root (PANTAU_MQTT__TOPIC_ROOT).")
+    ] = None,
+    username: Annotated[
+        str | None,
+        typer.Option(help="Broker user (production: the device's own id, which may read it)."),
+    ] = None,
+    password: Annotated[
+        str | None, typer.Option(help="Broker password.", envvar="PANTAU_WATCH_PASSWORD")
+    ] = None,
+    count: Annotated[
+        int, typer.Option(help="Stop after this many notices (0: run until Ctrl-C).", min=0)
+    ] = 0,
+    timeout_s: Annotated[
+        float, typer.Option("--timeout-s", help="Stop after this many seconds (0: never).", min=0)
+    ] = 0.0,
+) -> None:
+    """Print a device's rejection notices as ingest publishes them (Ctrl-C stops)."""
+    out, err = Console(), Console(stderr=True)
+    try:
+        settings = stack.adopt(
+            get_settings(), announce=lambda line: err.print(line, style="dim", soft_wrap=True)
+        )
+        update: dict[str, object] = {}
+        if mqtt_url is not None:
+            update["url"] = mqtt_url
+        if topic_root is not None:
+            update["topic_root"] = topic_root
+        mqtt_settings = MqttSettings.model_validate({**settings.mqtt.model_dump(), **update})
+    except (SettingsError, ValueError) as error:
+        err.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+    listener = FeedbackListener(
+        mqtt_settings=mqtt_settings, device_id=device, username=username, password=password
+    )
+    try:
+        listener.start(timeout_s=mqtt_settings.connect_timeout_s)
+    except FeedbackError as error:
+        err.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from None
+    err.print(f"watching {listener.topic} on {mqtt_settings.url} (Ctrl-C stops)", soft_wrap=True)
+    seen = 0
+    deadline = None if not timeout_s else time.monotonic() + timeout_s
+    try:
+        while not count or seen < count:
+            wait = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+            if wait <= 0:
+                break
+            notice = listener.get(wait)
+            if notice is None:
+                continue
+            seen += 1
+            out.print(
+                f"{notice.time.isoformat(timespec='seconds')}  {notice.topic}  "
+                f"[red]{notice.reason}[/red]  {notice.detail}",
+                highlight=False,
+                soft_wrap=True,
+            )
+    except KeyboardInterrupt:
+        pass
+    finally:
+        listener.stop()
