@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-quick lint setup docs
+.PHONY: run test test-quick lint setup test-setup docs
 
 setup: $(VENV)/.installed
 
@@ -12,13 +12,19 @@ $(VENV)/.installed: pyproject.toml scripts/bootstrap.sh
 	bash scripts/bootstrap.sh
 	touch $@
 
+$(VENV)/.test-installed: $(VENV)/.installed
+	bash scripts/bootstrap.sh --test
+	touch $@
+
+test-setup: $(VENV)/.test-installed
+
 run: setup
 	$(BIN)/pantau up
 
-test: setup lint
+test: test-setup lint
 	$(BIN)/pytest
 
-test-quick: setup
+test-quick: test-setup
 	$(BIN)/pytest -m "not slow"
 
 lint: setup
@@ -29,3 +35,30 @@ lint: setup
 docs: setup
 	$(BIN)/pantau config --update README.md
 	$(BIN)/pantau catalogue > docs/catalogue.md
+
+# The whole suite against a TimescaleDB server: PANTAU_TEST_ADMIN_URL names it (a superuser URL;
+# the suite makes and drops its own databases there). See docs/storage.md, "Contributing".
+.PHONY: test-timescaledb
+test-timescaledb: test-setup
+	@test -n "$${PANTAU_TEST_ADMIN_URL:-}" || { echo "make test-timescaledb: set PANTAU_TEST_ADMIN_URL to a superuser URL of a server with TimescaleDB preloaded, e.g. postgresql://postgres@127.0.0.1:5433/postgres" >&2; exit 2; }
+	@$(BIN)/python -c "$$TIMESCALEDB_CHECK"
+	$(BIN)/pytest
+
+define TIMESCALEDB_CHECK
+import os, sys, psycopg
+url = os.environ["PANTAU_TEST_ADMIN_URL"]
+try:
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        row = conn.execute(
+            "SELECT (SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'),"
+            " current_setting('shared_preload_libraries') ~ 'timescaledb', version()"
+        ).fetchone()
+except psycopg.Error as error:
+    sys.exit(f"make test-timescaledb: cannot connect to PANTAU_TEST_ADMIN_URL: {error}")
+if row[0] is None:
+    sys.exit("make test-timescaledb: the server has no timescaledb extension")
+if not row[1]:
+    sys.exit("make test-timescaledb: the server does not preload timescaledb (shared_preload_libraries): the suite would run in plain PostgreSQL mode")
+print(f"TimescaleDB {row[0]} on {row[2].split(' on ')[0]}")
+endef
+export TIMESCALEDB_CHECK

@@ -20,6 +20,7 @@ from ingest.acker import Acker
 from ingest.batcher import Batch, Batcher
 from ingest.config import batch_max_messages, decode_limits
 from ingest.decoder import Decoder, SensorRegistry, SequenceTracker
+from ingest.feedback import FeedbackPublisher
 from ingest.metrics import IngestMetrics, MetricsServer
 from ingest.receiver import ProcessSource
 from ingest.source import Inbound, MqttSource, SourceBase, SourceError
@@ -102,6 +103,11 @@ class IngestService:
                 on_state=self._mqtt_state,
             )
         self.acker = Acker(self.source)
+        self.feedback = (
+            FeedbackPublisher(settings=settings.mqtt, per_minute=ingest.feedback_per_minute)
+            if ingest.feedback_per_minute
+            else None
+        )
         self.metrics.inflight.set_function(lambda: self.source.inflight)
         self.writer = Writer(
             database=Database(conninfo=self._url, connect_timeout_s=ingest.db_connect_timeout_s),
@@ -174,6 +180,8 @@ class IngestService:
                 log.error("cannot start", error=str(error))
                 self.writer.finish(timeout_s=self.settings.ingest.shutdown_timeout_s)
                 return 1
+            if self.feedback is not None:
+                self.feedback.start()
             self._started.set()
             log.info(
                 "ingest running",
@@ -187,6 +195,8 @@ class IngestService:
             return self._shutdown()
         finally:
             self._stop.set()
+            if self.feedback is not None:
+                self.feedback.stop()
             if self.spool is not None:
                 self.spool.close()
             if self._server is not None:
@@ -227,7 +237,10 @@ class IngestService:
             self._first_message_pending = False
         if message.generation != self.source.generation:
             return  # from a lost connection: the broker sends it again on the new one
-        self.batcher.add(self.decoder.decode(message))
+        decoded = self.decoder.decode(message)
+        if decoded.rejected and self.feedback is not None:
+            self.feedback.rejected(decoded.rejected)
+        self.batcher.add(decoded)
 
     def _flush(self) -> bool:
         """Hand the current batch to the writer; False if shutdown's time ran out first."""
@@ -300,7 +313,8 @@ class IngestService:
 
     def _maintain(self) -> None:
         # Plain PostgreSQL mode: rollups are refreshed on TimescaleDB's refresh schedule,
-        # partitions and retention less often. In TimescaleDB mode this finds nothing to do.
+        # partitions and retention less often. In TimescaleDB mode, on the same schedule, the
+        # aggregates catch up with late readings older than the refresh policies' windows.
         refresh_s = self.settings.storage.refresh_schedule.total_seconds()
         partitions_s = self.settings.ingest.maintenance_interval_s
         partitions_due = 0.0
@@ -311,7 +325,8 @@ class IngestService:
                 done = maintain(self._url, self.settings.storage, wait=False, partitions=partitions)
                 if done is not None and partitions:
                     partitions_due = started + partitions_s
-                changes = {k: v for k, v in (done or {}).items() if v and k != "rollup_rows"}
+                routine = ("rollup_rows", "rollups_caught_up")
+                changes = {k: v for k, v in (done or {}).items() if v and k not in routine}
                 if changes:
                     log.info("storage maintenance", **changes)
             except (psycopg.Error, MigrationError) as error:

@@ -11,12 +11,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pantau import logs
+from pantau import logs, stack
 from pantau.catalogue import catalogue_markdown
-from pantau.city import CityFileError, load_city
+from pantau.cli_support import city_or_exit
 from pantau.db import registry
-from pantau.db.migrate import MigrationError, maintain, migrate, set_readonly_password
-from pantau.db.status import status
+from pantau.db.migrate import MigrationError, maintain, migrate, set_login_password
+from pantau.db.status import format_age, format_compression, job_cells, status
 from pantau.settings import Settings, SettingsError, get_settings, settings_table
 
 app = typer.Typer(
@@ -28,26 +28,39 @@ db_app = typer.Typer(help="Database schema, maintenance and status.", no_args_is
 city_app = typer.Typer(help="City files and the sensor registry.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(city_app, name="city")
+app.add_typer(importlib.import_module("pantau.keys").app, name="keys")
+app.add_typer(importlib.import_module("pantau.devices_cli").app, name="devices")
+app.add_typer(importlib.import_module("pantau.devices_cli").broker_app, name="broker")
+app.add_typer(importlib.import_module("pantau.grafana").app, name="grafana")
 
 console = Console()
 err = Console(stderr=True)
 
 
-def _settings() -> Settings:
+def _settings(*, use_stack: bool = True) -> Settings:
     try:
         settings = get_settings()
     except SettingsError as error:
         err.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None
     logs.configure(settings.log_level, json=settings.log_json)
+    if use_stack:  # the stack `pantau up` runs from this checkout, where nothing is configured
+        settings = stack.adopt(settings, announce=_announce)
     return settings
+
+
+def _announce(line: str) -> None:
+    err.print(line, style="dim", highlight=False, soft_wrap=True)
 
 
 def _database_url(settings: Settings) -> str:
     try:
         return settings.require_database_url()
     except SettingsError as error:
-        err.print(f"[red]{error}[/red] (e.g. postgresql://postgres@127.0.0.1:5432/pantau)")
+        err.print(
+            f"[red]{error}[/red]: set it (e.g. postgresql://postgres@127.0.0.1:5432/pantau), "
+            "or start `pantau up` here: commands use the stack it runs"
+        )
         raise typer.Exit(2) from None
 
 
@@ -58,8 +71,12 @@ def db_migrate() -> None:
     url = _database_url(settings)
     try:
         result = migrate(url, settings.storage)
-        if settings.readonly_password is not None:
-            set_readonly_password(url, settings.readonly_password.get_secret_value())
+        for login, password in (
+            ("pantau_reader", settings.readonly_password),
+            ("pantau_api", settings.api_password),
+        ):
+            if password is not None:
+                set_login_password(url, login, password.get_secret_value())
     except (MigrationError, psycopg.Error) as error:
         err.print(f"[red]migration failed:[/red] {error}")
         raise typer.Exit(1) from None
@@ -71,19 +88,24 @@ def db_migrate() -> None:
 
 @db_app.command("maintain")
 def db_maintain() -> None:
-    """Create partitions ahead and apply retention (plain PostgreSQL mode)."""
+    """Refresh the rollups, create partitions ahead and apply retention (plain PostgreSQL);
+    catch the aggregates up with late readings (TimescaleDB, whose policies do the rest)."""
     settings = _settings()
     try:
         done = maintain(_database_url(settings), settings.storage)
     except (MigrationError, psycopg.Error) as error:
         err.print(f"[red]maintenance failed:[/red] {error}")
         raise typer.Exit(1) from None
-    console.print(done or "nothing to do: TimescaleDB policies keep this database")
+    if done is not None and "rollups_caught_up" in done:
+        console.print(f"TimescaleDB: {done['rollups_caught_up']} aggregate(s) caught up")
+    else:
+        console.print(done)
 
 
 @db_app.command("status")
 def db_status() -> None:
-    """Report the storage mode, the migration version and row counts."""
+    """Report the storage mode, migration version, row counts, rollup lag and (TimescaleDB)
+    compression and background jobs; problems are printed in red."""
     settings = _settings()
     try:
         state = status(_database_url(settings))
@@ -97,7 +119,26 @@ def db_status() -> None:
     table.add_row("partitions/chunks", str(state.partitions))
     for name, count in state.rows.items():
         table.add_row(f"rows: {name}", f"{count:,}")
+    for name, lag in state.lag.items():
+        mark = state.watermarks[name]
+        table.add_row(
+            f"lag: {name}",
+            "nothing materialised yet"
+            if lag is None or mark is None
+            else f"{format_age(lag)} (materialised up to {mark:%Y-%m-%d %H:%M} UTC)",
+        )
+    if state.compression is not None:
+        table.add_row("compression", format_compression(state.compression))
     console.print(table)
+    if state.jobs:
+        jobs = Table(title="TimescaleDB jobs")
+        for column in ("id", "job", "target", "every", "last run", "result", "failed", "next"):
+            jobs.add_column(column)
+        for job in state.jobs:
+            jobs.add_row(*job_cells(job, state.checked_at), style="red" if job.failing else None)
+        console.print(jobs)
+    for problem in state.problems:
+        console.print(f"[red]problem: {problem}[/red]")
     if not state.up_to_date:
         raise typer.Exit(1)
 
@@ -110,13 +151,10 @@ def city_load(
 ) -> None:
     """Put a city file's kecamatan and sensors into the registry (idempotent)."""
     settings = _settings()
+    city = city_or_exit(settings, path)
     try:
-        city = load_city(path or settings.city_file)
         with psycopg.connect(_database_url(settings), autocommit=True) as conn:
             result = registry.load_city(conn, city)
-    except CityFileError as error:
-        err.print(f"[red]{error}[/red]")
-        raise typer.Exit(2) from None
     except psycopg.Error as error:
         err.print(f"[red]cannot load the city:[/red] {error}")
         raise typer.Exit(1) from None
@@ -133,12 +171,7 @@ def city_show(
     ] = None,
 ) -> None:
     """Validate a city file and list its sensors."""
-    settings = _settings()
-    try:
-        city = load_city(path or settings.city_file)
-    except CityFileError as error:
-        err.print(f"[red]{error}[/red]")
-        raise typer.Exit(2) from None
+    city = city_or_exit(_settings(), path)
     table = Table(
         title=f"{city.name}: {len(city.sensors)} sensors in {len(city.kecamatan)} kecamatan"
     )
@@ -185,7 +218,7 @@ def up(
     """Run the whole platform on this machine until Ctrl-C."""
     from pantau.up import run_platform
 
-    settings = _settings()
+    settings = _settings(use_stack=False)
     raise typer.Exit(run_platform(settings, scenario=scenario, speed=speed, simulate=simulate))
 
 
@@ -207,6 +240,7 @@ _delegate("ingest", "ingest.cli", "Run the ingest service (MQTT to the database)
 _delegate("simulate", "simulators.cli", "Simulate the city's sensors over MQTT.")
 _delegate("api", "api.cli", "Run the open-data and operator API.")
 _delegate("bench", "pantau.bench.cli", "Benchmarks (e.g. `pantau bench ingest`).")
+_delegate("alerts", "alerts.cli", "Run the alert service (early warnings over MQTT).")
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ environment. An invalid value stops the process with a message that names the op
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -177,6 +178,12 @@ class IngestSettings(BaseModel):
         description="On SIGTERM, how long to keep trying to commit what is held before "
         "disconnecting without acknowledging it (the broker then keeps it).",
     )
+    feedback_per_minute: int = Field(
+        default=6,
+        ge=0,
+        description="Rejection notices published to a device's `ROOT/down/DEVICE_ID/rejected` "
+        "per minute at most (0: none); the rest are only stored and counted.",
+    )
 
 
 class StorageSettings(BaseModel):
@@ -251,12 +258,321 @@ class StorageSettings(BaseModel):
         return self
 
 
+class AlertSettings(BaseModel):
+    """The early-warning service (`pantau alerts`): its MQTT session and every rule's knobs."""
+
+    client_id: str = Field(
+        default="pantau-alerts-1",
+        min_length=1,
+        max_length=64,
+        description="Fixed client id of the alert service's own persistent MQTT session.",
+    )
+    max_inflight_messages: int = Field(
+        default=5_000,
+        ge=2,
+        le=65_535,
+        description="Unacknowledged uplink messages held at most; the Receive Maximum asked of "
+        "the broker.",
+    )
+    batch_max_messages: PositiveInt = Field(
+        default=2_000, description="Evaluate and commit at most this many messages at once."
+    )
+    batch_max_age_ms: int = Field(
+        default=20, ge=0, description="Commit a batch once its oldest message is this old."
+    )
+    lock_retry_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="A standby instance tries to take over the evaluation this often.",
+    )
+    tick_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often time-driven rules (offline) are checked when no message comes.",
+    )
+    live_window_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="Readings this close to the wall clock mean the stream is live: the "
+        "service's clock then follows the wall clock through quiet spells.",
+    )
+    metrics_port: int = Field(
+        default=9110, ge=0, le=65535, description="Prometheus metrics and health port (0: off)."
+    )
+    metrics_host: str = Field(
+        default="0.0.0.0",  # exporters listen on every interface, for Prometheus
+        description="Address the alert service's metrics endpoint listens on.",
+    )
+    db_connect_timeout_s: float = Field(
+        default=5.0, gt=0, description="Timeout of one database connection attempt."
+    )
+    registry_refresh_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often the sensor registry and flood thresholds are read again.",
+    )
+    flood_step_down_margin_m: float = Field(
+        default=0.05,
+        ge=0,
+        description="Hysteresis: a gauge steps down a level only once the water is this far "
+        "below that level's threshold.",
+    )
+    flood_min_dwell_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="A gauge steps down only after its readings stayed lower for this long.",
+    )
+    rise_window_s: float = Field(
+        default=1_800.0, gt=0, description="Span of readings the rise-rate fit uses."
+    )
+    rise_min_points: int = Field(
+        default=6, ge=3, description="Readings the rise-rate fit needs at least."
+    )
+    rising_fast_rate_m_per_h: float = Field(
+        default=0.5, gt=0, description="A rise at least this fast may raise `rising_fast` ..."
+    )
+    rising_fast_horizon_s: float = Field(
+        default=3_600.0,
+        gt=0,
+        description="... when the next level is predicted within this time.",
+    )
+    rising_fast_clear_rate_m_per_h: float = Field(
+        default=0.1, ge=0, description="`rising_fast` resolves once the rise is below this ..."
+    )
+    rising_fast_clear_s: float = Field(
+        default=900.0, ge=0, description="... for this long (or the gauge is at Awas)."
+    )
+    upstream_min_level: int = Field(
+        default=2,
+        ge=1,
+        le=3,
+        description="An upstream gauge at this flood level (2: Siaga) or rising fast raises an "
+        "advisory on its downstream gauges.",
+    )
+    wave_speed_km_per_h: float = Field(
+        default=4.0,
+        gt=0,
+        description="Flood-wave speed giving the travel time between gauges where the city "
+        "file gives none.",
+    )
+    congestion_occupancy_min: float = Field(
+        default=0.7, gt=0, le=1, description="Congestion: occupancy at least this ..."
+    )
+    congestion_speed_max_kmh: float = Field(
+        default=20.0, gt=0, description="... and average speed at most this ..."
+    )
+    congestion_min_duration_s: float = Field(
+        default=600.0, ge=0, description="... for this long (and clear for this long)."
+    )
+    lamp_night_start_h: float = Field(
+        default=18.5, ge=0, lt=24, description="Night for the lamp rule starts (WIB hour) ..."
+    )
+    lamp_night_end_h: float = Field(default=5.0, ge=0, lt=24, description="... and ends.")
+    lamp_power_min_w: float = Field(
+        default=20.0, ge=0, description="At night, a lamp drawing less than this is off."
+    )
+    lamp_power_max_w: float = Field(
+        default=250.0, gt=0, description="A lamp drawing more than this is abnormal."
+    )
+    lamp_min_duration_s: float = Field(
+        default=900.0, ge=0, description="A lamp condition must last this long to alert."
+    )
+    air_average_s: float = Field(
+        default=3_600.0,
+        gt=0,
+        description="PM2.5/PM10 are averaged (exponentially) over about this long before "
+        "their ISPU category is taken.",
+    )
+    air_clear_s: float = Field(
+        default=1_800.0, ge=0, description="Air quality must be better for this long to resolve."
+    )
+    offline_intervals_k: float = Field(
+        default=3.0,
+        gt=1,
+        description="A sensor is offline after this many of its reporting intervals without a "
+        "reading.",
+    )
+    stuck_metrics: list[str] = Field(
+        default=["water_level", "temperature", "humidity", "noise", "pm25"],
+        description="Metrics checked for a value stuck at the same number.",
+    )
+    stuck_min_duration_s: float = Field(
+        default=7_200.0, gt=0, description="A value unchanged this long is stuck."
+    )
+    rejected_count_min: PositiveInt = Field(
+        default=10, description="A device with this many rejected payloads ..."
+    )
+    rejected_window_s: float = Field(
+        default=600.0, gt=0, description="... within this long raises `rejected`."
+    )
+
+
 class ApiSettings(BaseModel):
     """The open-data and operator API."""
 
     host: str = Field(default="127.0.0.1", description="Address the API listens on.")
     port: int = Field(default=8000, ge=0, le=65535, description="API port.")
-    pool_max_size: PositiveInt = Field(default=8, description="Database connections at most.")
+    pool_max_size: PositiveInt = Field(default=16, description="Database connections at most.")
+    pool_timeout_s: PositiveFloat = Field(
+        default=10.0,
+        description="How long a request waits for a free database connection before a 503.",
+    )
+    statement_timeout_ms: int = Field(
+        default=15_000,
+        ge=0,
+        description="Longest a query of a JSON request may run (0: no limit); streamed CSV "
+        "exports are not cut.",
+    )
+    cache_ttl_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long the sensor registry, latest values and city status are served "
+        "from memory before being read again (0: always read).",
+    )
+    rate_limit_per_s: float = Field(
+        default=20.0,
+        ge=0,
+        description="Requests per second each client address may make on average (0: no "
+        "limit); beyond it the API answers 429 with `Retry-After`.",
+    )
+    rate_limit_burst: PositiveInt = Field(
+        default=200, description="Requests a client may make at once before the rate applies."
+    )
+    page_rows_max: PositiveInt = Field(
+        default=10_000, description="Largest `limit` of one page of readings."
+    )
+    cors_origins: list[str] = Field(
+        default=["*"], description="Origins allowed to read the API from a browser (CORS)."
+    )
+    access_log: bool = Field(default=True, description="Log one line per request.")
+    workers: PositiveInt = Field(
+        default=1,
+        description="API processes; more use more cores, each with its own database pool "
+        "(up to `POOL_MAX_SIZE` connections) and cache.",
+    )
+    stream_poll_ms: int = Field(
+        default=500,
+        ge=1,
+        description="How often the live stream (`/stream`) looks for new readings and alert "
+        "changes; one poller per API process serves every client.",
+    )
+    stream_overlap_ms: int = Field(
+        default=5_000,
+        ge=0,
+        description="How far back each poll of the latest values looks again, so that a batch "
+        "committed after a later one is still seen (duplicates are dropped).",
+    )
+    stream_keepalive_s: PositiveFloat = Field(
+        default=15.0, description="Keep-alive comment sent on an idle live stream."
+    )
+    stream_client_queue_max: PositiveInt = Field(
+        default=1_000,
+        description="Events held for one live-stream client at most; a client that falls "
+        "further behind is disconnected (it resumes with `Last-Event-ID`).",
+    )
+    stream_send_timeout_s: PositiveFloat = Field(
+        default=30.0,
+        description="A live-stream client that takes longer than this to accept one event is "
+        "disconnected.",
+    )
+    cap_sender: str = Field(
+        default="pantau",
+        pattern=r"^[^\s,<&]+$",
+        description="CAP `sender` of the flood warnings: a globally unique name of the "
+        "publishing agency, such as a domain or an address it controls.",
+    )
+    cap_area_radius_km: PositiveFloat = Field(
+        default=2.0, description="Radius of the circle around a gauge that its CAP warnings cover."
+    )
+    sta_page_size: PositiveInt = Field(
+        default=100,
+        description="SensorThings API: entities in one page when the request gives no `$top`.",
+    )
+    sta_max_top: PositiveInt = Field(
+        default=10_000,
+        description="SensorThings API: most entities in one answer, expanded ones included; a "
+        "larger `$top` is cut to it and the answer carries an `@iot.nextLink`.",
+    )
+
+
+_ACCOUNT = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # no `/`, `+`, `#`: names go into ACL topics
+
+
+class BrokerSettings(BaseModel):
+    """The production broker: its accounts, ACL and limits (`pantau broker`, `pantau devices`)."""
+
+    password_file: Path | None = Field(
+        default=None,
+        description="Mosquitto password file kept by `pantau devices` and `pantau broker "
+        "accounts` (hashed as `mosquitto_passwd` writes it).",
+    )
+    reload_command: str | None = Field(
+        default=None,
+        description="Command that makes the broker re-read its password and ACL files after "
+        "a change, e.g. `docker compose kill -s HUP mosquitto`.",
+    )
+    pid_file: Path | None = Field(
+        default=None,
+        description="Without a reload command: the broker's pid file, to send it SIGHUP.",
+    )
+    ingest_user: str = Field(
+        default="pantau-ingest",
+        pattern=_ACCOUNT,
+        description="Account of the ingest processes: reads every uplink, writes device feedback.",
+    )
+    ingest_password: SecretStr | None = Field(
+        default=None, description="Its password (`pantau broker accounts` sets it)."
+    )
+    alerts_user: str = Field(
+        default="pantau-alerts",
+        pattern=_ACCOUNT,
+        description="Account of the alert service: reads every uplink, writes status, alerts "
+        "and warning-post commands.",
+    )
+    alerts_password: SecretStr | None = Field(default=None, description="Its password.")
+    public_user: str = Field(
+        default="pantau-public",
+        pattern=_ACCOUNT,
+        description="Public read-only account: reads sensor status and alert events only.",
+    )
+    public_password: SecretStr | None = Field(default=None, description="Its password.")
+    warning_users: list[str] = Field(
+        default=["pantau-warning"],
+        description="Accounts of village early-warning posts: read the warning commands only.",
+    )
+    tls_port: int = Field(
+        default=8883, ge=1, le=65535, description="TLS listener for devices in the field."
+    )
+    autosave_interval_s: PositiveInt = Field(
+        default=5,
+        description="How often the broker saves its sessions and queued messages to disk.",
+    )
+    session_expiration_h: PositiveInt = Field(
+        default=168,
+        description="Sessions of clients that stay away longer are dropped with their queues "
+        "(`persistent_client_expiration`); never shorter than PANTAU_MQTT__SESSION_EXPIRY_S.",
+    )
+    max_queued_messages: PositiveInt = Field(
+        default=1_000_000,
+        description="Messages queued per session (offline ingest included) before the broker "
+        "drops new ones; at least ten times PANTAU_INGEST__MAX_UNDELIVERED_MESSAGES.",
+    )
+    max_queued_bytes: PositiveInt = Field(
+        default=1024**3, description="Bytes queued per session before the broker drops new ones."
+    )
+    max_packet_size_bytes: PositiveInt = Field(
+        default=1024**2,
+        description="Larger packets are refused by the broker; above "
+        "PANTAU_INGEST__MAX_PAYLOAD_BYTES so that ingest records oversized payloads itself.",
+    )
+
+    @field_validator("warning_users")
+    @classmethod
+    def _account_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.fullmatch(_ACCOUNT, name):
+                raise ValueError(f"{name!r} is not a valid account name")
+        return value
 
 
 class Settings(BaseSettings):
@@ -279,6 +595,12 @@ class Settings(BaseSettings):
         description="Password of the read-only login `pantau_reader` (Grafana, public API); "
         "unset leaves it unable to log in.",
     )
+    api_password: SecretStr | None = Field(
+        default=None,
+        description="Password of the login `pantau_api` a deployment's API uses: it reads, and "
+        "writes only what operators change through it (acknowledgements, the registry, "
+        "replays); unset leaves it unable to log in.",
+    )
     city_file: Path = Field(
         default=DEFAULT_CITY_FILE, description="City file (YAML) describing the deployment."
     )
@@ -294,6 +616,8 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     @field_validator("database_url")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pantau.city import City, CityFileError, load_city
+from pantau import logs, stack
+from pantau.cli_support import city_or_exit
 from pantau.settings import MqttSettings, Settings, SettingsError, get_settings
 from simulators.config import SHAPES, RunConfig, parse_duration, parse_time
 from simulators.faults import FaultConfig
@@ -20,7 +22,7 @@ from simulators.manifest import ManifestError, load_manifest
 from simulators.publisher import Credentials, CredentialsError, PublishError
 from simulators.runner import RunStats, Simulation, simulated_span
 from simulators.scenarios import SCENARIOS, ScenarioError
-from simulators.send import SendError, parse_values, send_reading
+from simulators.send import SendError, parse_values, send_and_confirm
 from simulators.verify import VerifyReport, report_counts, verify
 
 app = typer.Typer(
@@ -32,14 +34,20 @@ app = typer.Typer(
 )
 console = Console()
 err = Console(stderr=True)
+log = logs.get_logger(__name__)
 
 
 def _settings() -> Settings:
     try:
-        return get_settings()
+        settings = get_settings()
     except SettingsError as error:
         err.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None
+    # The stack `pantau up` runs from this directory, where no database or broker is configured.
+    return stack.adopt(
+        settings,
+        announce=lambda line: err.print(line, style="dim", highlight=False, soft_wrap=True),
+    )
 
 
 def _mqtt(settings: Settings, url: str | None, topic_root: str | None) -> MqttSettings:
@@ -52,14 +60,6 @@ def _mqtt(settings: Settings, url: str | None, topic_root: str | None) -> MqttSe
         return MqttSettings.model_validate({**settings.mqtt.model_dump(), **update})
     except ValueError as error:
         err.print(f"[red]invalid MQTT option:[/red] {error}")
-        raise typer.Exit(2) from None
-
-
-def _city(settings: Settings, path: Path | None) -> City:
-    try:
-        return load_city(path or settings.city_file)
-    except CityFileError as error:
-        err.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None
 
 
@@ -186,15 +186,30 @@ def simulate(
         err.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None
     settings = _settings()
-    the_city = _city(settings, city)
+    the_city = city_or_exit(settings, city)
     mqtt = _mqtt(settings, mqtt_url, topic_root)
     try:
         simulation = Simulation(city=the_city, mqtt=mqtt, config=config)
     except ScenarioError as error:
         err.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None
-    stats = _run_with_display(simulation, quiet=quiet or not console.is_terminal)
+    logs.configure(settings.log_level, json=settings.log_json)
+    log.info(
+        "simulation starting", scenario=scenario, speed=speed, sensors=len(the_city.sensors),
+        broker=mqtt.url, topic_root=mqtt.topic_root, shape=shape,
+    )  # fmt: skip
+    # SIGTERM (from `pantau up`, a service manager) ends the run like Ctrl-C: with a summary.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        stats = _run_with_display(simulation, quiet=quiet or not console.is_terminal)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     _print_summary(stats, simulation, manifest)
+    log.info(
+        "simulation ended", scenario=stats.scenario, messages=stats.messages,
+        readings=stats.readings, errors=stats.errors, wall_s=round(stats.wall_elapsed_s, 1),
+        faults=dict(stats.faults) or None, last_error=stats.last_error,
+    )  # fmt: skip
     if stats.errors:
         raise typer.Exit(1)
 
@@ -262,13 +277,26 @@ def send_command(
     topic_root: TopicRoot = None,
     city: CityFile = None,
     timeout_s: Annotated[float, typer.Option("--timeout-s", help="Wait for the PUBACK.")] = 10.0,
+    wait_s: Annotated[
+        float,
+        typer.Option(
+            "--wait-s",
+            help="Then wait this long for the outcome: stored (seen in the database) or "
+            "rejected (ingest's notice, exit 1). 0: do not wait.",
+            min=0,
+        ),
+    ] = 3.0,
+    database_url: Annotated[
+        str | None,
+        typer.Option("--database-url", help="Where to look for it (PANTAU_DATABASE_URL)."),
+    ] = None,
 ) -> None:
     """Publish one reading: `pantau simulate send fg-welang-1 water_level=2.7`."""
     settings = _settings()
-    the_city = _city(settings, city)
+    the_city = city_or_exit(settings, city)
     try:
         when = None if ts is None else parse_time(ts)
-        topic, payload = send_reading(
+        topic, payload, outcome = send_and_confirm(
             mqtt=_mqtt(settings, mqtt_url, topic_root),
             city=the_city,
             sensor_id=sensor,
@@ -277,6 +305,9 @@ def send_command(
             credentials=_credentials(credentials, password_template),
             check_range=not force,
             timeout_s=timeout_s,
+            wait_s=wait_s,
+            database_url=database_url
+            or (settings.database_url.get_secret_value() if settings.database_url else None),
         )
     except (SendError, ValueError) as error:
         err.print(f"[red]{error}[/red]")
@@ -284,7 +315,15 @@ def send_command(
     except PublishError as error:
         err.print(f"[red]{error}[/red]")
         raise typer.Exit(1) from None
-    console.print(f"sent to {topic}: {payload.decode()}")
+    console.print(f"sent to {topic}: {payload.decode()}", highlight=False, soft_wrap=True)
+    if outcome.stored:
+        console.print("[green]stored[/green]")
+    for notice in outcome.rejections:
+        console.print(f"[red]{notice.describe()}[/red]", highlight=False, soft_wrap=True)
+    if outcome.rejected:
+        raise typer.Exit(1)
+    if not outcome.stored and wait_s > 0:
+        err.print(f"[yellow]outcome unknown: {outcome.unknown}[/yellow]", soft_wrap=True)
 
 
 @app.command("verify")
@@ -393,7 +432,7 @@ def load_command(
     try:
         result = run_load(
             mqtt=_mqtt(settings, mqtt_url, topic_root),
-            city=_city(settings, city),
+            city=city_or_exit(settings, city),
             messages=messages,
             processes=processes,
             rate_per_s=rate,

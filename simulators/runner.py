@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 from pantau.catalogue import Metric, metrics_of
 from pantau.city import City
+from pantau.devices import gateway_id
 from pantau.settings import MqttSettings
 from simulators.clock import SimClock
 from simulators.config import WIB, RunConfig
@@ -82,12 +83,6 @@ def _iso(t: float) -> str:
 
 def _number(metric: Metric, value: float) -> float | int:
     return int(value) if metric.integer else value
-
-
-def gateway_of(kecamatan: str) -> str:
-    """The gateway that serves a kecamatan (SenML packs are published under its id)."""
-    slug = "".join(c if c.isalnum() else "-" for c in kecamatan.lower()).strip("-")
-    return f"gw-{slug}"[:63]
 
 
 class Simulation:
@@ -294,7 +289,7 @@ class Simulation:
         if self.config.shape == "senml":
             for obs in backlog:
                 self._to_pack(obs, force=False)
-            self._flush_pack(gateway_of(self.kecamatan[sensor_id]))
+            self._flush_pack(gateway_id(self.kecamatan[sensor_id]))
             return
         for offset in range(0, len(backlog), BURST_CHUNK):
             self._send_list(sensor_id, backlog[offset : offset + BURST_CHUNK])
@@ -341,7 +336,7 @@ class Simulation:
             self._send_list(sensor_id, observations)
 
     def _to_pack(self, obs: Observation, *, force: bool) -> None:
-        gateway = gateway_of(self.kecamatan[obs.sensor_id])
+        gateway = gateway_id(self.kecamatan[obs.sensor_id])
         pack = self._packs[gateway]
         pack.append(obs)
         records = sum(len(o.values) for o in pack)

@@ -3,7 +3,11 @@
 pytest_plugins = [
     "tests.fixtures.database",
     "tests.fixtures.broker",
+    "tests.fixtures.production_broker",
     "tests.fixtures.ingest",
     "tests.fixtures.simulator",
     "tests.fixtures.api",
+    "tests.fixtures.alerts",
+    "tests.fixtures.operators",
+    "tests.fixtures.browser",
 ]

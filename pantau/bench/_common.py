@@ -1,8 +1,10 @@
-"""Pieces shared by the benchmark's helper processes: reading times, percentiles, memory."""
+"""Pieces shared by the benchmarks and their helper processes: reading times, percentiles,
+memory, and the environment and metrics of the services they run."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import resource
 import sys
@@ -50,3 +52,41 @@ def emit(result: dict[str, object]) -> None:
     """The helper's result: one JSON line on stdout, last."""
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
+
+
+def service_env(*, database: str, broker: str, root: str, **settings: str) -> dict[str, str]:
+    """Environment for a service under benchmark: this process's own without its PANTAU_*
+    settings, the bench's database, broker and topic root, logging at WARNING, and
+    ``settings`` (PANTAU_* names)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PANTAU_")}
+    env.update(
+        {
+            "PANTAU_DATABASE_URL": database,
+            "PANTAU_MQTT__URL": broker,
+            "PANTAU_MQTT__TOPIC_ROOT": root,
+            "PANTAU_LOG_LEVEL": "WARNING",
+            **settings,
+        }
+    )
+    return env
+
+
+def scrape(port: int, *, timeout_s: float = 5) -> dict[str, float]:
+    """A local service's ``/metrics``: each sample by name (histogram buckets as
+    ``name{le=edge}``), summed over its other labels."""
+    # Imported here: the measured helper processes import this module too, and their peak
+    # memory is part of the results.
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            key = sample.name
+            if "le" in sample.labels:
+                key += "{le=" + sample.labels["le"] + "}"
+            out[key] = out.get(key, 0.0) + sample.value
+    return out

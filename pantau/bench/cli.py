@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -15,7 +16,7 @@ from rich.table import Table
 
 from pantau.bench.decode import DecodeRow, measure
 from pantau.bench.ingest import BenchConfig, BenchError, BenchResult, machine, run_bench
-from pantau.settings import DEFAULT_CITY_FILE
+from pantau.settings import DEFAULT_CITY_FILE, SettingsError, get_settings
 
 app = typer.Typer(help="Benchmarks.", no_args_is_help=True, pretty_exceptions_enable=False)
 # Wide enough for the table when the output is a file or a pipe.
@@ -65,6 +66,37 @@ def print_result(result: BenchResult) -> None:
     _print_machine(result.machine)
 
 
+R = TypeVar("R")
+
+
+def _given(base: dict[str, object], **options: object) -> dict[str, object]:
+    """``base`` plus every option that was given (the others keep the config's defaults)."""
+    return {**base, **{name: value for name, value in options.items() if value is not None}}
+
+
+def _measure(run: Callable[[], R], *, failure: type[Exception] = BenchError) -> R:
+    """Run a benchmark; a failure is a message and exit status 1, not a traceback."""
+    try:
+        return run()
+    except failure as error:
+        err.print(f"[red]benchmark failed:[/red] {error}")
+        raise typer.Exit(1) from None
+
+
+def _server_url(option: str | None) -> str:
+    """The server to measure: the option, else PANTAU_DATABASE_URL like every command."""
+    if option:
+        return option
+    try:
+        settings = get_settings()
+    except SettingsError as error:
+        err.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+    if settings.database_url is not None:
+        return settings.database_url.get_secret_value()
+    return BenchConfig.admin_url
+
+
 @app.command("ingest")
 def ingest(
     quick: Annotated[
@@ -72,8 +104,13 @@ def ingest(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     database_url: Annotated[
-        str, typer.Option(help="Admin URL of the PostgreSQL/TimescaleDB server to measure.")
-    ] = "postgresql://postgres@127.0.0.1:5432/postgres",
+        str | None,
+        typer.Option(
+            help="The PostgreSQL/TimescaleDB server to measure: a URL of any database on it, "
+            "with a role that may create databases (the bench makes its own and drops them). "
+            "Default: PANTAU_DATABASE_URL, else the local server on port 5432."
+        ),
+    ] = None,
     city: Annotated[
         Path, typer.Option(help="City file the load is drawn from.")
     ] = DEFAULT_CITY_FILE,
@@ -90,20 +127,21 @@ def ingest(
         typer.Option(min=1, help="Times (b) and the drain of (e) alternate; medians count."),
     ] = None,
 ) -> None:
-    """Throughput, latency, loss and memory of ingest against its ceilings and a naive baseline."""
-    overrides: dict[str, object] = {"admin_url": database_url, "city_file": city}
-    for name, value in (("messages", messages), ("packs", packs), ("copy_rows", copy_rows),
-                        ("publishers", publishers), ("load_niceness", load_niceness),
-                        ("rounds", rounds)):  # fmt: skip
-        if value is not None:
-            overrides[name] = value
-    overrides["log"] = err.print if as_json else console.print
+    """Throughput, latency, loss and memory of ingest against its ceilings and a naive baseline.
+
+    The storage mode is the server's: TimescaleDB where it preloads the extension, else plain
+    PostgreSQL. To compare the modes, run it once against each server, e.g.
+    `PANTAU_DATABASE_URL=postgresql://postgres@127.0.0.1:5433/postgres pantau bench ingest`;
+    the note of (e) gives the cost of refreshing the rollups in that mode.
+    """
+    overrides = _given(
+        {"admin_url": _server_url(database_url), "city_file": city,
+         "log": err.print if as_json else console.print},
+        messages=messages, packs=packs, copy_rows=copy_rows, publishers=publishers,
+        load_niceness=load_niceness, rounds=rounds,
+    )  # fmt: skip
     config = BenchConfig.quick(**overrides) if quick else BenchConfig(**overrides)  # type: ignore[arg-type]
-    try:
-        result = run_bench(config)
-    except BenchError as error:
-        err.print(f"[red]benchmark failed:[/red] {error}")
-        raise typer.Exit(1) from None
+    result = _measure(partial(run_bench, config))
     if as_json:
         print(result.to_json())
     else:
@@ -141,3 +179,63 @@ def decode_bench(
         )  # fmt: skip
     console.print(table)
     _print_machine(machine())
+
+
+@app.command("alerts")
+def alerts_bench(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    database_url: Annotated[
+        str | None, typer.Option(help="Admin URL of the server to use (as for `ingest`).")
+    ] = None,
+    rate: Annotated[float, typer.Option(min=1, help="Load, readings per second.")] = 5_000.0,
+    duration_s: Annotated[float, typer.Option(min=15, help="Length of the load.")] = 40.0,
+) -> None:
+    """Publish-to-alert latency (committed and on MQTT) of threshold crossings under load."""
+    from pantau.bench.alerts import AlertBenchConfig, run_alert_bench
+
+    config = AlertBenchConfig(
+        admin_url=_server_url(database_url), rate_per_s=rate, duration_s=duration_s,
+        log=err.print if as_json else console.print,
+    )  # fmt: skip
+    result = _measure(partial(run_alert_bench, config))
+    if as_json:
+        print(result.to_json())
+        return
+    console.print(
+        f"probes {result.answered}/{result.probes} answered under "
+        f"{result.load_readings_per_s:,.0f} readings/s: on MQTT p50 "
+        f"{_fmt(result.p50_s, '{:.3f} s')}, p99 {_fmt(result.p99_s, '{:.3f} s')}; committed p50 "
+        f"{_fmt(result.commit_p50_s, '{:.3f} s')}, p99 {_fmt(result.commit_p99_s, '{:.3f} s')}; "
+        f"target p99 < {result.target_p99_s:g} s: "
+        + ("[green]PASS[/green]" if result.passed else "[red]FAIL[/red]")
+    )
+    _print_machine(result.machine)
+
+
+@app.command("api")
+def api_bench(
+    quick: Annotated[bool, typer.Option(help="Small counts: a smoke run.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    database_url: Annotated[
+        str | None, typer.Option(help="Admin URL of the server (default PANTAU_DATABASE_URL).")
+    ] = None,
+    sensors: Annotated[int | None, typer.Option(min=3, help="Sensors of the city.")] = None,
+    days: Annotated[int | None, typer.Option(min=1, help="Days of readings.")] = None,
+    interval_s: Annotated[int | None, typer.Option(min=1, help="Seconds between readings.")] = None,
+    clients: Annotated[int | None, typer.Option(min=1, help="Concurrent clients.")] = None,
+    duration_s: Annotated[float | None, typer.Option(help="Seconds per scenario.")] = None,
+) -> None:
+    """Latency of the open-data API under concurrent clients, and CSV export speed."""
+    from pantau.bench.api import ApiBenchConfig, ApiBenchError, print_api_result, run_api_bench
+
+    overrides = _given(
+        {"admin_url": _server_url(database_url), "log": err.print if as_json else console.print},
+        sensors=sensors, days=days, interval_s=interval_s, clients=clients, duration_s=duration_s,
+    )  # fmt: skip
+    config = ApiBenchConfig.quick(**overrides) if quick else ApiBenchConfig(**overrides)  # type: ignore[arg-type]
+    result = _measure(partial(run_api_bench, config), failure=ApiBenchError)
+    if as_json:
+        print(result.to_json())
+        return
+    print_api_result(result, console)
+    _print_machine(result.machine)

@@ -66,6 +66,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core tables", _file("0001_core.sql")),
     Migration(2, "readings and rollups", _readings),
     Migration(3, "rollups refreshed off the write path", _refreshed_rollups),
+    Migration(4, "alerts, alert events, gauge status", _file("0004_alerts.sql")),
+    Migration(5, "operator API keys", _file("0005_api_keys.sql")),
+    Migration(6, "the API's login group", _file("0006_api_role.sql")),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
@@ -92,7 +95,7 @@ def current_mode(conn: psycopg.Connection) -> Mode | None:
     return None if row is None else Mode(row[0])
 
 
-def _choose_mode(conn: psycopg.Connection, wanted: str) -> Mode:
+def _choose_mode(conn: psycopg.Connection, conninfo: str, wanted: str) -> Mode:
     if wanted == Mode.POSTGRES:
         return Mode.POSTGRES
     if not timescaledb.available(conn):
@@ -101,15 +104,29 @@ def _choose_mode(conn: psycopg.Connection, wanted: str) -> Mode:
                 "PANTAU_STORAGE__MODE=timescaledb but the server has no timescaledb extension"
             )
         return Mode.POSTGRES
+    reason = _try_create_extension(conninfo)
+    if reason is None:
+        return Mode.TIMESCALEDB
+    if wanted == Mode.TIMESCALEDB:
+        raise MigrationError(f"cannot create the timescaledb extension: {reason}")
+    log.warning("timescaledb is installed but unusable (%s); using plain PostgreSQL", reason)
+    return Mode.POSTGRES
+
+
+def _try_create_extension(conninfo: str) -> str | None:
+    """Create the extension on a connection of its own; None on success, else why not.
+
+    Where the library is installed but not in shared_preload_libraries, the server ends the
+    session that tries (FATAL), so the attempt must not be made on the caller's connection,
+    which holds the migration lock.
+    """
     try:
-        with conn.transaction():
-            timescaledb.create_extension(conn)
+        with psycopg.connect(conninfo, autocommit=True) as probe:
+            timescaledb.create_extension(probe)
     except psycopg.Error as error:
-        if wanted == Mode.TIMESCALEDB:
-            raise MigrationError(f"cannot create the timescaledb extension: {error}") from None
-        log.warning("timescaledb is installed but unusable (%s); using plain PostgreSQL", error)
-        return Mode.POSTGRES
-    return Mode.TIMESCALEDB
+        message = str(error).strip().splitlines()
+        return message[0] if message else type(error).__name__
+    return None
 
 
 def applied_version(conn: psycopg.Connection) -> int:
@@ -137,7 +154,7 @@ def migrate(
             _ensure_bookkeeping(conn)
             mode = current_mode(conn)
             if mode is None:
-                mode = _choose_mode(conn, storage.mode)
+                mode = _choose_mode(conn, conninfo, storage.mode)
                 conn.execute(
                     "INSERT INTO pantau_meta (key, value) VALUES ('storage_mode', %s)", [mode.value]
                 )
@@ -202,11 +219,12 @@ def maintain(
     wait: bool = True,
     partitions: bool = True,
 ) -> dict[str, int] | None:
-    """Routine upkeep in plain PostgreSQL mode: refresh the rollups and, with ``partitions``,
-    make partitions ahead and apply retention.
+    """Routine upkeep: refresh the rollups and, with ``partitions``, make partitions ahead and
+    apply retention.
 
-    TimescaleDB's own policies do this in its mode. With ``wait=False`` it returns None at once
-    when another process holds the lock.
+    In TimescaleDB mode its policies do most of this; what is left is catching the aggregates
+    up with late readings older than the refresh policies' windows. With ``wait=False`` it
+    returns None at once when another process holds the lock.
     """
     with _maintenance(conninfo, wait=wait) as conn:
         if conn is None:
@@ -215,36 +233,45 @@ def maintain(
         if mode is None:
             raise MigrationError("database is not migrated: run `pantau db migrate`")
         if mode is Mode.TIMESCALEDB:
-            return {}
+            # The policies keep the newest buckets; this catches up everything older: late
+            # readings before a policy's window, and ranges a late-running policy skipped.
+            return {"rollups_caught_up": timescaledb.refresh_aggregates(conn, catch_up=True)}
         with conn.transaction():
             return postgres.maintain(conn, storage, now or datetime.now(UTC), partitions=partitions)
 
 
 def refresh_rollups(conninfo: str, *, through: datetime | None = None) -> None:
-    """Materialise the rollups now, as far as each mode does (tests, backfills, benchmarks).
+    """Materialise the rollups now, up to each one's bucket open at ``through`` (default: now).
 
-    Readers see current rollups either way (the open buckets are computed live); this moves the
-    work from reading to now. In plain PostgreSQL mode, buckets are materialised up to the one
-    open at ``through`` (default: now); TimescaleDB materialises all.
+    For tests, backfills and benchmarks: readers see current rollups either way (the open
+    buckets are computed live); this moves the work from reading to now and catches up every
+    late reading within raw retention. In TimescaleDB mode ``through`` is capped at now, so no
+    open bucket is ever materialised, and a refresh policy's job running meanwhile only
+    delays it.
     """
     with _maintenance(conninfo, wait=True) as conn:
         assert conn is not None
         if current_mode(conn) is Mode.TIMESCALEDB:
-            timescaledb.refresh_aggregates(conn)
+            timescaledb.refresh_aggregates(conn, through=through)
         else:
             with conn.transaction():
                 postgres.refresh(conn, through or datetime.now(UTC))
 
 
-def set_readonly_password(conninfo: str, password: str | None) -> None:
-    """Create or update the login role ``pantau_reader`` in the read-only group."""
+# The logins `pantau db migrate` keeps, each in the group role that holds its privileges.
+LOGINS = {"pantau_reader": "pantau_readonly", "pantau_api": "pantau_operator"}
+
+
+def set_login_password(conninfo: str, login: str, password: str | None) -> None:
+    """Create or update one of the LOGINS in its group; no password leaves it unable to log in."""
+    group = LOGINS[login]
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'pantau_reader'").fetchone()
-        login = (
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [login]).fetchone()
+        can_login = (
             sql.SQL("LOGIN PASSWORD {}").format(sql.Literal(password))
             if password
             else sql.SQL("NOLOGIN")
         )
         verb = sql.SQL("ALTER") if exists else sql.SQL("CREATE")
-        conn.execute(sql.SQL("{} ROLE pantau_reader {}").format(verb, login))
-        conn.execute("GRANT pantau_readonly TO pantau_reader")
+        conn.execute(sql.SQL("{} ROLE {} {}").format(verb, sql.Identifier(login), can_login))
+        conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(login)))

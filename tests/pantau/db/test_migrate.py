@@ -12,6 +12,7 @@ import pytest
 from pantau.db.migrate import (
     LATEST_VERSION,
     MIGRATION_LOCK,
+    MIGRATIONS,
     MigrateResult,
     MigrationError,
     Mode,
@@ -28,6 +29,7 @@ CORE_TABLES = {
     "schema_migrations", "pantau_meta", "kecamatan", "sensors", "flood_thresholds",
     "latest_readings", "rejected_payloads", "alerts", "readings",
 }  # fmt: skip
+VERSIONS = tuple(m.version for m in MIGRATIONS)
 
 
 def _tables(url: str) -> set[str]:
@@ -49,14 +51,14 @@ def test_migrate_is_idempotent(empty_db: str, storage: StorageSettings) -> None:
         assert applied_version(conn) == 0
         assert current_mode(conn) is None
     first = migrate(empty_db, storage)
-    assert first.version == LATEST_VERSION == 3
-    assert first.applied == (1, 2, 3)
+    assert first.version == LATEST_VERSION
+    assert first.applied == VERSIONS
     tables = _tables(empty_db)
     assert tables >= CORE_TABLES
     second = migrate(empty_db, storage)
-    assert second == MigrateResult(mode=first.mode, version=3, applied=())
+    assert second == MigrateResult(mode=first.mode, version=LATEST_VERSION, applied=())
     assert _tables(empty_db) == tables
-    assert _versions(empty_db) == [1, 2, 3]
+    assert _versions(empty_db) == list(VERSIONS)
 
 
 def test_concurrent_migrations_apply_once(empty_db: str, storage: StorageSettings) -> None:
@@ -69,10 +71,10 @@ def test_concurrent_migrations_apply_once(empty_db: str, storage: StorageSetting
 
     with ThreadPoolExecutor(workers) as pool:
         results = [f.result(timeout=120) for f in [pool.submit(run) for _ in range(workers)]]
-    assert {r.version for r in results} == {3}
+    assert {r.version for r in results} == {LATEST_VERSION}
     assert {r.mode for r in results} == {results[0].mode}
-    assert sorted(r.applied for r in results) == [(), (), (), (1, 2, 3)]
-    assert _versions(empty_db) == [1, 2, 3]
+    assert sorted(r.applied for r in results) == [(), (), (), VERSIONS]
+    assert _versions(empty_db) == list(VERSIONS)
     with psycopg.connect(empty_db) as conn:
         assert conn.execute("SELECT count(*) FROM pantau_meta").fetchone() == (1,)
     tables = _tables(empty_db)
