@@ -6,10 +6,11 @@ route set: a route that wants dictionaries asks for them per cursor, or through 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -17,7 +18,7 @@ import psycopg
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from psycopg.rows import dict_row, tuple_row
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from api.errors import Problem
 from pantau.catalogue import Family
@@ -27,29 +28,59 @@ from pantau.settings import Settings
 RETRY_AFTER = {"Retry-After": "1"}
 
 
+def _session_sql(settings: Settings) -> str:
+    # Times leave the database in UTC; a slow JSON query is cut instead of holding a
+    # connection that 50 other clients wait for.
+    timeout_ms = int(settings.api.statement_timeout_ms)
+    return f"SET TimeZone = 'UTC'; SET statement_timeout = {timeout_ms}"
+
+
+def _pool_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "conninfo": settings.require_database_url(),
+        "min_size": min(2, settings.api.pool_max_size),
+        "max_size": settings.api.pool_max_size,
+        "kwargs": {"autocommit": True},
+        "timeout": settings.api.pool_timeout_s,
+        "open": False,
+    }
+
+
 def make_pool(settings: Settings) -> ConnectionPool:
-    """The API's connection pool (opened by the caller)."""
-    timeout_ms = settings.api.statement_timeout_ms
+    """The pool of the routes that run in worker threads (opened by the caller)."""
+    session = _session_sql(settings)
 
     def configure(conn: psycopg.Connection) -> None:
-        # Times leave the database in UTC; a slow JSON query is cut instead of holding a
-        # connection that 50 other clients wait for.
-        conn.execute("SET TimeZone = 'UTC'")
-        conn.execute(f"SET statement_timeout = {int(timeout_ms)}")
+        conn.execute(session)
 
     def reset(conn: psycopg.Connection) -> None:
         conn.row_factory = tuple_row
 
-    return ConnectionPool(
-        settings.require_database_url(),
-        min_size=min(2, settings.api.pool_max_size),
-        max_size=settings.api.pool_max_size,
-        kwargs={"autocommit": True},
-        configure=configure,
-        reset=reset,
-        timeout=settings.api.pool_timeout_s,
-        open=False,
-        name="api",
+    return ConnectionPool(configure=configure, reset=reset, name="api", **_pool_options(settings))
+
+
+def make_async_pool(settings: Settings) -> AsyncConnectionPool:
+    """The pool of the routes that query from the event loop (opened by the caller).
+
+    A query from a worker thread costs two hand-overs of the interpreter lock, and while the
+    event loop is busy answering from the cache each one waits: with fifty clients that wait,
+    not the query, made most of a history page's latency. For the same reason a query here
+    takes one round trip: the session is set once per connection.
+
+    Its queries are prepared with one generic plan: the rollups are views over partitioned
+    tables, and planning such a query costs several times running it, while a generic plan
+    prunes the partitions when it runs and is planned once per connection and shape of query.
+    """
+    session = _session_sql(settings) + "; SET plan_cache_mode = force_generic_plan"
+
+    async def configure(conn: psycopg.AsyncConnection) -> None:
+        await conn.execute(session)
+
+    async def reset(conn: psycopg.AsyncConnection) -> None:
+        conn.row_factory = tuple_row
+
+    return AsyncConnectionPool(
+        configure=configure, reset=reset, name="api-async", **_pool_options(settings)
     )
 
 
@@ -68,18 +99,38 @@ def unavailable(detail: str = "the database is unavailable; retry shortly") -> P
 
 
 @contextmanager
-def connection(pool: ConnectionPool, timeout_s: float) -> Iterator[psycopg.Connection]:
-    """A pooled connection; a busy pool or a database outage becomes a 503 problem."""
+def _checkout() -> Iterator[None]:
+    """A busy pool or a database outage while taking a connection becomes a 503 problem."""
     try:
-        conn = pool.getconn(timeout=timeout_s)
+        yield
     except PoolTimeout:
         raise unavailable("all database connections are busy; retry shortly") from None
     except psycopg.OperationalError:
         raise unavailable() from None
+
+
+@contextmanager
+def connection(pool: ConnectionPool, timeout_s: float) -> Iterator[psycopg.Connection]:
+    """A pooled connection; a busy pool or a database outage becomes a 503 problem."""
+    with _checkout():
+        conn = pool.getconn(timeout=timeout_s)
     try:
         yield conn
     finally:
         pool.putconn(conn)
+
+
+@asynccontextmanager
+async def async_connection(
+    pool: AsyncConnectionPool, timeout_s: float
+) -> AsyncIterator[psycopg.AsyncConnection]:
+    """:func:`connection` for the event loop."""
+    with _checkout():
+        conn = await pool.getconn(timeout=timeout_s)
+    try:
+        yield conn
+    finally:
+        await pool.putconn(conn)
 
 
 def get_conn(request: Request) -> Iterator[psycopg.Connection]:
@@ -189,20 +240,49 @@ def load_registry(conn: psycopg.Connection) -> Registry:
     return Registry(sensors, kecamatan, {k.lower(): k for k in kecamatan})
 
 
-class TtlCache:
-    """Values kept for ``ttl_s`` seconds (0: never kept); one loader runs per key at a time."""
+def _weight(value: Any) -> int:
+    """Bytes of the serialised answer in ``value`` (a :class:`api.responses.Body` or
+    :class:`api.responses.Answer`); other values are small."""
+    nbytes: int = getattr(value, "nbytes", 0)
+    return nbytes
 
-    def __init__(self, ttl_s: float, *, max_entries: int = 512) -> None:
+
+class TtlCache:
+    """Values kept for ``ttl_s`` seconds (0: never kept); one loader runs per key at a time.
+
+    Bounded in entries and in the bytes of the answers it holds: pages of any size can be asked
+    for, under any number of query strings.
+    """
+
+    def __init__(self, ttl_s: float, *, max_entries: int = 512, max_bytes: int = 64 << 20) -> None:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._bytes = 0
         self._values: dict[Any, tuple[float, Any]] = {}
         self._locks: dict[Any, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._loading: dict[Any, asyncio.Task[Any]] = {}
 
     def peek(self, key: Any) -> Any:
         """The value if it is still fresh, else None (never loads: safe on the event loop)."""
         hit = self._values.get(key)
         return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
+    def _keep(self, key: Any, value: Any) -> None:
+        weight = _weight(value)
+        replaced = self._values.pop(key, None)
+        if replaced is not None:
+            self._bytes -= _weight(replaced[1])
+        if len(self._values) >= self.max_entries or self._bytes + weight > self.max_bytes:
+            self._values.clear()
+            self._bytes = 0
+            with self._guard:
+                # Keys of any query string come and go: their locks must not pile up. A loader
+                # still holding a dropped lock at worst runs beside a new one.
+                self._locks.clear()
+        self._values[key] = (time.monotonic() + self.ttl_s, value)
+        self._bytes += weight
 
     async def aget(self, key: Any, load: Callable[[], Any]) -> Any:
         """:meth:`get` for async routes: a fresh value at once, else loaded in a worker thread."""
@@ -210,6 +290,28 @@ class TtlCache:
         if found is None:
             found = await run_in_threadpool(self.get, key, load)
         return found
+
+    async def aload(self, key: Any, load: Callable[[], Awaitable[Any]]) -> Any:
+        """A fresh value at once, else awaited from ``load`` on the event loop: requests for a
+        key being loaded wait for that load instead of starting their own."""
+        found = self.peek(key)
+        if found is not None:
+            return found
+        if self.ttl_s <= 0:
+            return await load()
+        task = self._loading.get(key)
+        if task is None:
+
+            async def fill() -> Any:
+                value = await load()
+                self._keep(key, value)
+                return value
+
+            task = asyncio.get_running_loop().create_task(fill())
+            self._loading[key] = task
+            task.add_done_callback(lambda _: self._loading.pop(key, None))
+        # Shielded: a client that goes away does not cancel the others' answer.
+        return await asyncio.shield(task)
 
     def get(self, key: Any, load: Callable[[], Any]) -> Any:
         if self.ttl_s <= 0:
@@ -225,13 +327,12 @@ class TtlCache:
             if hit is not None and hit[0] > time.monotonic():
                 return hit[1]
             value = load()
-            if len(self._values) >= self.max_entries:
-                self._values.clear()
-            self._values[key] = (time.monotonic() + self.ttl_s, value)
+            self._keep(key, value)
             return value
 
     def clear(self) -> None:
         self._values.clear()
+        self._bytes = 0
 
 
 async def get_cache(request: Request) -> TtlCache:

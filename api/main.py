@@ -18,8 +18,8 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 
 from api import errors, schemas
-from api.deps import TtlCache, make_pool
-from api.middleware import HeadAsGet, Metrics, PoolCollector, RateLimit
+from api.deps import TtlCache, make_async_pool, make_pool
+from api.middleware import CachedAnswers, HeadAsGet, Metrics, PoolCollector, RateLimit
 from api.routes import (
     alerts,
     catalogue,
@@ -68,7 +68,7 @@ def app_from_environment() -> FastAPI:
 def create_app(settings: Settings) -> FastAPI:
     """Build the API for one settings object (tests pass their own)."""
     metrics_registry = CollectorRegistry()
-    pool_collector = PoolCollector(None)
+    pool_collector = PoolCollector()
     metrics_registry.register(pool_collector)
 
     @asynccontextmanager
@@ -76,12 +76,16 @@ def create_app(settings: Settings) -> FastAPI:
         anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
         pool = make_pool(settings)
         pool.open(wait=False)
+        async_pool = make_async_pool(settings)
+        await async_pool.open(wait=False)
         app.state.pool = pool
-        pool_collector.pool = pool
+        app.state.async_pool = async_pool
+        pool_collector.pools = (pool, async_pool)
         try:
             yield
         finally:
-            pool_collector.pool = None
+            pool_collector.pools = ()
+            await async_pool.close()
             pool.close()
 
     app = FastAPI(
@@ -104,6 +108,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router)
 
     # Added innermost first: the metrics see every answer, limits included.
+    app.add_middleware(CachedAnswers, cache=app.state.cache)
     app.add_middleware(HeadAsGet)
     app.add_middleware(
         RateLimit,

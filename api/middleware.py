@@ -1,4 +1,5 @@
-"""ASGI middleware of the public API: metrics, a per-client rate limit, and HEAD for every GET."""
+"""ASGI middleware of the public API: metrics, a per-client rate limit, HEAD for every GET, and
+answers served again from the answer cache."""
 
 from __future__ import annotations
 
@@ -10,40 +11,44 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from starlette.requests import Request
 
+from api.deps import TtlCache
 from api.errors import ASGIApp, Receive, Scope, Send, problem_response, raw_path_of
+from api.responses import Answer, answer_key
 
 # Probes and scrapes are never limited, and their own traffic is not what the metrics are for.
 UNMETERED = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 class PoolCollector(Collector):
-    """The connection pool's usage, read from psycopg_pool at scrape time."""
+    """The connection pools' usage, labelled by pool (``api``: routes in worker threads,
+    ``api-async``: routes on the event loop), read from psycopg_pool at scrape time."""
 
-    def __init__(self, pool: Any) -> None:
-        self.pool: ConnectionPool | None = pool
+    def __init__(self) -> None:
+        self.pools: tuple[ConnectionPool | AsyncConnectionPool, ...] = ()
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        if self.pool is None:
+        if not self.pools:
             return
-        stats = self.pool.get_stats()
-        for key, text in (
-            ("pool_max", "Connections the pool may open."),
-            ("pool_size", "Connections open (in use or idle)."),
-            ("pool_available", "Idle connections ready for a request."),
-            ("requests_waiting", "Requests waiting for a connection."),
+        stats = [(pool.name, pool.get_stats()) for pool in self.pools]
+        for key, name, text in (
+            ("pool_max", "pool_max", "Connections the pool may open."),
+            ("pool_size", "pool_size", "Connections open (in use or idle)."),
+            ("pool_available", "pool_available", "Idle connections ready for a request."),
+            ("requests_waiting", "requests_waiting", "Requests waiting for a connection."),
+            ("requests_num", "requests_total", "Connections handed out since start."),
+            (
+                "requests_errors",
+                "requests_errors_total",
+                "Requests for a connection that failed (timeout or database error).",
+            ),
         ):
-            yield GaugeMetricFamily(f"pantau_api_db_{key}", text, value=stats.get(key, 0))
-        served = stats.get("requests_num", 0)
-        yield GaugeMetricFamily(
-            "pantau_api_db_requests_total", "Connections handed out since start.", value=served
-        )
-        yield GaugeMetricFamily(
-            "pantau_api_db_requests_errors_total",
-            "Requests for a connection that failed (timeout or database error).",
-            value=stats.get("requests_errors", 0),
-        )
+            family = GaugeMetricFamily(f"pantau_api_db_{name}", text, labels=["pool"])
+            for pool_name, values in stats:
+                family.add_metric([pool_name], values.get(key, 0))
+            yield family
 
 
 class Metrics:
@@ -155,3 +160,27 @@ class HeadAsGet:
         await self.app(inner, receive, headers_only)
         if "route" in inner:  # for the metrics outside
             scope["route"] = inner["route"]
+
+
+class CachedAnswers:
+    """Serves a GET from the answer cache when a route left the whole answer to this very URL
+    there (:class:`api.responses.Answer`): a question asked again within the cache period skips
+    routing and the parsing and validation of its parameters, which cost more than the answer.
+    """
+
+    def __init__(self, app: ASGIApp, *, cache: TtlCache) -> None:
+        self.app = app
+        self.cache = cache
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "GET":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        found = self.cache.peek(answer_key(request))
+        if not isinstance(found, Answer):
+            await self.app(scope, receive, send)
+            return
+        if found.route is not None:
+            scope["route"] = found.route
+        await found.response(request)(scope, receive, send)

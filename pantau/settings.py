@@ -412,7 +412,11 @@ class ApiSettings(BaseModel):
 
     host: str = Field(default="127.0.0.1", description="Address the API listens on.")
     port: int = Field(default=8000, ge=0, le=65535, description="API port.")
-    pool_max_size: PositiveInt = Field(default=16, description="Database connections at most.")
+    pool_max_size: PositiveInt = Field(
+        default=8,
+        description="Database connections at most in each of the API's two pools (history "
+        "pages on the event loop; the other routes in worker threads).",
+    )
     pool_timeout_s: PositiveFloat = Field(
         default=10.0,
         description="How long a request waits for a free database connection before a 503.",
@@ -426,14 +430,15 @@ class ApiSettings(BaseModel):
     cache_ttl_s: float = Field(
         default=2.0,
         ge=0,
-        description="How long the sensor registry, latest values and city status are served "
-        "from memory before being read again (0: always read).",
+        description="How long answers (the sensor registry, latest values, city status, "
+        "history pages, SensorThings) are served from memory before being read again "
+        "(0: always read).",
     )
     rate_limit_per_s: float = Field(
         default=20.0,
         ge=0,
-        description="Requests per second each client address may make on average (0: no "
-        "limit); beyond it the API answers 429 with `Retry-After`.",
+        description="Requests per second each client address may make on average to each API "
+        "process (0: no limit); beyond it the API answers 429 with `Retry-After`.",
     )
     rate_limit_burst: PositiveInt = Field(
         default=200, description="Requests a client may make at once before the rate applies."
@@ -447,8 +452,8 @@ class ApiSettings(BaseModel):
     access_log: bool = Field(default=True, description="Log one line per request.")
     workers: PositiveInt = Field(
         default=1,
-        description="API processes; more use more cores, each with its own database pool "
-        "(up to `POOL_MAX_SIZE` connections) and cache.",
+        description="API processes; more use more cores, each with its own database pools "
+        "(up to `POOL_MAX_SIZE` connections each) and cache.",
     )
     stream_poll_ms: int = Field(
         default=500,

@@ -23,11 +23,19 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from psycopg import sql
 from psycopg.rows import tuple_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from api.deps import CacheDep, Registry, RegistryDep, SensorInfo, SettingsDep, connection
+from api.deps import (
+    CacheDep,
+    Registry,
+    RegistryDep,
+    SensorInfo,
+    SettingsDep,
+    async_connection,
+    connection,
+)
 from api.errors import Problem, bad_request
-from api.responses import Body, cached_json, json_response
+from api.responses import Answer, Body, answer_key, json_response
 from api.schemas import CSV, ReadingsPage, SensorReadings, alternatives, text_schema
 from pantau.catalogue import Family, find_metric, metrics_of
 
@@ -298,30 +306,86 @@ def decode_cursor(text: str) -> tuple[datetime, str, str]:
         ) from None
 
 
-def fetch_page(
-    pool: ConnectionPool, timeout_s: float, query: HistoryQuery, cursor: str | None, limit: int
+async def fetch_page(
+    pool: AsyncConnectionPool,
+    timeout_s: float,
+    query: HistoryQuery,
+    cursor: str | None,
+    limit: int,
 ) -> tuple[list[tuple[Any, ...]], tuple[str, ...], bool]:
     """One page of rows (time, sensor, metric, values...), and whether more follow."""
     after = decode_cursor(cursor) if cursor else None
     statement, params, columns = build_sql(query, cursor=after, limit=limit + 1)
-    with connection(pool, timeout_s) as conn, conn.cursor(row_factory=tuple_row) as cur:
-        # The rollups are views over partitioned tables: planning such a query costs several
-        # times running it. Prepared with one generic plan, partitions are pruned when it runs
-        # and the planning is paid once per connection and shape of query.
-        cur.execute("SET plan_cache_mode = force_generic_plan")
-        try:
-            rows = cur.execute(statement, params, prepare=True).fetchall()
-        finally:
-            cur.execute("RESET plan_cache_mode")
+    async with (
+        async_connection(pool, timeout_s) as conn,
+        conn.cursor(row_factory=tuple_row) as cur,
+    ):
+        # Prepared, with the pool's generic plans (see make_async_pool); binary rows: times
+        # and floats arrive without being parsed from text.
+        await cur.execute(statement, params, prepare=True, binary=True)
+        rows = await cur.fetchall()
     more = len(rows) > limit
     return rows[:limit], columns, more
 
 
-def _next_link(request: Request, query: HistoryQuery, rows: list[tuple[Any, ...]]) -> str:
-    last = rows[-1]
+# The time of a reading in the answer's zone, with its offset (both zones offered have a fixed
+# one): UTC is the connections' zone.
+_TIME_IN = {
+    "UTC": "r.time",
+    "Asia/Jakarta": "(to_json(r.time AT TIME ZONE 'Asia/Jakarta') #>> '{}') || '+07:00'",
+}
+
+
+async def fetch_page_json(
+    pool: AsyncConnectionPool,
+    timeout_s: float,
+    query: HistoryQuery,
+    *,
+    cursor: str | None,
+    limit: int,
+    value: str,
+    tz: str,
+) -> tuple[bytes, int, tuple[datetime, str, str] | None]:
+    """One page as a JSON array of readings (time, sensor_id, metric and the ``value``
+    column), its length, and where the next page starts after (None: this is the last).
+
+    The database writes the JSON: a page then crosses into Python as one string, not as an
+    object per reading, and the work runs in the database's processes instead of the one
+    event loop that answers every client.
+    """
+    after = decode_cursor(cursor) if cursor else None
+    statement, params, _ = build_sql(query, cursor=after, limit=limit + 1)
+    d = sql.SQL("DESC" if query.order == "desc" else "ASC")
+    # The extra row says whether more follow; the last row of the page is the cursor's.
+    wrapped = sql.SQL(
+        "SELECT count(*), coalesce(json_agg(x ORDER BY r.n) FILTER (WHERE r.n <= %(page)s), "
+        "'[]')::text, max(r.time) FILTER (WHERE r.n = %(page)s), "
+        "max(r.sensor_id) FILTER (WHERE r.n = %(page)s), "
+        "max(r.metric) FILTER (WHERE r.n = %(page)s) "
+        "FROM (SELECT p.*, row_number() OVER (ORDER BY time {d}, sensor_id {d}, metric {d}) "
+        "AS n FROM ({statement}) p) r, "
+        "LATERAL (SELECT {time} AS time, r.sensor_id, r.metric, r.{value} AS value) x"
+    ).format(d=d, statement=statement, time=sql.SQL(_TIME_IN[tz]), value=sql.Identifier(value))
+    params["page"] = limit
+    async with (
+        async_connection(pool, timeout_s) as conn,
+        conn.cursor(row_factory=tuple_row) as cur,
+    ):
+        # Prepared, with the pool's generic plans (see make_async_pool); the JSON as text, so
+        # that it passes through unparsed.
+        await cur.execute(wrapped, params, prepare=True, binary=True)
+        found = await cur.fetchone()
+    assert found is not None  # an aggregate always gives a row
+    rows, readings, last_time, last_sensor, last_metric = found
+    more = rows > limit
+    following = (last_time, last_sensor, last_metric) if more else None
+    return readings.encode(), min(rows, limit), following
+
+
+def _next_link(request: Request, query: HistoryQuery, last: tuple[datetime, str, str]) -> str:
     return str(
         request.url.include_query_params(
-            cursor=encode_cursor((last[0], last[1], last[2])),
+            cursor=encode_cursor(last),
             start=query.start.isoformat(),
             end=query.end.isoformat(),
         )
@@ -504,15 +568,19 @@ async def readings(
         return await run_in_threadpool(export)
     limit = _limit(settings, limit)
 
-    def page() -> tuple[Body, str | None]:
+    async def page() -> Answer:
         query = validated()
-        rows, columns, more = fetch_page(
-            request.app.state.pool, settings.api.pool_timeout_s, query, cursor, limit
+        readings, count, after = await fetch_page_json(
+            request.app.state.async_pool,
+            settings.api.pool_timeout_s,
+            query,
+            cursor=cursor,
+            limit=limit,
+            value=value,
+            tz=tz,
         )
-        index = 3 + columns.index(value)
         zone = ZONES[tz]
-        convert = zone is not UTC
-        following = _next_link(request, query, rows) if more else None
+        following = _next_link(request, query, after) if after is not None else None
         body = {
             "resolution": resolution,
             "agg": None if resolution == "raw" else agg,
@@ -522,29 +590,22 @@ async def readings(
             "start": query.start.astimezone(zone),
             "end": query.end.astimezone(zone),
             "series": [{"sensor_id": s.id, "metric": m, "unit": u} for s, m, u in query.series],
-            "count": len(rows),
-            "truncated": more,
+            "count": count,
+            "truncated": after is not None,
             "next": following,
-            "readings": [
-                {
-                    "time": r[0].astimezone(zone) if convert else r[0],
-                    "sensor_id": r[1],
-                    "metric": r[2],
-                    "value": r[index],
-                }
-                for r in rows
-            ],
+            "readings": orjson.Fragment(readings),
         }
-        return Body.of(body), following
+        return Answer(
+            Body.of(body),
+            max_age_s=settings.api.cache_ttl_s,
+            headers=(("Link", f'<{following}>; rel="next"'),) if following else (),
+            route=request.scope.get("route"),
+        )
 
     # The same question within the cache period gets the same answer (with an ETag): a page of
     # history costs a query, an answer from memory costs almost nothing.
-    key = ("readings", request.url.netloc, request.url.query)
-    body, following = await cache.aget(key, page)
-    response = cached_json(request, body, max_age_s=settings.api.cache_ttl_s)
-    if following is not None:
-        response.headers["Link"] = f'<{following}>; rel="next"'
-    return response
+    answer: Answer = await cache.aload(answer_key(request), page)
+    return answer.response(request)
 
 
 @router.get(
@@ -555,7 +616,7 @@ async def readings(
         {CSV: text_schema("sensor_id,metric,unit,time,value (raw) or avg,min,max,count,last.")}
     ),
 )
-def sensor_readings(
+async def sensor_readings(
     request: Request,
     registry: RegistryDep,
     settings: SettingsDep,
@@ -596,10 +657,10 @@ def sensor_readings(
         outer = sql.SQL(
             "SELECT sensor_id, metric, {unit} AS unit, {time} AS time, {values} FROM ({q}) r"
         ).format(unit=sql.Literal(found.unit), time=_time_sql(), values=values, q=statement)
-        return csv_response(request, query, outer, params, tz)
+        return await run_in_threadpool(csv_response, request, query, outer, params, tz)
     limit = _limit(settings, limit)
-    rows, columns, more = fetch_page(
-        request.app.state.pool, settings.api.pool_timeout_s, query, cursor, limit
+    rows, columns, more = await fetch_page(
+        request.app.state.async_pool, settings.api.pool_timeout_s, query, cursor, limit
     )
     zone = ZONES[tz]
     if resolution == "raw":
@@ -618,7 +679,7 @@ def sensor_readings(
         "start": query.start.astimezone(zone),
         "end": query.end.astimezone(zone),
         "truncated": more,
-        "next": _next_link(request, query, rows) if more else None,
+        "next": _next_link(request, query, rows[-1][:3]) if more else None,
         "readings": points,
     }
     return json_response(body, headers={"Link": f'<{body["next"]}>; rel="next"'} if more else None)

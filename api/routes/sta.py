@@ -3,6 +3,8 @@
 The entity sets, their mapping onto Pantau's registry and readings, and the query options live
 in :mod:`api.sta`; this module only declares the HTTP routes (one per entity set, entity and
 navigation property) so that each appears in the OpenAPI document with its response model.
+Entity sets, entities and navigation properties are answered from the API's short-lived answer
+cache (with an ``ETag``), so a repeated request within the cache period costs no query.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response
 
-from api.deps import ConnDep, SettingsDep
+from api.deps import ConnDep, SettingsDep, TtlCache, connection
+from api.responses import Answer, Body, answer_key
 from api.sta import query
 from api.sta.model import ENTITY_SETS, EntitySet, Row
 from api.sta.odata import KNOWN_OPTIONS, MAX_OPTION_CHARS, Options, QueryError, parse_options
 from api.sta.schemas import COLLECTION_MODELS, ENTITY_MODELS, LandingPage
+from pantau.settings import Settings
 
 PREFIX = "/sta/v1.1"
 router = APIRouter(prefix=PREFIX, tags=["SensorThings"])
@@ -31,9 +35,10 @@ CONFORMANCE = [
 ]
 # Bigger numbers than this cannot be meant; refusing them keeps OFFSET within bigint.
 _LARGEST = 999_999_999_999
+_NOT_MODIFIED = {"description": "Not modified since the `ETag` sent in `If-None-Match`."}
 
 
-def sta_options(
+async def sta_options(
     request: Request,
     top: Annotated[
         int | None,
@@ -133,7 +138,7 @@ EXAMPLE_IDS = {
 }
 
 
-def _with_example(es: EntitySet, route: Callable[..., Response]) -> Callable[..., Response]:
+def _with_example(es: EntitySet, route: Callable[..., Any]) -> Callable[..., Any]:
     """The route, its id parameter documented with an id of its own entity set."""
     route.__annotations__["entity_id"] = Annotated[
         str,
@@ -155,25 +160,34 @@ def _context(request: Request, conn: Any, settings: Any) -> query.Context:
     return query.Context(conn=conn, base=base, paging=paging)
 
 
-def _answer(work: Callable[[], Any]) -> Response:
-    try:
-        return _json(work())
-    except QueryError as error:
-        raise HTTPException(400, str(error)) from None
-
-
-def _one(
-    ctx: query.Context, es: EntitySet, key: Row, options: Options, *, missing: str
+async def _cached(
+    request: Request, settings: Settings, work: Callable[[query.Context], Any]
 ) -> Response:
-    """One entity as the answer, or a 404 saying ``missing``."""
+    """The answer ``work`` makes, kept in the API's answer cache for the cache period; a pooled
+    connection is taken only to make it. Errors are raised, never kept."""
 
-    def work() -> Any:
-        found = query.entity(ctx, es, key, options)
-        if found is None:
-            raise HTTPException(404, missing)
-        return found
+    def load() -> Answer:
+        with connection(request.app.state.pool, settings.api.pool_timeout_s) as conn:
+            try:
+                value = work(_context(request, conn, settings))
+            except QueryError as error:
+                raise HTTPException(400, str(error)) from None
+        # Serialised (and compressed) after the connection is back in the pool.
+        return Answer(
+            Body.of(value), max_age_s=settings.api.cache_ttl_s, route=request.scope.get("route")
+        )
 
-    return _answer(work)
+    cache: TtlCache = request.app.state.cache
+    answer: Answer = await cache.aget(answer_key(request), load)
+    return answer.response(request)
+
+
+def _one(ctx: query.Context, es: EntitySet, key: Row, options: Options, *, missing: str) -> Any:
+    """One entity, or a 404 saying ``missing``."""
+    found = query.entity(ctx, es, key, options)
+    if found is None:
+        raise HTTPException(404, missing)
+    return found
 
 
 def _key(es: EntitySet, entity_id: str) -> Row:
@@ -203,56 +217,47 @@ def landing(request: Request) -> Response:
     )
 
 
-def _collection_route(es: EntitySet) -> Callable[..., Response]:
-    def route(
-        request: Request, conn: ConnDep, settings: SettingsDep, options: OptionsDep
+def _collection_route(es: EntitySet) -> Callable[..., Any]:
+    async def route(request: Request, settings: SettingsDep, options: OptionsDep) -> Response:
+        def work(ctx: query.Context) -> Any:
+            url = f"{ctx.base}/{es.name}"
+            return query.collection(ctx, es, equals={}, options=options, url=url)
+
+        return await _cached(request, settings, work)
+
+    return route
+
+
+def _entity_route(es: EntitySet) -> Callable[..., Any]:
+    async def route(
+        request: Request, settings: SettingsDep, entity_id: EntityId, options: OptionsDep
     ) -> Response:
-        ctx = _context(request, conn, settings)
-        return _answer(
-            lambda: query.collection(
-                ctx, es, equals={}, options=options, url=f"{ctx.base}/{es.name}"
-            )
+        key = _key(es, entity_id)
+        missing = f"no {es.singular} {entity_id[:80]}"
+        return await _cached(
+            request, settings, lambda ctx: _one(ctx, es, key, options, missing=missing)
         )
 
     return route
 
 
-def _entity_route(es: EntitySet) -> Callable[..., Response]:
-    def route(
-        request: Request,
-        conn: ConnDep,
-        settings: SettingsDep,
-        entity_id: EntityId,
-        options: OptionsDep,
-    ) -> Response:
-        ctx = _context(request, conn, settings)
-        key = _key(es, entity_id)
-        return _one(ctx, es, key, options, missing=f"no {es.singular} {entity_id[:80]}")
-
-    return route
-
-
-def _navigation_route(es: EntitySet, name: str) -> Callable[..., Response]:
+def _navigation_route(es: EntitySet, name: str) -> Callable[..., Any]:
     relation = es.navigation[name]
     target = ENTITY_SETS[relation.target]
 
-    def route(
-        request: Request,
-        conn: ConnDep,
-        settings: SettingsDep,
-        entity_id: EntityId,
-        options: OptionsDep,
+    async def route(
+        request: Request, settings: SettingsDep, entity_id: EntityId, options: OptionsDep
     ) -> Response:
-        ctx = _context(request, conn, settings)
-        parent = _found(ctx, es, entity_id)
-        equals = {child: parent[col] for col, child in relation.pairs}
-        if not relation.single:
-            url = f"{query.self_link(ctx, es, parent)}/{name}"
-            return _answer(
-                lambda: query.collection(ctx, target, equals=equals, options=options, url=url)
-            )
-        missing = f"{es.singular} {entity_id[:80]} has no {name}"
-        return _one(ctx, target, equals, options, missing=missing)
+        def work(ctx: query.Context) -> Any:
+            parent = _found(ctx, es, entity_id)
+            equals = {child: parent[col] for col, child in relation.pairs}
+            if not relation.single:
+                url = f"{query.self_link(ctx, es, parent)}/{name}"
+                return query.collection(ctx, target, equals=equals, options=options, url=url)
+            missing = f"{es.singular} {entity_id[:80]} has no {name}"
+            return _one(ctx, target, equals, options, missing=missing)
+
+        return await _cached(request, settings, work)
 
     return route
 
@@ -315,7 +320,7 @@ def _register() -> None:
             response_model=COLLECTION_MODELS[es.name],
             summary=f"{es.name}: a page",
             operation_id=f"sta_list_{es.name}",
-            responses={200: {"links": _links(es)}},
+            responses={200: {"links": _links(es)}, 304: _NOT_MODIFIED},
         )
         router.add_api_route(
             f"/{es.name}({{entity_id}})",
@@ -324,7 +329,7 @@ def _register() -> None:
             response_model=ENTITY_MODELS[es.name],
             summary=f"One {es.singular}",
             operation_id=f"sta_get_{es.singular}",
-            responses={404: {"description": f"No such {es.singular}."}},
+            responses={304: _NOT_MODIFIED, 404: {"description": f"No such {es.singular}."}},
         )
         for name, relation in es.navigation.items():
             target = ENTITY_SETS[relation.target]
@@ -336,7 +341,7 @@ def _register() -> None:
                 response_model=model[target.name],
                 summary=f"The {name} of one {es.singular}",
                 operation_id=f"sta_{es.singular}_{name}",
-                responses={404: {"description": f"No such {es.singular}."}},
+                responses={304: _NOT_MODIFIED, 404: {"description": f"No such {es.singular}."}},
             )
     # Property paths last: a navigation property of the same place is matched first.
     for es in ENTITY_SETS.values():

@@ -100,7 +100,10 @@ def _parent_join(
 def _run(ctx: Context, query: sql.Composed, params: Params) -> list[Row]:
     try:
         with ctx.conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
-            rows: list[Row] = cur.execute(query, params.values).fetchall()
+            # Binary rows parse timestamps and floats several times faster than text, to the
+            # same Python values for every type the sources select (text, float8, timestamptz,
+            # boolean, bigint); a column of a type psycopg has no loader for would come as bytes.
+            rows: list[Row] = cur.execute(query, params.values, binary=True).fetchall()
             return rows
     except psycopg.errors.DataError as error:
         # An overflow or an out-of-range value in a $filter: the request's fault, said plainly.

@@ -224,6 +224,9 @@ def api_bench(
     interval_s: Annotated[int | None, typer.Option(min=1, help="Seconds between readings.")] = None,
     clients: Annotated[int | None, typer.Option(min=1, help="Concurrent clients.")] = None,
     duration_s: Annotated[float | None, typer.Option(help="Seconds per scenario.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="API processes (default: as the compose stack).")
+    ] = None,
 ) -> None:
     """Latency of the open-data API under concurrent clients, and CSV export speed."""
     from pantau.bench.api import ApiBenchConfig, ApiBenchError, print_api_result, run_api_bench
@@ -231,6 +234,7 @@ def api_bench(
     overrides = _given(
         {"admin_url": _server_url(database_url), "log": err.print if as_json else console.print},
         sensors=sensors, days=days, interval_s=interval_s, clients=clients, duration_s=duration_s,
+        workers=workers,
     )  # fmt: skip
     config = ApiBenchConfig.quick(**overrides) if quick else ApiBenchConfig(**overrides)  # type: ignore[arg-type]
     result = _measure(partial(run_api_bench, config), failure=ApiBenchError)

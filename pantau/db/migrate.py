@@ -62,6 +62,12 @@ def _refreshed_rollups(mode: Mode, storage: StorageSettings) -> str:
     return "SELECT 1" if mode is Mode.TIMESCALEDB else postgres.refreshed_rollups_sql()
 
 
+def _rollup_series_reads(mode: Mode, storage: StorageSettings) -> str:
+    if mode is Mode.TIMESCALEDB:
+        return _read("0007_timescaledb_rollup_series.sql")
+    return _read("0007_postgres_rollup_keys.sql")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core tables", _file("0001_core.sql")),
     Migration(2, "readings and rollups", _readings),
@@ -69,6 +75,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "alerts, alert events, gauge status", _file("0004_alerts.sql")),
     Migration(5, "operator API keys", _file("0005_api_keys.sql")),
     Migration(6, "the API's login group", _file("0006_api_role.sql")),
+    Migration(7, "rollup series read from the index alone", _rollup_series_reads),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -187,7 +187,8 @@ def test_metrics_count_requests_by_route_and_pool(http: httpx.Client) -> None:
     assert 'route="/sensors/{sensor_id}",status="200"' in text
     assert 'route="/sensors/{sensor_id}",status="404"' in text
     assert "pantau_api_request_duration_seconds_bucket" in text
-    assert "pantau_api_db_pool_max 4.0" in text
+    assert 'pantau_api_db_pool_max{pool="api"} 4.0' in text
+    assert 'pantau_api_db_pool_max{pool="api-async"} 4.0' in text
 
 
 def test_docs_work_offline(month: httpx.Client) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -9,15 +11,22 @@ import frost_sta_client as fsc
 import httpx
 import psycopg
 import pytest
+from fastapi import FastAPI
 from hypothesis import given
 from hypothesis import strategies as st
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
 
+from api.main import create_app
 from api.sta.compile import Params, compile_filter
-from api.sta.model import ENTITY_SETS, OBSERVATIONS
+from api.sta.model import ENTITY_SETS, OBSERVATIONS, micros
 from api.sta.odata import QueryError, parse_filter, parse_options
 from pantau.catalogue import CATALOGUE
 from pantau.db import store
 from pantau.payload import Reading
+from pantau.settings import Settings
+from tests.fixtures.api import api_settings, serve_app
 
 STA = "/sta/v1.1"
 # Recent readings (TimescaleDB's retention policy drops old chunks of the test database), all
@@ -466,3 +475,178 @@ def test_any_options_parse_or_are_refused_clearly(raw: dict[str, str]) -> None:
 def test_observation_ids_name_their_reading(sensor: str, metric: str, time: datetime) -> None:
     row = {"sensor_id": sensor, "metric": metric, "time": time}
     assert OBSERVATIONS.parse_id(f"'{OBSERVATIONS.id_of(row)}'") == row
+
+
+# --- Answers from the API's answer cache ------------------------------------------------------
+
+# Far longer than any test: an answer kept is never dropped for age while a test runs.
+CACHE_TTL_S = 600
+
+
+@contextmanager
+def _served(settings: Settings) -> Iterator[tuple[FastAPI, str]]:
+    """The API for ``settings`` over real HTTP, and its app (whose pool a test may hold)."""
+    app = create_app(settings)
+    with serve_app(app, port=settings.api.port) as base:
+        yield app, base
+
+
+@pytest.fixture
+def cached(city_db: str, conn: psycopg.Connection) -> Iterator[tuple[httpx.Client, FastAPI]]:
+    """A client of an API that keeps its answers, with the seeded readings stored; and the app.
+
+    Two connections at most, and a short wait for one: a request that needs one while the test
+    holds both is refused with a 503 at once.
+    """
+    _seed(conn)
+    settings = api_settings(city_db, cache_ttl_s=CACHE_TTL_S, pool_max_size=2, pool_timeout_s=0.5)
+    with _served(settings) as (app, base), httpx.Client(base_url=base, timeout=10) as client:
+        yield client, app
+
+
+NEWEST = {"$orderby": "phenomenonTime desc", "$top": "3"}
+LEVEL_OBSERVATIONS = f"{STA}/Datastreams('fg-welang-1:water_level')/Observations"
+
+
+def _store_level(conn: psycopg.Connection, value: float) -> None:
+    """A water level newer than any seeded."""
+    store.store(conn, [Reading.at(T0 + timedelta(minutes=45), "fg-welang-1", "water_level", value)])
+
+
+def test_a_repeated_request_is_answered_from_the_cache(
+    cached: tuple[httpx.Client, FastAPI], conn: psycopg.Connection
+) -> None:
+    client, _ = cached
+    first = client.get(LEVEL_OBSERVATIONS, params=NEWEST)
+    assert first.status_code == 200, first.text
+    assert [o["result"] for o in first.json()["value"]] == LEVELS[:-4:-1]
+    etag = first.headers["etag"]
+    assert first.headers["cache-control"] == f"public, max-age={CACHE_TTL_S}"
+    _store_level(conn, 9.5)
+    second = client.get(LEVEL_OBSERVATIONS, params=NEWEST)
+    assert second.status_code == 200
+    assert second.content == first.content
+    assert second.headers["etag"] == etag
+    # The reading is stored: a question not asked before sees it.
+    fresh = _get(client, LEVEL_OBSERVATIONS, **NEWEST, **{"$count": "true"})
+    assert fresh["value"][0]["result"] == 9.5
+    # A client holding the answer is told it has not changed, without a body.
+    again = client.get(LEVEL_OBSERVATIONS, params=NEWEST, headers={"If-None-Match": etag})
+    assert again.status_code == 304
+    assert again.content == b""
+    assert again.headers["etag"] == etag
+
+
+def test_without_a_cache_period_a_new_observation_shows_at_once(
+    sta: httpx.Client, conn: psycopg.Connection
+) -> None:
+    first = sta.get(LEVEL_OBSERVATIONS, params=NEWEST)
+    assert first.status_code == 200, first.text
+    assert first.headers["cache-control"] == "public, max-age=0"
+    _store_level(conn, 9.5)
+    second = sta.get(LEVEL_OBSERVATIONS, params=NEWEST)
+    assert second.json()["value"][0]["result"] == 9.5
+    assert second.headers["etag"] != first.headers["etag"]
+    unchanged = sta.get(
+        LEVEL_OBSERVATIONS, params=NEWEST, headers={"If-None-Match": second.headers["etag"]}
+    )
+    assert unchanged.status_code == 304
+
+
+def test_a_cached_answer_takes_no_database_connection(
+    cached: tuple[httpx.Client, FastAPI],
+) -> None:
+    client, app = cached
+    url = f"{STA}/Things('fg-welang-1')/Datastreams"
+    first = client.get(url, params={"$expand": "Observations($top=2)"})
+    assert first.status_code == 200, first.text
+    pool: ConnectionPool = app.state.pool
+    held = [pool.getconn(timeout=10) for _ in range(pool.max_size)]
+    try:
+        again = client.get(url, params={"$expand": "Observations($top=2)"})
+        # A question not asked before needs a connection, and none is free.
+        other = client.get(url, params={"$expand": "Observations($top=3)"})
+    finally:
+        for connection in held:
+            pool.putconn(connection)
+    assert again.status_code == 200, again.text
+    assert again.content == first.content
+    assert other.status_code == 503
+    assert other.headers["content-type"].startswith("application/problem+json")
+    assert "etag" not in other.headers
+    # The refusal was not kept either.
+    assert client.get(url, params={"$expand": "Observations($top=3)"}).status_code == 200
+
+
+def test_errors_are_not_kept(
+    cached: tuple[httpx.Client, FastAPI], conn: psycopg.Connection
+) -> None:
+    client, _ = cached
+    moment = T0 + timedelta(minutes=50)
+    url = f"{STA}/Observations('fg-welang-2:water_level:{micros(moment)}')"
+    missing = client.get(url)
+    assert missing.status_code == 404
+    assert missing.headers["content-type"].startswith("application/problem+json")
+    assert missing.json()["status"] == 404
+    assert "etag" not in missing.headers
+    store.store(conn, [Reading.at(moment, "fg-welang-2", "water_level", 2.0)])
+    found = client.get(url)
+    assert found.status_code == 200, found.text
+    assert found.json()["result"] == 2.0
+
+    # A 400 met while evaluating the stored values (2.0 * 1e308 overflows) goes with them.
+    stream = f"{STA}/Datastreams('fg-welang-2:water_level')/Observations"
+    overflow = {"$filter": "result mul 1e308 gt 1"}
+    refused = client.get(stream, params=overflow)
+    assert refused.status_code == 400, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert "overflow" in refused.json()["detail"]
+    conn.execute("DELETE FROM readings WHERE sensor_id = 'fg-welang-2'")
+    assert _get(client, stream, **overflow) == {"value": []}
+
+
+def test_each_scheme_and_host_asked_get_links_of_their_own(
+    cached: tuple[httpx.Client, FastAPI],
+) -> None:
+    client, _ = cached
+    port = client.base_url.port
+    url = f"{STA}/Things('fg-welang-1')"
+    direct = _get(client, url)
+    assert direct["@iot.selfLink"] == f"http://127.0.0.1:{port}{url}"
+    named = client.get(url, headers={"Host": f"localhost:{port}"})
+    assert named.json()["@iot.selfLink"] == f"http://localhost:{port}{url}"
+    # Behind a proxy that terminates TLS (uvicorn trusts a local one's headers).
+    proxied = client.get(url, headers={"X-Forwarded-Proto": "https"})
+    assert proxied.json()["@iot.selfLink"] == f"https://127.0.0.1:{port}{url}"
+    assert _get(client, url) == direct
+
+
+def test_cached_answers_come_compressed_when_asked(cached: tuple[httpx.Client, FastAPI]) -> None:
+    client, _ = cached
+    params = {"$top": "50"}
+    zipped = client.get(f"{STA}/Observations", params=params, headers={"Accept-Encoding": "gzip"})
+    assert zipped.status_code == 200, zipped.text
+    assert zipped.headers["content-encoding"] == "gzip"
+    plain = client.get(
+        f"{STA}/Observations", params=params, headers={"Accept-Encoding": "identity"}
+    )
+    assert "content-encoding" not in plain.headers
+    assert zipped.content == plain.content  # httpx decodes the first
+    assert zipped.headers["etag"] == plain.headers["etag"]
+    assert len(plain.json()["value"]) == 50
+
+
+def test_every_source_reads_alike_in_binary_and_text(
+    sta: httpx.Client, conn: psycopg.Connection
+) -> None:
+    """Queries fetch binary rows: every column of every entity set must load to the value, and
+    the type, that text would give (a type without a binary loader would come as bytes)."""
+    for es in ENTITY_SETS.values():
+        query = sql.SQL("SELECT * FROM ({}) AS e").format(es.source)
+        with conn.cursor(row_factory=dict_row) as cur:
+            text = cur.execute(query).fetchall()
+            binary = cur.execute(query, binary=True).fetchall()
+        assert text, es.name
+        assert binary == text, es.name
+        for was, now in zip(text, binary, strict=True):
+            assert {k: type(v) for k, v in now.items()} == {k: type(v) for k, v in was.items()}
