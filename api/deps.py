@@ -269,7 +269,7 @@ class TtlCache:
         hit = self._values.get(key)
         return hit[1] if hit is not None and hit[0] > time.monotonic() else None
 
-    def _keep(self, key: Any, value: Any) -> None:
+    def _keep(self, key: Any, value: Any, ttl_s: float | None = None) -> None:
         weight = _weight(value)
         replaced = self._values.pop(key, None)
         if replaced is not None:
@@ -281,7 +281,8 @@ class TtlCache:
                 # Keys of any query string come and go: their locks must not pile up. A loader
                 # still holding a dropped lock at worst runs beside a new one.
                 self._locks.clear()
-        self._values[key] = (time.monotonic() + self.ttl_s, value)
+        period = self.ttl_s if ttl_s is None else ttl_s
+        self._values[key] = (time.monotonic() + period, value)
         self._bytes += weight
 
     async def aget(self, key: Any, load: Callable[[], Any]) -> Any:
@@ -291,20 +292,23 @@ class TtlCache:
             found = await run_in_threadpool(self.get, key, load)
         return found
 
-    async def aload(self, key: Any, load: Callable[[], Awaitable[Any]]) -> Any:
+    async def aload(
+        self, key: Any, load: Callable[[], Awaitable[Any]], *, ttl_s: float | None = None
+    ) -> Any:
         """A fresh value at once, else awaited from ``load`` on the event loop: requests for a
-        key being loaded wait for that load instead of starting their own."""
+        key being loaded wait for that load instead of starting their own. ``ttl_s``: this
+        value's period instead of the cache's."""
         found = self.peek(key)
         if found is not None:
             return found
-        if self.ttl_s <= 0:
+        if (self.ttl_s if ttl_s is None else ttl_s) <= 0:
             return await load()
         task = self._loading.get(key)
         if task is None:
 
             async def fill() -> Any:
                 value = await load()
-                self._keep(key, value)
+                self._keep(key, value, ttl_s)
                 return value
 
             task = asyncio.get_running_loop().create_task(fill())

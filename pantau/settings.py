@@ -434,6 +434,13 @@ class ApiSettings(BaseModel):
         "history pages, SensorThings) are served from memory before being read again "
         "(0: always read).",
     )
+    cache_ttl_coarse_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long history pages of hourly and daily buckets are served from "
+        "memory (and may be kept by shared caches): their newest bucket moves by minutes. "
+        "Never shorter than `CACHE_TTL_S`; no caching when that is 0.",
+    )
     rate_limit_per_s: float = Field(
         default=20.0,
         ge=0,

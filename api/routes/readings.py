@@ -38,6 +38,7 @@ from api.errors import Problem, bad_request
 from api.responses import Answer, Body, answer_key, json_response
 from api.schemas import CSV, ReadingsPage, SensorReadings, alternatives, text_schema
 from pantau.catalogue import Family, find_metric, metrics_of
+from pantau.settings import Settings
 
 router = APIRouter(tags=["readings"])
 
@@ -71,8 +72,18 @@ AGG_COLUMN = {
     "last": "value_last",
     "count": "value_count",
 }
+COARSE = frozenset({"1h", "1d"})
 ROLLUP_COLUMNS = ("value_avg", "value_min", "value_max", "value_count", "value_last")
 CSV_CHUNK_BYTES = 256 * 1024
+
+
+def cache_period_s(settings: Settings, resolution: str) -> float:
+    """How long a page of ``resolution`` is kept: hourly and daily buckets longer, as their
+    newest bucket moves by minutes while a page of them costs the most to make."""
+    period = settings.api.cache_ttl_s
+    if period > 0 and resolution in COARSE:
+        return max(period, settings.api.cache_ttl_coarse_s)
+    return period
 
 
 def parse_time(text: str, name: str) -> datetime:
@@ -567,6 +578,7 @@ async def readings(
 
         return await run_in_threadpool(export)
     limit = _limit(settings, limit)
+    period = cache_period_s(settings, resolution)
 
     async def page() -> Answer:
         query = validated()
@@ -597,14 +609,14 @@ async def readings(
         }
         return Answer(
             Body.of(body),
-            max_age_s=settings.api.cache_ttl_s,
+            max_age_s=period,
             headers=(("Link", f'<{following}>; rel="next"'),) if following else (),
             route=request.scope.get("route"),
         )
 
     # The same question within the cache period gets the same answer (with an ETag): a page of
     # history costs a query, an answer from memory costs almost nothing.
-    answer: Answer = await cache.aload(answer_key(request), page)
+    answer: Answer = await cache.aload(answer_key(request), page, ttl_s=period)
     return answer.response(request)
 
 

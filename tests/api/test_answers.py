@@ -101,3 +101,29 @@ def test_cached_answers_are_held_to_the_rate_limit(city_db: str, start: datetime
     with serve(settings) as base, httpx.Client(base_url=base, timeout=10) as client:
         statuses = [client.get("/readings", params=_params(start)).status_code for _ in range(4)]
     assert statuses == [200, 200, 200, 429]
+
+
+def test_hourly_and_daily_pages_are_kept_longer(city_db: str, start: datetime) -> None:
+    settings = api_settings(city_db, cache_ttl_s=2, cache_ttl_coarse_s=30)
+    with serve(settings) as base, httpx.Client(base_url=base, timeout=10) as client:
+        raw = client.get("/readings", params=_params(start))
+        hourly = client.get("/readings", params=_params(start, resolution="1h"))
+        daily = client.get("/readings", params=_params(start, resolution="1d"))
+        minutes = client.get("/readings", params=_params(start, resolution="5m"))
+    assert "max-age=2" in raw.headers["cache-control"]
+    assert "max-age=2" in minutes.headers["cache-control"]
+    assert "max-age=30" in hourly.headers["cache-control"]
+    assert "max-age=30" in daily.headers["cache-control"]
+
+
+def test_without_caching_hourly_pages_are_not_kept_either(
+    city_db: str, conn: psycopg.Connection, start: datetime
+) -> None:
+    settings = api_settings(city_db, cache_ttl_s=0, cache_ttl_coarse_s=30)
+    params = _params(start, resolution="1h", agg="count")
+    with serve(settings) as base, httpx.Client(base_url=base, timeout=10) as client:
+        before = sum(_values(client.get("/readings", params=params)))
+        _store(conn, start, range(6, 8))
+        after = client.get("/readings", params=params)
+    assert sum(_values(after)) == before + 2
+    assert "max-age=0" in after.headers["cache-control"]

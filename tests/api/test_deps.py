@@ -116,3 +116,18 @@ def test_reloading_a_key_does_not_count_its_bytes_twice(monkeypatch: pytest.Monk
         cache.get("page", lambda: page)
         # Counted twice, the page would soon seem to overflow the bound and empty the cache.
         assert cache.peek(f"note {i}") is note
+
+
+def test_a_value_may_have_a_period_of_its_own() -> None:
+    cache = TtlCache(60)
+
+    async def load() -> str:
+        return "answer"
+
+    async def main() -> None:
+        await cache.aload("never", load, ttl_s=0)
+        await cache.aload("kept", load, ttl_s=5)
+
+    asyncio.run(main())
+    assert cache.peek("never") is None
+    assert cache.peek("kept") == "answer"
