@@ -317,6 +317,19 @@ def decode_cursor(text: str) -> tuple[datetime, str, str]:
         ) from None
 
 
+async def _query(
+    pool: AsyncConnectionPool, timeout_s: float, statement: sql.Composed, params: dict[str, Any]
+) -> list[tuple[Any, ...]]:
+    async with (
+        async_connection(pool, timeout_s) as conn,
+        conn.cursor(row_factory=tuple_row) as cur,
+    ):
+        # Prepared, with the pool's generic plans (see make_async_pool); binary rows: times
+        # and floats arrive without being parsed from text.
+        await cur.execute(statement, params, prepare=True, binary=True)
+        return await cur.fetchall()
+
+
 async def fetch_page(
     pool: AsyncConnectionPool,
     timeout_s: float,
@@ -327,14 +340,7 @@ async def fetch_page(
     """One page of rows (time, sensor, metric, values...), and whether more follow."""
     after = decode_cursor(cursor) if cursor else None
     statement, params, columns = build_sql(query, cursor=after, limit=limit + 1)
-    async with (
-        async_connection(pool, timeout_s) as conn,
-        conn.cursor(row_factory=tuple_row) as cur,
-    ):
-        # Prepared, with the pool's generic plans (see make_async_pool); binary rows: times
-        # and floats arrive without being parsed from text.
-        await cur.execute(statement, params, prepare=True, binary=True)
-        rows = await cur.fetchall()
+    rows = await _query(pool, timeout_s, statement, params)
     more = len(rows) > limit
     return rows[:limit], columns, more
 
@@ -378,16 +384,10 @@ async def fetch_page_json(
         "LATERAL (SELECT {time} AS time, r.sensor_id, r.metric, r.{value} AS value) x"
     ).format(d=d, statement=statement, time=sql.SQL(_TIME_IN[tz]), value=sql.Identifier(value))
     params["page"] = limit
-    async with (
-        async_connection(pool, timeout_s) as conn,
-        conn.cursor(row_factory=tuple_row) as cur,
-    ):
-        # Prepared, with the pool's generic plans (see make_async_pool); the JSON as text, so
-        # that it passes through unparsed.
-        await cur.execute(wrapped, params, prepare=True, binary=True)
-        found = await cur.fetchone()
-    assert found is not None  # an aggregate always gives a row
-    rows, readings, last_time, last_sensor, last_metric = found
+    # One row: an aggregate always gives one. The JSON comes as text, passed through unparsed.
+    [(rows, readings, last_time, last_sensor, last_metric)] = await _query(
+        pool, timeout_s, wrapped, params
+    )
     more = rows > limit
     following = (last_time, last_sensor, last_metric) if more else None
     return readings.encode(), min(rows, limit), following
