@@ -11,20 +11,19 @@ one (the broker sends it again and that copy is acknowledged).
 from __future__ import annotations
 
 import queue
-import ssl
 import threading
 import time
 from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from pantau.logs import get_logger
-from pantau.mqtt import send_pubacks
+from pantau.mqtt import message_topic, mqtt_client, persistent_session, send_pubacks
 from pantau.settings import MqttSettings
 
 log = get_logger(__name__)
@@ -69,19 +68,7 @@ class AlertSession:
         self._out.on_connect = lambda client, *args: self._out_connected.set()
 
     def _new_client(self, client_id: str, *, manual_ack: bool) -> mqtt.Client:
-        settings = self.settings
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=mqtt.MQTTv5,
-            manual_ack=manual_ack,
-        )
-        if settings.username is not None:
-            password = settings.password.get_secret_value() if settings.password else None
-            client.username_pw_set(settings.username, password)
-        if settings.tls:
-            client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
-        client.reconnect_delay_set(min_delay=1, max_delay=settings.reconnect_max_delay_s)
+        client = mqtt_client(self.settings, client_id=client_id, manual_ack=manual_ack)
         client.max_inflight_messages_set(1_000)
         return client
 
@@ -91,9 +78,6 @@ class AlertSession:
 
     def start(self) -> None:
         """Connect (resuming the session), subscribe, start the network thread."""
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = self.settings.session_expiry_s
-        properties.ReceiveMaximum = self.receive_maximum
         try:
             self._out.connect(
                 self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s
@@ -103,7 +87,7 @@ class AlertSession:
                 self.settings.port,
                 keepalive=self.settings.keepalive_s,
                 clean_start=False,
-                properties=properties,
+                properties=persistent_session(self.settings, receive_maximum=self.receive_maximum),
             )
         except OSError as error:
             raise SourceError(f"cannot reach the broker at {self.settings.url}: {error}") from None
@@ -189,14 +173,11 @@ class AlertSession:
         self._connected.clear()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        try:
-            topic = message.topic
-        except UnicodeDecodeError:
-            topic = message._topic.decode("utf-8", errors="replace")
         with self._lock:
             generation = self._generation
         self.inbox.put(
             Message(
-                topic, bytes(message.payload), message.mid, message.qos, generation, time.time()
+                message_topic(message), bytes(message.payload), message.mid, message.qos,
+                generation, time.time(),
             )
-        )
+        )  # fmt: skip

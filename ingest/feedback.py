@@ -23,10 +23,10 @@ from pantau.feedback import (
     Notice,
     device_of,
     feedback_topic,
-    mqtt_client,
     payload_digest,
 )
 from pantau.logs import get_logger
+from pantau.mqtt import mqtt_client
 from pantau.settings import MqttSettings
 
 log = get_logger(__name__)

@@ -13,7 +13,6 @@ does not belong to.
 
 from __future__ import annotations
 
-import ssl
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -21,14 +20,14 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from pantau.logs import get_logger
-from pantau.mqtt import send_pubacks
+from pantau.mqtt import message_topic, mqtt_client, persistent_session, send_pubacks
 from pantau.settings import MqttSettings
 
 log = get_logger(__name__)
@@ -138,18 +137,7 @@ class MqttSource(SourceBase):
         self._subscribed = threading.Event()
         self._closing = False
         self._refused: str | None = None
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=settings.client_id,
-            protocol=mqtt.MQTTv5,
-            manual_ack=True,
-        )
-        if settings.username is not None:
-            password = settings.password.get_secret_value() if settings.password else None
-            client.username_pw_set(settings.username, password)
-        if settings.tls:
-            client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
-        client.reconnect_delay_set(min_delay=1, max_delay=settings.reconnect_max_delay_s)
+        client = mqtt_client(settings, client_id=settings.client_id, manual_ack=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -166,16 +154,15 @@ class MqttSource(SourceBase):
 
     def start(self) -> None:
         """Connect, subscribe and start the network thread; raise SourceError on failure."""
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = self._settings.session_expiry_s
-        properties.ReceiveMaximum = self._receive_maximum
         try:
             self._client.connect(
                 self._settings.host,
                 self._settings.port,
                 keepalive=self._settings.keepalive_s,
                 clean_start=False,
-                properties=properties,
+                properties=persistent_session(
+                    self._settings, receive_maximum=self._receive_maximum
+                ),
             )
         except OSError as error:
             raise SourceError(f"cannot reach the broker at {self._settings.url}: {error}") from None
@@ -282,18 +269,13 @@ class MqttSource(SourceBase):
             self._on_state(False)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        try:
-            topic = message.topic
-        except UnicodeDecodeError:
-            # MQTT requires UTF-8 topics; keep the message so that it is rejected, not lost.
-            topic = message._topic.decode("utf-8", errors="replace")
         with self._lock:
             generation = self._generation
             if message.qos > 0:
                 self._inflight += 1
         self._deliver(
             Inbound(
-                topic=topic,
+                topic=message_topic(message),
                 payload=bytes(message.payload),
                 mid=message.mid,
                 qos=message.qos,

@@ -81,8 +81,10 @@ def db_migrate() -> None:
         err.print(f"[red]migration failed:[/red] {error}")
         raise typer.Exit(1) from None
     applied = ", ".join(f"{v:04d}" for v in result.applied) or "none (already up to date)"
+    # One line however many versions, for logs and scripts.
     console.print(
-        f"mode: [bold]{result.mode}[/bold]  version: {result.version}  applied: {applied}"
+        f"mode: [bold]{result.mode}[/bold]  version: {result.version}  applied: {applied}",
+        soft_wrap=True,
     )
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import queue
-import ssl
 import threading
 import time
 import uuid
@@ -22,11 +21,11 @@ from typing import Annotated, Any
 
 import paho.mqtt.client as mqtt
 import typer
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from rich.console import Console
 
 from pantau import stack
+from pantau.mqtt import mqtt_client
 from pantau.settings import MqttSettings, SettingsError, get_settings
 
 FEEDBACK_QOS = 1
@@ -98,26 +97,6 @@ class Notice:
 
     def describe(self) -> str:
         return f"rejected ({self.reason}): {self.detail}"
-
-
-def mqtt_client(
-    settings: MqttSettings,
-    *,
-    client_id: str,
-    username: str | None = None,
-    password: str | None = None,
-) -> mqtt.Client:
-    """An MQTT v5 client for ``settings``: its login (or the one given) and TLS for mqtts://."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    if username is None and settings.username is not None:
-        username = settings.username
-        if settings.password is not None:
-            password = settings.password.get_secret_value()
-    if username is not None:
-        client.username_pw_set(username, password)
-    if settings.tls:
-        client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
-    return client
 
 
 class FeedbackListener:

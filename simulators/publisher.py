@@ -22,11 +22,12 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from pantau.mqtt import mqtt_client
 from pantau.settings import MqttSettings
 
 
@@ -124,22 +125,14 @@ class Publisher:
         self._lock = threading.Condition()
         self._connected = threading.Event()
         self._connect_error: str | None = None
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+        self._client = mqtt_client(
+            mqtt_settings, client_id=client_id, username=username, password=password
         )
         # The window is kept here (publish blocks), not by paho: with an in-flight limit set,
         # paho walks every outstanding message on each PUBACK, which made a fast producer spend
         # half its time on its own bookkeeping at a window of 1,000.
         self._client.max_inflight_messages_set(0)
         self._client.max_queued_messages_set(0)
-        if username is None and mqtt_settings.username is not None:
-            username = mqtt_settings.username
-            if mqtt_settings.password is not None:
-                password = mqtt_settings.password.get_secret_value()
-        if username is not None:
-            self._client.username_pw_set(username, password)
-        if mqtt_settings.tls:
-            self._client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish

@@ -134,6 +134,11 @@ class HistoryQuery:
     order: str
 
     @property
+    def raw(self) -> bool:
+        """Readings as stored, not buckets of the rollups."""
+        return self.resolution == "raw"
+
+    @property
     def series(self) -> list[tuple[SensorInfo, str, str]]:
         """(sensor, metric, unit) of every series the query covers."""
         found = []
@@ -221,7 +226,8 @@ def build_sql(
     """The query and its parameters; the value columns it returns after time, sensor, metric.
 
     Rows come by time, then sensor and metric; ``by_series`` orders them by sensor, metric,
-    then time instead: the order of the key index, so a whole export streams without a sort.
+    then time instead: for raw readings the order of the key index, so that a whole export
+    streams without a sort (see ``export_session``).
     """
     where, params = _series_filter(query)
     params |= {"start": query.start, "end": query.end}
@@ -233,7 +239,7 @@ def build_sql(
         keyset = sql.SQL(" AND (time, sensor_id, metric) {} (%(ct)s, %(cs)s, %(cm)s)").format(
             sql.SQL("<" if desc else ">")
         )
-    if query.resolution == "raw":
+    if query.raw:
         columns: tuple[str, ...] = ("value",)
         if cursor is not None:
             # Redundant with the row comparison, but usable by the index: no rescan of the
@@ -418,18 +424,44 @@ def _unit_sql(query: HistoryQuery) -> sql.Composable:
     return sql.SQL("CASE metric {} END").format(cases)
 
 
+def export_sql(query: HistoryQuery, value: str) -> tuple[sql.Composed, dict[str, Any]]:
+    """The rows of an export of ``query`` (time, sensor, metric, unit and the ``value``
+    column), series by series, and their parameters."""
+    statement, params, _ = build_sql(query, cursor=None, limit=None, by_series=True)
+    outer = sql.SQL(
+        "SELECT {time} AS time, sensor_id, metric, {unit} AS unit, {value} AS value FROM ({q}) r"
+    ).format(time=_time_sql(), unit=_unit_sql(query), value=sql.Identifier(value), q=statement)
+    return outer, params
+
+
+def export_session(query: HistoryQuery, tz: str) -> dict[str, str]:
+    """The settings an export of ``query`` runs with, for its transaction alone.
+
+    Raw readings are exported in the order of their key (sensor, metric, time): the planner
+    is told not to sort, so that rows stream from the index as it is read instead of after the
+    whole range, and not to start parallel workers: an export is bound by the database's CPU,
+    and the other cores serve the API and its clients.
+    """
+    session = {"statement_timeout": "0", "TimeZone": tz, "DateStyle": "ISO"}
+    if query.raw:
+        session |= {"enable_sort": "off", "max_parallel_workers_per_gather": "0"}
+    return session
+
+
 def stream_csv(
     pool: ConnectionPool,
     timeout_s: float,
     statement: sql.Composable,
     params: dict[str, Any],
-    tz: str,
+    session: dict[str, str],
 ) -> Iterator[bytes]:
-    """The rows of ``statement`` as CSV, streamed by COPY in chunks: never all in memory."""
+    """The rows of ``statement`` as CSV, streamed by COPY in chunks: never all in memory.
+    ``session``: settings for the export's transaction (see ``export_session``)."""
     with connection(pool, timeout_s) as conn, conn.transaction():
-        conn.execute("SET LOCAL statement_timeout = 0")
-        conn.execute(sql.SQL("SET LOCAL TimeZone = {}").format(sql.Literal(tz)))
-        conn.execute("SET LOCAL DateStyle = 'ISO'")
+        conn.execute(
+            "SELECT set_config(name, value, true) FROM unnest(%s::text[], %s::text[]) s(name, value)",
+            [list(session), list(session.values())],
+        )
         copy_sql = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER)").format(statement)
         with conn.cursor() as cur, cur.copy(copy_sql, params) as copy:
             buffer = bytearray()
@@ -449,7 +481,10 @@ def csv_response(
     names = "-".join(s.id for s in query.sensors[:3]) + ("-etc" if len(query.sensors) > 3 else "")
     stamp = query.start.astimezone(ZONES[tz]).strftime("%Y%m%dT%H%M")
     filename = f"pantau-{names}-{query.resolution}-{stamp}.csv"
-    chunks = stream_csv(request.app.state.pool, settings.api.pool_timeout_s, outer, params, tz)
+    chunks = stream_csv(
+        request.app.state.pool, settings.api.pool_timeout_s, outer, params,
+        export_session(query, tz),
+    )  # fmt: skip
     # The query starts before the answer does: a failure to start is still a problem detail,
     # not a cut-off body.
     first = next(chunks, b"")
@@ -567,13 +602,7 @@ async def readings(
 
         def export() -> StreamingResponse:
             query = validated()
-            statement, params, _ = build_sql(query, cursor=None, limit=None, by_series=True)
-            outer = sql.SQL(
-                "SELECT {time} AS time, sensor_id, metric, {unit} AS unit, {value} AS value "
-                "FROM ({q}) r"
-            ).format(
-                time=_time_sql(), unit=_unit_sql(query), value=sql.Identifier(value), q=statement
-            )
+            outer, params = export_sql(query, value)
             return csv_response(request, query, outer, params, tz)
 
         return await run_in_threadpool(export)

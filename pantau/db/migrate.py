@@ -76,6 +76,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "operator API keys", _file("0005_api_keys.sql")),
     Migration(6, "the API's login group", _file("0006_api_role.sql")),
     Migration(7, "rollup series read from the index alone", _rollup_series_reads),
+    Migration(8, "no JIT compilation", _file("0008_jit_off.sql")),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

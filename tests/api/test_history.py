@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -11,6 +12,10 @@ from zoneinfo import ZoneInfo
 import httpx
 import psycopg
 import pytest
+
+from api.deps import load_registry
+from api.routes.readings import export_session, export_sql, resolve
+from pantau.catalogue import Family
 
 WIB = ZoneInfo("Asia/Jakarta")
 
@@ -201,3 +206,43 @@ def test_history_pages_carry_an_etag(month: httpx.Client) -> None:
     assert first.json()["count"] in (24, 25)  # the first hour is aligned down
     again = month.get("/readings", params=params, headers={"If-None-Match": first.headers["etag"]})
     assert again.status_code == 304
+
+
+def _plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", ()):
+        yield from _plan_nodes(child)
+
+
+@pytest.mark.parametrize("order", ["asc", "desc"])
+def test_raw_export_streams_from_the_key_without_sorting_the_range(
+    month_db: str, order: str
+) -> None:
+    end = datetime.now(UTC) - timedelta(days=1)
+    with psycopg.connect(month_db) as conn:
+        query = resolve(
+            load_registry(conn), sensor=None, family=Family.TRAFFIC_COUNTER, metric=None,
+            start=(end - timedelta(days=2)).isoformat(), end=end.isoformat(),
+            resolution="raw", order=order,
+        )  # fmt: skip
+        statement, params = export_sql(query, "value")
+        session = export_session(query, "UTC")
+        with conn.transaction():
+            for name, value in session.items():
+                conn.execute("SELECT set_config(%s, %s, true)", [name, value])
+            text = psycopg.ClientCursor(conn).mogrify(statement, params)
+            [(explained,)] = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + text).fetchall()
+    nodes = list(_plan_nodes(explained[0]["Plan"]))
+    kinds = [node["Node Type"] for node in nodes]
+    scans = [node for node in nodes if "Relation Name" in node]
+    assert scans and all(node["Node Type"] == "Index Scan" for node in scans), kinds
+    assert "Gather" not in kinds and "Gather Merge" not in kinds, kinds
+    if order == "asc":
+        # The key's order: merged across partitions or chunks, never sorted.
+        assert "Sort" not in kinds and "Incremental Sort" not in kinds, kinds
+    else:
+        # Newest first within each series: each series sorted alone, as it comes.
+        assert "Sort" not in kinds, kinds
+        [resort] = [node for node in nodes if node["Node Type"] == "Incremental Sort"]
+        assert resort["Presorted Key"] == ["readings.sensor_id", "readings.metric"], resort
+    assert nodes[0]["Actual Rows"] > 1000

@@ -6,12 +6,9 @@ import threading
 import uuid
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from pantau.mqtt import send_pubacks
+from pantau.mqtt import message_topic, mqtt_client, persistent_session, send_pubacks
 from pantau.services import wait_until
 from pantau.settings import MqttSettings
 from tests.ingest.helpers import publish_all
@@ -24,21 +21,16 @@ class _Session:
         self.received: list[tuple[int, bytes]] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self.client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=mqtt.MQTTv5,
-            manual_ack=True,
-        )
+        self.client = mqtt_client(settings, client_id=client_id, manual_ack=True)
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *args: self._subscribed.set()
         self.client.on_connect = lambda client, *args: client.subscribe(
             settings.uplink_filter, options=SubscribeOptions(qos=1)
         )
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = 300
-        properties.ReceiveMaximum = 1000
-        self.client.connect(settings.host, settings.port, clean_start=False, properties=properties)
+        self.client.connect(
+            settings.host, settings.port, clean_start=False,
+            properties=persistent_session(settings, receive_maximum=1000),
+        )  # fmt: skip
         self.client.loop_start()
         assert self._subscribed.wait(20), "no subscription"
 
@@ -90,3 +82,9 @@ def test_batched_pubacks_settle_exactly_the_messages_acknowledged(
     send_pubacks(second.client, [mid for mid, _ in second.received])
     send_pubacks(second.client, [])  # nothing to acknowledge is not an error
     second.close()
+
+
+def test_a_topic_that_is_not_utf8_is_read_with_replacement_characters() -> None:
+    # MQTT requires UTF-8 topics; such a message must still reach the decoder to be rejected.
+    assert message_topic(mqtt.MQTTMessage(topic=b"pantau/up/fg-\xff")) == "pantau/up/fg-\ufffd"
+    assert message_topic(mqtt.MQTTMessage(topic=b"pantau/up/fg-1")) == "pantau/up/fg-1"

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from pantau.db.migrate import (
     LATEST_VERSION,
@@ -148,3 +151,41 @@ def test_readonly_role_can_read_but_not_write(conn: psycopg.Connection, city_db:
             reader.execute("DELETE FROM sensors")
         reader.rollback()
     assert conn.execute("SELECT count(*) FROM sensors").fetchone() == (7,)
+
+
+def _database_defaults(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT coalesce(s.setconfig, '{}') FROM pg_database d LEFT JOIN pg_db_role_setting s "
+            "ON s.setdatabase = d.oid AND s.setrole = 0 WHERE d.datname = current_database()"
+        ).fetchone()
+    assert row is not None
+    return list(row[0])
+
+
+def test_sessions_of_the_database_run_without_jit(empty_db: str, storage: StorageSettings) -> None:
+    assert _database_defaults(empty_db) == []
+    migrate(empty_db, storage)
+    # A default of the database: every new session has it, whoever connects.
+    assert _database_defaults(empty_db) == ["jit=off"]
+    with psycopg.connect(empty_db) as conn:
+        assert conn.execute("SHOW jit").fetchone() == ("off",)
+
+
+def test_jit_stays_on_with_a_warning_when_the_migrator_does_not_own_the_database(
+    empty_db: str,
+) -> None:
+    role = f"pantau_not_owner_{uuid.uuid4().hex[:8]}"
+    text = resources.files("pantau.db").joinpath("migrations", "0008_jit_off.sql").read_text()
+    warnings: list[str] = []
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+        try:
+            conn.add_notice_handler(lambda notice: warnings.append(notice.message_primary or ""))
+            conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+            conn.execute(text)  # no error: the migration goes on
+            conn.execute("RESET ROLE")
+        finally:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    assert len(warnings) == 1 and "only the owner of database" in warnings[0], warnings
+    assert _database_defaults(empty_db) == []

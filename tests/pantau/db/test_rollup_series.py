@@ -172,7 +172,7 @@ def test_migration_from_6_keeps_the_rollups(
     assert all(len(rows) > SENSORS for rows in before.values()), {
         view: len(rows) for view, rows in before.items()
     }
-    assert migrate(empty_db, storage).applied == (7,)
+    assert migrate(empty_db, storage).applied == tuple(m.version for m in MIGRATIONS[6:])
     assert _rows(empty_db) == before
     with psycopg.connect(empty_db) as conn:
         for view in ROLLUPS:

@@ -298,14 +298,21 @@ def test_refresh_waits_for_a_policy_job_on_the_same_aggregate(timescaledb_db: st
         job.start()
 
         def policy_waits() -> bool:
+            # Its window registered (committed: the registration is a transaction of its own)
+            # and the job waiting for the lock to materialise.
             row = conn_check.execute(
-                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [policy_pid]
+                "SELECT a.wait_event_type, EXISTS (SELECT 1 FROM "
+                "_timescaledb_catalog.continuous_aggs_jobs_refresh_ranges r WHERE r.pid = a.pid) "
+                "FROM pg_stat_activity a WHERE a.pid = %s",
+                [policy_pid],
             ).fetchone()
-            return row == ("Lock",)
+            return row == ("Lock", True)
 
         with psycopg.connect(timescaledb_db, autocommit=True) as conn_check:
             wait_until(policy_waits, timeout_s=30, what="the policy job blocked mid-refresh")
-            # A bare refresh now fails: the window is taken.
+            # A bare refresh now fails at once: the window is taken. (Bounded all the same: were
+            # it to wait instead, the test fails rather than hangs.)
+            conn_check.execute("SET statement_timeout = '20s'")
             with pytest.raises(psycopg.errors.LockNotAvailable):
                 conn_check.execute("CALL refresh_continuous_aggregate('readings_1m', NULL, NULL)")
         outcome: list[BaseException | None] = []
