@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 import orjson
+import psycopg
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
@@ -448,6 +449,15 @@ def export_session(query: HistoryQuery, tz: str) -> dict[str, str]:
     return session
 
 
+def set_local(conn: psycopg.Connection, session: dict[str, str]) -> None:
+    """Apply ``session`` (see ``export_session``) to the current transaction alone, in one
+    round trip."""
+    conn.execute(
+        "SELECT set_config(name, value, true) FROM unnest(%s::text[], %s::text[]) s(name, value)",
+        [list(session), list(session.values())],
+    )
+
+
 def stream_csv(
     pool: ConnectionPool,
     timeout_s: float,
@@ -458,10 +468,7 @@ def stream_csv(
     """The rows of ``statement`` as CSV, streamed by COPY in chunks: never all in memory.
     ``session``: settings for the export's transaction (see ``export_session``)."""
     with connection(pool, timeout_s) as conn, conn.transaction():
-        conn.execute(
-            "SELECT set_config(name, value, true) FROM unnest(%s::text[], %s::text[]) s(name, value)",
-            [list(session), list(session.values())],
-        )
+        set_local(conn, session)
         copy_sql = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER)").format(statement)
         with conn.cursor() as cur, cur.copy(copy_sql, params) as copy:
             buffer = bytearray()

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from api.deps import load_registry
-from api.routes.readings import export_session, export_sql, resolve
+from api.routes.readings import export_session, export_sql, resolve, set_local
 from pantau.catalogue import Family
 
 WIB = ZoneInfo("Asia/Jakarta")
@@ -226,10 +226,8 @@ def test_raw_export_streams_from_the_key_without_sorting_the_range(
             resolution="raw", order=order,
         )  # fmt: skip
         statement, params = export_sql(query, "value")
-        session = export_session(query, "UTC")
         with conn.transaction():
-            for name, value in session.items():
-                conn.execute("SELECT set_config(%s, %s, true)", [name, value])
+            set_local(conn, export_session(query, "UTC"))
             text = psycopg.ClientCursor(conn).mogrify(statement, params)
             [(explained,)] = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + text).fetchall()
     nodes = list(_plan_nodes(explained[0]["Plan"]))

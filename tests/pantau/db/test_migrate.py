@@ -6,7 +6,6 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from importlib import resources
 
 import psycopg
 import pytest
@@ -173,10 +172,11 @@ def test_sessions_of_the_database_run_without_jit(empty_db: str, storage: Storag
 
 
 def test_jit_stays_on_with_a_warning_when_the_migrator_does_not_own_the_database(
-    empty_db: str,
+    empty_db: str, storage: StorageSettings
 ) -> None:
     role = f"pantau_not_owner_{uuid.uuid4().hex[:8]}"
-    text = resources.files("pantau.db").joinpath("migrations", "0008_jit_off.sql").read_text()
+    [jit_off] = [m for m in MIGRATIONS if m.version == 8]
+    text = str(jit_off.statements(Mode.POSTGRES, storage))
     warnings: list[str] = []
     with psycopg.connect(empty_db, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
