@@ -22,6 +22,7 @@ from alerts.evaluator import Outcome, StateKey
 from alerts.model import Change, GaugeStatus, OpenAlert, Rule, SensorInfo, Transition
 from pantau.catalogue import Family
 from pantau.city import Thresholds
+from pantau.db.events import lock_event_order
 from pantau.logs import get_logger
 from pantau.payload import from_micros, to_micros
 
@@ -225,6 +226,8 @@ class AlertStore:
         stored: list[Transition] = []
         try:
             with conn.transaction():
+                if outcome.transitions:
+                    lock_event_order(conn)  # readers see its changes in id order
                 for transition in outcome.transitions:
                     if self._write(conn, transition):
                         stored.append(transition)

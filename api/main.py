@@ -16,9 +16,10 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from api import errors, schemas
-from api.deps import TtlCache, make_async_pool, make_pool
+from api.deps import TtlCache, make_async_pool, make_exports, make_pool
 from api.middleware import CachedAnswers, HeadAsGet, Metrics, PoolCollector, RateLimit
 from api.routes import (
     alerts,
@@ -78,15 +79,19 @@ def create_app(settings: Settings) -> FastAPI:
         pool.open(wait=False)
         async_pool = make_async_pool(settings)
         await async_pool.open(wait=False)
+        exports = make_exports(settings)
+        exports.pool.open(wait=False)
         app.state.pool = pool
         app.state.async_pool = async_pool
-        pool_collector.pools = (pool, async_pool)
+        app.state.exports = exports
+        pool_collector.pools = (pool, async_pool, exports.pool)
         try:
             yield
         finally:
             pool_collector.pools = ()
             await async_pool.close()
             pool.close()
+            exports.pool.close()
 
     app = FastAPI(
         title="Pantau open data",
@@ -114,6 +119,7 @@ def create_app(settings: Settings) -> FastAPI:
         RateLimit,
         rate=settings.api.rate_limit_per_s,
         burst=settings.api.rate_limit_burst,
+        max_clients=settings.api.rate_limit_clients_max,
     )
     # Level 4: most of the size of level 9 at several times its speed (CSV exports).
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=4)
@@ -126,6 +132,9 @@ def create_app(settings: Settings) -> FastAPI:
         max_age=3600,
     )
     app.add_middleware(Metrics, registry=metrics_registry)
+    # Outermost: everything inside (the rate limit, the access log, URLs of links) sees the
+    # client a trusted proxy forwarded, not the proxy. The server's own is off (see api.cli).
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.api.trusted_proxies)
 
     build = app.openapi
 

@@ -8,6 +8,7 @@ environment. An invalid value stops the process with a message that names the op
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import timedelta
 from functools import lru_cache
@@ -181,8 +182,9 @@ class IngestSettings(BaseModel):
     feedback_per_minute: int = Field(
         default=6,
         ge=0,
-        description="Rejection notices published to a device's `ROOT/down/DEVICE_ID/rejected` "
-        "per minute at most (0: none); the rest are only stored and counted.",
+        description="Rejection notices published to a device's `ROOT/down/DEVICE_ID/rejected`: "
+        "this many at once at most, then this many a minute (0: none); the rest are only "
+        "stored and counted.",
     )
 
 
@@ -450,6 +452,18 @@ class ApiSettings(BaseModel):
     rate_limit_burst: PositiveInt = Field(
         default=200, description="Requests a client may make at once before the rate applies."
     )
+    rate_limit_clients_max: PositiveInt = Field(
+        default=50_000,
+        description="Client addresses the rate limit tracks at once in each API process (about "
+        "400 bytes each); beyond them the one seen least recently is forgotten.",
+    )
+    trusted_proxies: list[str] = Field(
+        default=["127.0.0.1", "::1"],
+        description="Addresses or networks (CIDR) of the reverse proxies in front of the API. "
+        "Only a request whose peer is one of them has its `X-Forwarded-For` and "
+        "`X-Forwarded-Proto` believed: the client is the right-most forwarded address that is "
+        "not a trusted proxy, and the rate limit counts it. `[]`: believe no proxy.",
+    )
     page_rows_max: PositiveInt = Field(
         default=10_000, description="Largest `limit` of one page of readings."
     )
@@ -457,6 +471,17 @@ class ApiSettings(BaseModel):
         default=["*"], description="Origins allowed to read the API from a browser (CORS)."
     )
     access_log: bool = Field(default=True, description="Log one line per request.")
+    export_connections: PositiveInt = Field(
+        default=2,
+        description="CSV exports served at once by each API process, each on a database "
+        "connection of their own pool (never one of the other routes'); one more is answered "
+        "503 with `Retry-After`.",
+    )
+    export_send_timeout_s: PositiveFloat = Field(
+        default=30.0,
+        description="A CSV export whose client does not take the next part within this long is "
+        "cut off, and its database connection freed.",
+    )
     workers: PositiveInt = Field(
         default=1,
         description="API processes; more use more cores, each with its own database pools "
@@ -487,6 +512,11 @@ class ApiSettings(BaseModel):
         description="A live-stream client that takes longer than this to accept one event is "
         "disconnected.",
     )
+    stream_clients_max: PositiveInt = Field(
+        default=500,
+        description="Live-stream clients at once in each API process; one more is answered 503 "
+        "with `Retry-After`.",
+    )
     cap_sender: str = Field(
         default="pantau",
         pattern=r"^[^\s,<&]+$",
@@ -505,6 +535,18 @@ class ApiSettings(BaseModel):
         description="SensorThings API: most entities in one answer, expanded ones included; a "
         "larger `$top` is cut to it and the answer carries an `@iot.nextLink`.",
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item)
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is neither an IP address nor a network such as 172.30.80.0/24"
+                ) from None
+        return value
 
 
 _ACCOUNT = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # no `/`, `+`, `#`: names go into ACL topics

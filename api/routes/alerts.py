@@ -18,6 +18,7 @@ from api.schemas import ATOM, CAP_XML, alternatives, text_schema
 from api.security import AUTH_RESPONSES, OperatorDep
 from pantau import cap
 from pantau.city import SENSOR_ID_PATTERN, Thresholds
+from pantau.db.events import lock_event_order
 from pantau.settings import Settings
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
@@ -239,7 +240,9 @@ def alert_events(
     ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000, description="Changes per page.")] = 100,
 ) -> AlertEventPage:
-    """Every change (opened, escalated, de-escalated, resolved, acknowledged) in id order."""
+    """Every change (opened, escalated, de-escalated, resolved, acknowledged) in id order.
+    Changes become visible in id order, so asking again with `after_id` set to the last id
+    seen never skips one (ids of rolled-back changes are never used)."""
     rows = dict_rows(
         conn,
         f"SELECT {_EVENT_COLUMNS} FROM alert_events WHERE id > %s ORDER BY id LIMIT %s",
@@ -468,5 +471,6 @@ FROM acked
 def acknowledge(conn: ConnDep, alert_id: AlertId, operator: OperatorDep) -> AlertDetail:
     """Mark the alert as seen by the operator; repeating it changes nothing (idempotent)."""
     with conn.transaction():
+        lock_event_order(conn)  # its change is read in id order (pantau.db.events)
         conn.execute(_ACK, {"id": alert_id, "by": operator.name})
         return _detail(conn, alert_id)

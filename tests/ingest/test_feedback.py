@@ -12,7 +12,6 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ingest.feedback import RateLimiter
 from pantau.broker import editing_password_file, hash_password
 from pantau.feedback import (
     FeedbackError,
@@ -45,17 +44,6 @@ def rejected_count(url: str) -> int:
         row = conn.execute("SELECT count(*) FROM rejected_payloads").fetchone()
     assert row is not None
     return int(row[0])
-
-
-def test_rate_limiter_counts_per_device_and_minute() -> None:
-    now = [0.0]
-    limiter = RateLimiter(per_minute=2, clock=lambda: now[0])
-    assert [limiter.allow("a") for _ in range(3)] == [True, True, False]
-    assert limiter.allow("b")
-    now[0] = 59.9
-    assert not limiter.allow("a")
-    now[0] = 60.0
-    assert limiter.allow("a")
 
 
 @pytest.mark.parametrize(
