@@ -12,6 +12,7 @@ Where the ``docker compose`` plugin is installed, Compose itself checks the file
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import json
 import os
 import re
@@ -367,6 +368,16 @@ def test_ports_plain_mqtt_on_loopback_tls_open() -> None:
     assert any(p.endswith("8000") for p in _host_ports(services["api"]))
     assert any(p.endswith("3000") for p in _host_ports(services["grafana"]))
     assert _environment(services["api"])["PANTAU_API__HOST"] == "0.0.0.0"
+
+
+def test_the_api_believes_forwarded_clients_from_the_proxy_on_this_host_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (network,) = _compose()["networks"]["default"]["ipam"]["config"]
+    gateway = ipaddress.ip_address(network["gateway"])
+    assert gateway in ipaddress.ip_network(network["subnet"])
+    settings = _settings_of(_services()["api"], monkeypatch)
+    assert settings.api.trusted_proxies == [str(gateway)]
 
 
 def test_ingest_processes_have_own_client_ids_and_one_group() -> None:
