@@ -1,7 +1,7 @@
 """Slow clients over real sockets: twenty CSV downloads read at one byte a second hold only the
 exports' own connections (the rest are refused with 503 at once) while health, alerts and an
 operator's acknowledgement keep answering; a stalled download is cut off and frees its
-database connection; the live stream takes a bounded number of clients."""
+database connection. (The live stream's cap on clients: test_stream.py.)"""
 
 from __future__ import annotations
 
