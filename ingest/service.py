@@ -26,7 +26,6 @@ from ingest.receiver import ProcessSource
 from ingest.source import Inbound, MqttSource, SourceBase, SourceError
 from ingest.spool import Spool
 from ingest.writer import Database, Writer
-from pantau.catalogue import Family
 from pantau.db import registry as db_registry
 from pantau.db.migrate import MigrationError, maintain
 from pantau.logs import get_logger
@@ -288,11 +287,11 @@ class IngestService:
 
     # -- database housekeeping -----------------------------------------------------------------
 
-    def _load_registry(self) -> dict[str, Family]:
+    def _load_registry(self) -> db_registry.Snapshot:
         with psycopg.connect(
             self._url, connect_timeout=max(1, round(self.settings.ingest.db_connect_timeout_s))
         ) as conn:
-            return dict(db_registry.sensor_families(conn))
+            return db_registry.snapshot(conn)
 
     def _start_registry(self) -> bool:
         delay = max(0.05, self.settings.ingest.retry_initial_ms / 1000)
