@@ -221,10 +221,10 @@ class Decoder:
             self._sequences.observe(sensor_id, seq)
         rejected = [
             RejectedPayload(
-                topic=_storable(message.topic),
+                topic=storable(message.topic),
                 payload=message.payload,
                 received_at=received_at,
-                rejection=type(rejection)(rejection.reason, _storable(rejection.detail)),
+                rejection=type(rejection)(rejection.reason, storable(rejection.detail)),
             )
             for rejection in decoded.rejections
         ]
@@ -246,9 +246,9 @@ class Decoder:
         )
 
 
-def _storable(text: str) -> str:
-    # PostgreSQL text holds neither NUL nor lone surrogates (which JSON can spell): a hostile
-    # payload must not make its own rejection record unstorable.
+def storable(text: str) -> str:
+    """``text`` as PostgreSQL text can hold it: no NUL, no lone surrogates (JSON can spell
+    both), so a hostile payload cannot make its own rejection record unstorable."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

@@ -117,6 +117,7 @@ class IngestService:
             retry_max_s=max(ingest.retry_max_ms, ingest.retry_initial_ms) / 1000,
             connections=ingest.writer_connections,
             is_stale=self._stale,
+            topic_root=settings.mqtt.topic_root,
         )
         self._server: MetricsServer | None = None
         if ingest.metrics_port:
