@@ -378,17 +378,20 @@ def _observation(
     where: str = "",
 ) -> None:
     prefix = f"{where}: " if where else ""
-    device = obj.get("sensor", speaker.device)
-    try:
-        if not isinstance(device, str) or not device:
-            raise _ProblemError(Reason.BAD_SHAPE, "`sensor` must be a sensor id")
-        speaker.check(device)
-    except _ProblemError as problem:
-        out.rejections.append(Rejection(problem.reason, prefix + problem.detail))
-        return
+    device = obj.get("sensor")
+    if device is None:  # nearly every device: it reports for itself
+        device = speaker.device
+    else:
+        try:
+            if not isinstance(device, str) or not device:
+                raise _ProblemError(Reason.BAD_SHAPE, "`sensor` must be a sensor id")
+            speaker.check(device)
+        except _ProblemError as problem:
+            out.rejections.append(Rejection(problem.reason, prefix + problem.detail))
+            return
     family = lookup(device)
     if family is None:
-        out.rejections.append(Rejection(Reason.UNKNOWN_SENSOR, f"{prefix}{device}"))
+        out.rejections.append(Rejection(Reason.UNKNOWN_SENSOR, f"{prefix}{device[:80]}"))
         return
     values = obj.get("values")
     if not isinstance(values, dict) or not values:
