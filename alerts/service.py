@@ -26,6 +26,7 @@ from pantau.payload import NameCache, Reason, decode, device_from_topic, to_micr
 
 log = get_logger(__name__)
 US = 1_000_000
+_RELOAD_ON = frozenset({Reason.UNKNOWN_SENSOR, Reason.FOREIGN_SENSOR})
 
 
 class AlertService:
@@ -42,6 +43,7 @@ class AlertService:
         self._limits = decode_limits(settings)
         self._names: NameCache = {}
         self._families: dict[str, Family] = {}
+        self._gateways: dict[str, frozenset[str]] = {}
         self._published = 0
         self._registry_loaded = 0.0
 
@@ -177,16 +179,18 @@ class AlertService:
                 received_at=_utc(message.received_at),
                 limits=self._limits,
                 names=self._names,
+                gateways=self._gateways,
             )
             for message in batch
         ]
-        unknown = any(r.reason is Reason.UNKNOWN_SENSOR for d in decoded for r in d.rejections)
+        # A reading of a sensor or gateway link registered since the last load: reload first.
+        unknown = any(r.reason in _RELOAD_ON for d in decoded for r in d.rejections)
         if (
             unknown
             and reload
             and time.monotonic() - self._registry_loaded >= self.settings.ingest.registry_refresh_s
         ):
-            # A newly registered sensor: reload, and decode this batch again against it.
+            # Newly registered: reload, and decode this batch again against it.
             evaluator.sensors = self.store.load_sensors()
             self._use_sensors(evaluator)
             self._evaluate(evaluator, batch, reload=False)
@@ -210,6 +214,7 @@ class AlertService:
         self._families = {
             sensor_id: sensor.family for sensor_id, sensor in evaluator.sensors.items()
         }
+        self._gateways = self.store.load_gateways()
         self._names.clear()
         self._registry_loaded = time.monotonic()
 

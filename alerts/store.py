@@ -22,6 +22,7 @@ from alerts.evaluator import Outcome, StateKey
 from alerts.model import Change, GaugeStatus, OpenAlert, Rule, SensorInfo, Transition
 from pantau.catalogue import Family
 from pantau.city import Thresholds
+from pantau.db import registry
 from pantau.db.events import lock_event_order
 from pantau.logs import get_logger
 from pantau.payload import from_micros, to_micros
@@ -132,6 +133,10 @@ class AlertStore:
                 "travel_time_min FROM sensors"
             )
         }
+
+    def load_gateways(self) -> dict[str, frozenset[str]]:
+        """Each gateway's sensors: whom a device may report for besides itself."""
+        return registry.gateway_sensors(self.conn)
 
     def snapshot(self, *, window_s: float) -> Snapshot:
         """The service's state as last committed (and the readings its rise fits need)."""

@@ -1,4 +1,4 @@
-"""City files: the YAML description of one deployment (its kecamatan and its sensors)."""
+"""City files: the YAML description of one deployment (its kecamatan, sensors and gateways)."""
 
 from __future__ import annotations
 
@@ -102,6 +102,24 @@ class Sensor(BaseModel):
         return self
 
 
+class Gateway(BaseModel):
+    """A device that reports for other sensors (a LoRaWAN network server, a river post's data
+    logger): it may report only for the sensors listed here."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=SENSOR_ID_PATTERN)
+    name: str
+    kecamatan: str | None = None
+    sensors: tuple[str, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Self:
+        if len(set(self.sensors)) != len(self.sensors):
+            raise ValueError(f"gateway {self.id} lists a sensor twice")
+        return self
+
+
 class City(BaseModel):
     """A whole deployment."""
 
@@ -111,6 +129,7 @@ class City(BaseModel):
     timezone: str = "Asia/Jakarta"
     kecamatan: tuple[Kecamatan, ...]
     sensors: tuple[Sensor, ...]
+    gateways: tuple[Gateway, ...] = ()
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -127,7 +146,24 @@ class City(BaseModel):
         dangling = sorted({d for s in self.sensors for d in s.downstream} - set(ids))
         if dangling:
             raise ValueError(f"downstream of unknown sensors: {', '.join(dangling)}")
+        self._consistent_gateways(set(ids), set(names))
         return self
+
+    def _consistent_gateways(self, sensors: set[str], kecamatan: set[str]) -> None:
+        ids = [g.id for g in self.gateways]
+        duplicated = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicated:
+            raise ValueError(f"duplicate gateway ids: {', '.join(duplicated)}")
+        # A device that is a sensor reports only for itself: it can never be a gateway too.
+        both = sorted(set(ids) & sensors)
+        if both:
+            raise ValueError(f"gateway ids that are sensor ids: {', '.join(both)}")
+        unknown = sorted({s for g in self.gateways for s in g.sensors} - sensors)
+        if unknown:
+            raise ValueError(f"gateways list unknown sensors: {', '.join(unknown)}")
+        places = sorted({g.kecamatan for g in self.gateways if g.kecamatan} - kecamatan)
+        if places:
+            raise ValueError(f"gateways placed in unknown kecamatan: {', '.join(places)}")
 
     def sensor(self, sensor_id: str) -> Sensor:
         for sensor in self.sensors:
@@ -137,6 +173,17 @@ class City(BaseModel):
 
     def of_family(self, family: Family) -> list[Sensor]:
         return [s for s in self.sensors if s.family is family]
+
+    def gateway_sensors(self) -> dict[str, frozenset[str]]:
+        """Each gateway's sensors, as decoding takes them."""
+        return {g.id: frozenset(g.sensors) for g in self.gateways}
+
+    def gateway_of(self, sensor_id: str) -> str | None:
+        """The first gateway that reports for a sensor, or None when it reports only itself."""
+        for gateway in self.gateways:
+            if sensor_id in gateway.sensors:
+                return gateway.id
+        return None
 
 
 class CityFileError(ValueError):

@@ -655,6 +655,18 @@ class Settings(BaseSettings):
         "writes only what operators change through it (acknowledgements, the registry, "
         "replays); unset leaves it unable to log in.",
     )
+    ingest_password: SecretStr | None = Field(
+        default=None,
+        description="Password of the login `pantau_ingest` a deployment's ingest uses: it "
+        "inserts readings, latest values and rejections (plain PostgreSQL: keeps the rollups "
+        "and partitions) and changes nothing else; unset leaves it unable to log in.",
+    )
+    alerts_password: SecretStr | None = Field(
+        default=None,
+        description="Password of the login `pantau_alerts` a deployment's alert service uses: "
+        "it reads, and writes only its alerts, their events and its own state; unset leaves "
+        "it unable to log in.",
+    )
     city_file: Path = Field(
         default=DEFAULT_CITY_FILE, description="City file (YAML) describing the deployment."
     )

@@ -378,6 +378,7 @@ def replay_rejected(
         )
         conn.row_factory = tuple_row
         families = registry.sensor_families(conn)
+        gateways = registry.gateway_sensors(conn)
         conn.row_factory = dict_row  # type: ignore[assignment]
         decoded = decode(
             payload,
@@ -386,6 +387,7 @@ def replay_rejected(
             sensors=families,
             received_at=received_at,
             limits=decode_limits(settings),
+            gateways=gateways,
         )
         problems = [RejectionReason(reason=r.reason, detail=r.detail) for r in decoded.rejections]
         if not decoded.readings:

@@ -49,6 +49,7 @@ SERVICES = {
     "broker-init",
     "mosquitto",
     "migrate",
+    "maintain",
     "ingest-1",
     "ingest-2",
     "alerts",
@@ -60,6 +61,7 @@ SERVICES = {
 PANTAU_IMAGE_SERVICES = {
     "broker-init",
     "migrate",
+    "maintain",
     "ingest-1",
     "ingest-2",
     "alerts",
@@ -342,14 +344,16 @@ def test_health_checks_and_start_order() -> None:
             assert service.get("restart") == "no", name
             continue
         check = service.get("healthcheck") or {}
-        assert check.get("test") or (name == "simulator" and check.get("disable")), name
+        # Neither the simulator nor the maintenance loop serves an endpoint to probe.
+        probed = check.get("test") or (name in {"simulator", "maintain"} and check.get("disable"))
+        assert probed, name
         for target, condition in _depends_on(service).items():
             assert target in services, f"{name} depends on unknown service {target}"
             assert condition in DEPENDENCY_CONDITIONS, f"{name} -> {target}: {condition}"
     assert _depends_on(services["migrate"]) == {"timescaledb": "service_healthy"}
     assert "pg_isready" in json.dumps(services["timescaledb"]["healthcheck"]["test"])
     assert _depends_on(services["mosquitto"]) == {"broker-init": "service_completed_successfully"}
-    for name in (*INGEST_SERVICES, "alerts", "api", "simulator", "devices"):
+    for name in (*INGEST_SERVICES, "alerts", "api", "simulator", "devices", "maintain"):
         assert _depends_on(services[name])["migrate"] == "service_completed_successfully", name
     for name in (*INGEST_SERVICES, "alerts", "simulator", "devices"):
         assert _depends_on(services[name])["mosquitto"] == "service_healthy", name
@@ -407,13 +411,21 @@ def test_health_checks_probe_the_services_own_ports(
 
 def test_database_logins_are_the_same_everywhere() -> None:
     services = _services()
-    password = _environment(services["migrate"])["PANTAU_READONLY_PASSWORD"]
+    migrate = _environment(services["migrate"])
+    password = migrate["PANTAU_READONLY_PASSWORD"]
     assert password
     assert _environment(services["grafana"])["PANTAU_READONLY_PASSWORD"] == password
-    api_password = _environment(services["migrate"])["PANTAU_API_PASSWORD"]
-    assert api_password and api_password != password
-    api_url = _environment(services["api"])["PANTAU_DATABASE_URL"]
-    assert api_url.startswith(f"postgresql://pantau_api:{api_password}@"), api_url
+    logins = {"api": "PANTAU_API_PASSWORD", "alerts": "PANTAU_ALERTS_PASSWORD"}
+    logins |= dict.fromkeys(INGEST_SERVICES, "PANTAU_INGEST_PASSWORD")
+    for name, setting in logins.items():
+        login = "pantau_" + name.split("-")[0]
+        secret = migrate[setting]
+        assert secret and secret != password, setting
+        url = _environment(services[name])["PANTAU_DATABASE_URL"]
+        assert url.startswith(f"postgresql://{login}:{secret}@"), (name, url)
+    # Only what changes the schema or the registry logs in as the owner.
+    owner = {n for n, s in services.items() if "postgresql://postgres:" in json.dumps(s)}
+    assert owner == {"migrate", "maintain", "devices", "simulator"}, owner
 
 
 def test_commands() -> None:

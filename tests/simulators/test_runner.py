@@ -26,7 +26,12 @@ def _decode_all(
     readings, rejected = [], 0
     for topic, payload in messages:
         out = decode(
-            payload, topic=topic, topic_root=root, sensors=families, received_at=datetime.now(UTC)
+            payload,
+            topic=topic,
+            topic_root=root,
+            sensors=families,
+            received_at=datetime.now(UTC),
+            gateways=city.gateway_sensors(),
         )
         readings += out.readings
         rejected += bool(out.rejections)
