@@ -89,7 +89,12 @@ class AlertService:
         except SourceError as error:
             log.error("cannot start the MQTT session", error=str(error))
             return 1
-        publisher = Publisher(session=session, topic_root=self.settings.mqtt.topic_root)
+        publisher = Publisher(
+            session=session,
+            topic_root=self.settings.mqtt.topic_root,
+            record=self.store.record_warnings,
+            sent=self.store.last_warnings(),
+        )
         self.metrics.active.set(1)
         log.info(
             "evaluating",
@@ -130,7 +135,11 @@ class AlertService:
                 if stored:
                     events = [transition_json(t) for t in stored]
                     publisher.events(events)
-                    publisher.sensors(evaluator, {t.sensor_id for t in stored})
+                    causes: dict[str, list[int]] = {t.sensor_id: [] for t in stored}
+                    for t in stored:
+                        if t.alert_id is not None:
+                            causes[t.sensor_id].append(t.alert_id)
+                    publisher.sensors(evaluator, set(causes), causes)
                     for t in stored:
                         self.metrics.transitions.labels(
                             rule=t.rule.value, change=t.change.value
