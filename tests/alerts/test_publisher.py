@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from alerts.publisher import Publisher
+from alerts.service import settle
 from alerts.source import AlertSession
 from alerts.store import AlertStore
 from pantau.services import wait_until
@@ -70,11 +71,8 @@ def test_changed_commands_are_recorded_before_they_are_sent(
 
     # Waspada at the top of the river: its posts turn yellow, and the advisory downstream too.
     evaluator.observe(_flood([(0, 1.0), (1, 1.6)]), received_us=WALL_US, wall_us=WALL_US)
-    stored = store.commit(evaluator.take(), published_event_id=0)
-    causes: dict[str, list[int]] = {}
-    for t in stored:
-        assert t.alert_id is not None
-        causes.setdefault(t.sensor_id, []).append(t.alert_id)
+    causes = settle(evaluator, store.commit(evaluator.take(), published_event_id=0))
+    assert causes and all(causes.values())
     publisher.sensors(evaluator, set(causes), causes)
     new = _recorded(city_db)[3:]
     assert [(g, light) for g, light, _ in new] == [(g, "yellow") for g in sorted(causes)]
