@@ -57,4 +57,4 @@ def test_pages_bench_reports_the_browsers_paint_timing(admin_url: str) -> None:
     for row in result["rows"]:
         (paint,) = row["first_paint_ms"]
         (drawn,) = row["drawn_ms"]
-        assert 0 < paint and 0 < drawn
+        assert paint > 0 and drawn > 0
