@@ -17,6 +17,7 @@ from queue import Empty
 from alerts.config import Settings, decode_limits
 from alerts.evaluator import Evaluator
 from alerts.metrics import AlertMetrics
+from alerts.model import Transition
 from alerts.publisher import Publisher
 from alerts.source import AlertSession, Message, SourceError
 from alerts.store import AlertStore, LockLostError, transition_json
@@ -91,7 +92,12 @@ class AlertService:
         except SourceError as error:
             log.error("cannot start the MQTT session", error=str(error))
             return 1
-        publisher = Publisher(session=session, topic_root=self.settings.mqtt.topic_root)
+        publisher = Publisher(
+            session=session,
+            topic_root=self.settings.mqtt.topic_root,
+            record=self.store.record_warnings,
+            sent=self.store.last_warnings(),
+        )
         self.metrics.active.set(1)
         log.info(
             "evaluating",
@@ -125,14 +131,11 @@ class AlertService:
                 self.metrics.commit_seconds.observe(time.perf_counter() - started)
                 committed_clock = outcome.clock_us
                 session.ack(batch)
-                for t in stored:
-                    alert = evaluator.open.get((t.sensor_id, t.rule))
-                    if alert is not None:
-                        alert.alert_id = t.alert_id
+                causes = settle(evaluator, stored)
                 if stored:
                     events = [transition_json(t) for t in stored]
                     publisher.events(events)
-                    publisher.sensors(evaluator, {t.sensor_id for t in stored})
+                    publisher.sensors(evaluator, set(causes), causes)
                     for t in stored:
                         self.metrics.transitions.labels(
                             rule=t.rule.value, change=t.change.value
@@ -217,6 +220,19 @@ class AlertService:
         self._gateways = self.store.load_gateways()
         self._names.clear()
         self._registry_loaded = time.monotonic()
+
+
+def settle(evaluator: Evaluator, stored: list[Transition]) -> dict[str, list[int]]:
+    """After a commit: the open alerts learn their ids; returns, by sensor, the alerts whose
+    changes were stored (what the sensor's new status and warning command are caused by)."""
+    causes: dict[str, list[int]] = {t.sensor_id: [] for t in stored}
+    for t in stored:
+        alert = evaluator.open.get((t.sensor_id, t.rule))
+        if alert is not None:
+            alert.alert_id = t.alert_id
+        if t.alert_id is not None:
+            causes[t.sensor_id].append(t.alert_id)
+    return causes
 
 
 def _utc(epoch_s: float) -> datetime:

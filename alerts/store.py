@@ -222,6 +222,32 @@ class AlertStore:
         ).fetchall()
         return [event_json(row) for row in rows]
 
+    # ----------------------------------------------------------------- warning-post commands
+
+    def last_warnings(self) -> dict[str, dict[str, Any]]:
+        """The last warning-post command recorded for each gauge."""
+        rows = self.conn.execute(
+            "SELECT DISTINCT ON (gauge_id) gauge_id, command FROM warning_commands "
+            "ORDER BY gauge_id, id DESC"
+        ).fetchall()
+        return {gauge: command for gauge, command in rows}
+
+    def record_warnings(self, commands: list[tuple[str, dict[str, Any], list[int]]]) -> None:
+        """Record warning-post commands (gauge, command, alerts whose changes led to it)
+        before they are published, in one statement."""
+        rows = [{"gauge_id": g, "command": c, "alert_ids": sorted(set(a))} for g, c, a in commands]
+        try:
+            self.conn.execute(
+                """
+                INSERT INTO warning_commands (gauge_id, command, alert_ids)
+                SELECT gauge_id, command, alert_ids FROM jsonb_to_recordset(%s::jsonb)
+                    AS x(gauge_id text, command jsonb, alert_ids bigint[])
+                """,
+                [orjson.dumps(rows).decode()],
+            )
+        except psycopg.OperationalError as error:
+            raise LockLostError(f"database connection failed: {error}") from None
+
     # ------------------------------------------------------------------------------- commit
 
     def commit(self, outcome: Outcome, *, published_event_id: int) -> list[Transition]:

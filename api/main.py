@@ -22,6 +22,7 @@ from api import errors, schemas
 from api.deps import TtlCache, make_async_pool, make_exports, make_pool
 from api.middleware import CachedAnswers, HeadAsGet, Metrics, PoolCollector, RateLimit
 from api.routes import (
+    alert_work,
     alerts,
     catalogue,
     city,
@@ -30,6 +31,7 @@ from api.routes import (
     operator,
     pages,
     readings,
+    rivers,
     sensors,
     sta,
     stream,
@@ -107,9 +109,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics_registry = metrics_registry
     errors.install(app)
     _install_docs(app)
-    for module in (health, catalogue, sensors, latest, readings, city):
+    for module in (health, catalogue, sensors, latest, readings, city, rivers):
         app.include_router(module.router)
-    for module in (alerts, stream, operator, sta, pages):
+    for module in (alerts, alert_work, stream, operator, sta, pages):
         app.include_router(module.router)
 
     # Added innermost first: the metrics see every answer, limits included.

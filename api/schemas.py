@@ -96,6 +96,12 @@ class Health(_Model):
 # Catalogue
 
 
+class MetricState(_Model):
+    value: int
+    label: str = Field(examples=["menyala"])
+    label_en: str = Field(examples=["on"])
+
+
 class MetricInfo(_Model):
     name: str = Field(examples=["water_level"])
     unit: str = Field(description="SenML unit symbol where one exists.", examples=["m"])
@@ -105,6 +111,17 @@ class MetricInfo(_Model):
     integer: bool = Field(description="Whole numbers only.")
     sdm_entity: str = Field(description="FIWARE Smart Data Models entity.")
     sdm_attribute: str = Field(description="Attribute of that entity.")
+    label: str = Field(description="Its name in Indonesian.", examples=["Tinggi muka air"])
+    label_en: str = Field(description="Its name in English.", examples=["Water level"])
+    symbol: str = Field(
+        description="Unit as Indonesian pages write it, after multiplying by `scale` (empty for "
+        "counts and states).",
+        examples=["m"],
+    )
+    symbol_en: str = Field(description="Unit as English pages write it.", examples=["m"])
+    scale: float = Field(description="Factor from the stored value to the shown one.")
+    decimals: int = Field(description="Decimals shown.")
+    states: list[MetricState] = Field(description="Names of the values of a state (lamps).")
 
 
 class FamilyInfo(_Model):

@@ -9,5 +9,6 @@ pytest_plugins = [
     "tests.fixtures.api",
     "tests.fixtures.alerts",
     "tests.fixtures.operators",
+    "tests.fixtures.flood",
     "tests.fixtures.browser",
 ]

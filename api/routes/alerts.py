@@ -1,4 +1,5 @@
-"""Alerts from the alert service: active and recent, acknowledgement, the CAP feed."""
+"""Alerts from the alert service: active and recent, one alert with its changes, polling, the
+CAP feed (acknowledging, assigning and the history: api/routes/alert_work.py)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,8 @@ from api.deps import ConnDep, SettingsDep
 from api.errors import Problem
 from api.routes.readings import parse_time
 from api.schemas import ATOM, CAP_XML, alternatives, text_schema
-from api.security import AUTH_RESPONSES, OperatorDep
 from pantau import cap
 from pantau.city import SENSOR_ID_PATTERN, Thresholds
-from pantau.db.events import lock_event_order
 from pantau.settings import Settings
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
@@ -73,7 +72,11 @@ class Alert(_Model):
     updated_at: datetime = Field(description="Observation time of its latest change.")
     resolved_at: datetime | None
     acknowledged_at: datetime | None
-    acknowledged_by: str | None = Field(description="Name of the operator key that acknowledged.")
+    acknowledged_by: str | None = Field(
+        description="The operator who acknowledged: the key's holder, else the key's name."
+    )
+    assigned_to: str | None = Field(description="The person handling the alert now.")
+    assigned_at: datetime | None = Field(description="When it was assigned to them.")
     value: float | None
     predicted_level: int | None = Field(description="The level expected next, if predicted.")
     predicted_at: datetime | None = Field(description="When it is expected.")
@@ -125,8 +128,8 @@ class AtomResponse(Response):
 
 _ALERT_COLUMNS = """
 a.id, a.sensor_id, s.family, s.kecamatan, a.rule, a.level, a.state, a.opened_at, a.updated_at,
-a.resolved_at, a.acknowledged_at, a.acknowledged_by, a.value, a.predicted_level, a.predicted_at,
-a.message, a.message_en, a.details
+a.resolved_at, a.acknowledged_at, a.acknowledged_by, a.assigned_to, a.assigned_at, a.value,
+a.predicted_level, a.predicted_at, a.message, a.message_en, a.details
 """
 _EVENT_COLUMNS = """
 id, alert_id, sensor_id, rule, change, level, previous_level, value, observed_at, recorded_at,
@@ -420,7 +423,8 @@ def cap_message(
 # --- one alert ---------------------------------------------------------------------------------
 
 
-def _detail(conn: psycopg.Connection, alert_id: int) -> AlertDetail:
+def find_alert(conn: psycopg.Connection, alert_id: int) -> Alert:
+    """One alert, or a 404 problem."""
     row = one_row(
         conn,
         f"SELECT {_ALERT_COLUMNS} FROM alerts a JOIN sensors s ON s.id = a.sensor_id "
@@ -429,48 +433,21 @@ def _detail(conn: psycopg.Connection, alert_id: int) -> AlertDetail:
     )
     if row is None:
         raise Problem(404, f"no alert {alert_id}", kind="unknown-alert")
+    return _alert(row)
+
+
+def detail(conn: psycopg.Connection, alert_id: int) -> AlertDetail:
+    """One alert with every change it went through, or a 404 problem."""
+    alert = find_alert(conn, alert_id)
     events = dict_rows(
         conn,
         f"SELECT {_EVENT_COLUMNS} FROM alert_events WHERE alert_id = %s ORDER BY id",
         [alert_id],
     )
-    return AlertDetail(
-        **row,
-        level_label=level_label(row["rule"], row["level"]),
-        events=[AlertEvent(**e) for e in events],
-    )
+    return AlertDetail(**alert.model_dump(), events=[AlertEvent(**e) for e in events])
 
 
 @router.get("/{alert_id}", summary="One alert with its changes", response_model=AlertDetail)
 def get_alert(conn: ConnDep, alert_id: AlertId) -> AlertDetail:
     """The alert and every change it went through."""
-    return _detail(conn, alert_id)
-
-
-_ACK = """
-WITH acked AS (
-    UPDATE alerts SET acknowledged_at = now(), acknowledged_by = %(by)s
-    WHERE id = %(id)s AND acknowledged_at IS NULL
-    RETURNING id, sensor_id, rule, level, value
-)
-INSERT INTO alert_events (alert_id, sensor_id, rule, change, level, value, observed_at,
-                          message, message_en, details)
-SELECT id, sensor_id, rule, 'acknowledged', level, value, now(),
-       'Diketahui oleh operator ' || %(by)s, 'Acknowledged by operator ' || %(by)s,
-       jsonb_build_object('by', %(by)s)
-FROM acked
-"""
-
-
-@router.post(
-    "/{alert_id}/ack",
-    summary="Acknowledge an alert (operator key)",
-    response_model=AlertDetail,
-    responses=AUTH_RESPONSES,
-)
-def acknowledge(conn: ConnDep, alert_id: AlertId, operator: OperatorDep) -> AlertDetail:
-    """Mark the alert as seen by the operator; repeating it changes nothing (idempotent)."""
-    with conn.transaction():
-        lock_event_order(conn)  # its change is read in id order (pantau.db.events)
-        conn.execute(_ACK, {"id": alert_id, "by": operator.name})
-        return _detail(conn, alert_id)
+    return detail(conn, alert_id)

@@ -161,6 +161,18 @@ def test_flood_scenario_warns_in_order_ahead_of_time_and_stands_down(
             if topic == f"{root}/status/{gauge}" and d.get("flood_level") == 3
         ]
         assert awas and all(a["alert_id"] is not None for a in awas[0]["alerts"])
+    # Each command that changed was recorded, in the order it went out, with what caused it.
+    with psycopg.connect(city_db) as conn:
+        recorded = conn.execute(
+            "SELECT gauge_id, command, alert_ids FROM warning_commands ORDER BY id"
+        ).fetchall()
+    for gauge in WELANG:
+        sent = [d for topic, d in history if topic == f"{root}/warning/{gauge}"]
+        changes = [d for i, d in enumerate(sent) if i == 0 or d != sent[i - 1]]
+        assert [command for g, command, _ in recorded if g == gauge] == changes
+    own = {(e["sensor_id"], e["alert_id"]) for e in events}
+    assert all((g, a) in own for g, _, ids in recorded for a in ids)
+    assert any(ids for _, command, ids in recorded if command["siren"])
 
 
 def _storm_without_flood_seed(city: City, hours: float) -> int:

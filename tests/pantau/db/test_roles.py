@@ -28,9 +28,18 @@ def test_api_login_acknowledges_and_replays_as_an_operator(
         serve(api_settings(_as(city_db, "pantau_api"))) as base,
         httpx.Client(base_url=base, timeout=10, headers={"X-API-Key": operator_key}) as http,
     ):
-        acknowledged = http.post(f"/alerts/{alert_id}/ack")
+        acknowledged = http.post(f"/alerts/{alert_id}/ack", json={"note": "dicek"})
         assert acknowledged.status_code == 200, acknowledged.text
         assert acknowledged.json()["acknowledged_by"] == "tester"
+        assigned = http.post(f"/alerts/{alert_id}/assign", json={"assignee": "Siti"})
+        assert assigned.status_code == 200, assigned.text
+        assert http.post(f"/alerts/{alert_id}/comments", json={"text": "ok"}).status_code == 201
+        history = http.get(f"/alerts/{alert_id}/history").json()["entries"]
+        assert [e["kind"] for e in history if e["source"] == "operator"] == [
+            "acknowledged",
+            "assigned",
+            "commented",
+        ]
         thresholds = http.post(
             "/operator/sensors/fg-welang-1/thresholds",
             json={"waspada": 1.4, "siaga": 1.9, "awas": 2.4, "valid_from": "2026-02-01T00:00:00Z"},
@@ -48,6 +57,13 @@ def test_api_login_acknowledges_and_replays_as_an_operator(
         "INSERT INTO schema_migrations (version, name) VALUES (99, 'x')",
         "DROP TABLE sensors",
         "UPDATE pantau_private.api_keys SET revoked_at = NULL",
+        "UPDATE pantau_private.alert_actions SET note = 'rewritten'",
+        "DELETE FROM pantau_private.alert_actions",
+        "TRUNCATE pantau_private.alert_actions",
+        # The time of an entry is the database's: not even a new row may be backdated.
+        "INSERT INTO pantau_private.alert_actions (alert_id, action, operator, key_name, at) "
+        "VALUES (1, 'commented', 'x', 'x', '2020-01-01')",
+        "DELETE FROM warning_commands",
     ],
 )
 def test_api_login_cannot_rewrite_history(city_db: str, statement: str) -> None:
@@ -246,3 +262,29 @@ def test_alerts_login_reads_what_the_service_rebuilds_from(city_db: str) -> None
             [opened[0]],
         )
         conn.execute("UPDATE alerts SET state = 'resolved', resolved_at = now()")
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE pantau_private.alert_actions SET note = 'rewritten'",
+        "DELETE FROM pantau_private.alert_actions",
+        "TRUNCATE pantau_private.alert_actions",
+        "UPDATE alert_events SET message = 'rewritten'",
+        "UPDATE alerts SET acknowledged_by = 'someone else'",
+        "UPDATE alerts SET acknowledged_at = NULL",
+    ],
+)
+def test_not_even_the_owner_rewrites_the_trail(
+    conn: psycopg.Connection, add_alert: AddAlert, statement: str
+) -> None:
+    alert_id = add_alert(levels=(1,))
+    conn.execute("UPDATE alerts SET acknowledged_at = now(), acknowledged_by = 'tester'")
+    conn.execute(
+        "INSERT INTO pantau_private.alert_actions (alert_id, action, operator, key_name, note) "
+        "VALUES (%s, 'commented', 'tester', 'tester', 'asli')",
+        [alert_id],
+    )
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+        conn.execute(statement)
+    assert conn.execute("SELECT note FROM pantau_private.alert_actions").fetchall() == [("asli",)]
