@@ -262,6 +262,14 @@ def test_alerts_login_reads_what_the_service_rebuilds_from(city_db: str) -> None
             [opened[0]],
         )
         conn.execute("UPDATE alerts SET state = 'resolved', resolved_at = now()")
+        conn.execute(
+            "INSERT INTO warning_commands (gauge_id, command, alert_ids) "
+            "VALUES ('fg-welang-1', '{\"light\": \"off\"}', ARRAY[%s]::bigint[])",
+            [opened[0]],
+        )
+        assert conn.execute("SELECT gauge_id FROM warning_commands").fetchall() == [
+            ("fg-welang-1",)
+        ]
 
 
 @pytest.mark.parametrize(
