@@ -17,6 +17,7 @@ from queue import Empty
 from alerts.config import Settings, decode_limits
 from alerts.evaluator import Evaluator
 from alerts.metrics import AlertMetrics
+from alerts.notify import Notifier
 from alerts.publisher import Publisher
 from alerts.source import AlertSession, Message, SourceError
 from alerts.store import AlertStore, LockLostError, transition_json
@@ -90,6 +91,10 @@ class AlertService:
             log.error("cannot start the MQTT session", error=str(error))
             return 1
         publisher = Publisher(session=session, topic_root=self.settings.mqtt.topic_root)
+        # Alertmanager hears everything from the database, in a thread of its own.
+        notifier = Notifier.maybe(self.settings, registry=self.metrics.registry)
+        if notifier is not None:
+            notifier.start()
         self.metrics.active.set(1)
         log.info(
             "evaluating",
@@ -128,6 +133,8 @@ class AlertService:
                     if alert is not None:
                         alert.alert_id = t.alert_id
                 if stored:
+                    if notifier is not None:
+                        notifier.poke()
                     events = [transition_json(t) for t in stored]
                     publisher.events(events)
                     publisher.sensors(evaluator, {t.sensor_id for t in stored})
@@ -139,6 +146,8 @@ class AlertService:
                 self.metrics.clock.set(evaluator.clock_us / US)
         finally:
             session.stop()
+            if notifier is not None:
+                notifier.stop()
         return 0
 
     def _collect(self, session: AlertSession) -> list[Message]:

@@ -8,6 +8,7 @@ pytest_plugins = [
     "tests.fixtures.simulator",
     "tests.fixtures.api",
     "tests.fixtures.alerts",
+    "tests.fixtures.alertmanager",
     "tests.fixtures.operators",
     "tests.fixtures.browser",
 ]
