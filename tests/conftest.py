@@ -7,8 +7,8 @@ pytest_plugins = [
     "tests.fixtures.ingest",
     "tests.fixtures.simulator",
     "tests.fixtures.api",
-    "tests.fixtures.alerts",
     "tests.fixtures.alertmanager",
+    "tests.fixtures.alerts",
     "tests.fixtures.operators",
     "tests.fixtures.browser",
 ]
