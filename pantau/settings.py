@@ -498,6 +498,23 @@ class ApiSettings(BaseModel):
     cap_area_radius_km: PositiveFloat = Field(
         default=2.0, description="Radius of the circle around a gauge that its CAP warnings cover."
     )
+    cap_sender_name: str = Field(
+        default="Pantau",
+        min_length=1,
+        max_length=200,
+        description="CAP `senderName`: the agency people know, e.g. `BPBD Kabupaten Pasuruan`.",
+    )
+    cap_contact: str | None = Field(
+        default=None,
+        max_length=200,
+        description="CAP `contact`: whom people reach about a warning (a phone number or "
+        "address); unset: none given.",
+    )
+    cap_expires_h: PositiveFloat = Field(
+        default=12.0,
+        description="A CAP warning expires this long after its last change unless an Update "
+        "or its Cancel comes first (they do, unless Pantau has stopped).",
+    )
     sta_page_size: PositiveInt = Field(
         default=100,
         description="SensorThings API: entities in one page when the request gives no `$top`.",
