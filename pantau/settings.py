@@ -698,6 +698,14 @@ class NotifySettings(BaseModel):
         '"kecamatan": [...], "rules": [...]}]`; the defaults have no addresses yet.',
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_unset(cls, data: object) -> object:
+        # A deployment passes every variable, empty where it has no value (compose does).
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (isinstance(v, str) and v == "")}
+        return data
+
     @field_validator(
         "alertmanager_url", "alertmanager_external_url", "public_url", "telegram_api_url"
     )
