@@ -18,6 +18,7 @@ from alerts.config import Settings, decode_limits
 from alerts.evaluator import Evaluator
 from alerts.metrics import AlertMetrics
 from alerts.model import Transition
+from alerts.notify import Notifier
 from alerts.publisher import Publisher
 from alerts.source import AlertSession, Message, SourceError
 from alerts.store import AlertStore, LockLostError, transition_json
@@ -98,6 +99,10 @@ class AlertService:
             record=self.store.record_warnings,
             sent=self.store.last_warnings(),
         )
+        # Alertmanager hears everything from the database, in a thread of its own.
+        notifier = Notifier.maybe(self.settings, registry=self.metrics.registry)
+        if notifier is not None:
+            notifier.start()
         self.metrics.active.set(1)
         log.info(
             "evaluating",
@@ -133,6 +138,8 @@ class AlertService:
                 session.ack(batch)
                 causes = settle(evaluator, stored)
                 if stored:
+                    if notifier is not None:
+                        notifier.poke()
                     events = [transition_json(t) for t in stored]
                     publisher.events(events)
                     publisher.sensors(evaluator, set(causes), causes)
@@ -144,6 +151,8 @@ class AlertService:
                 self.metrics.clock.set(evaluator.clock_us / US)
         finally:
             session.stop()
+            if notifier is not None:
+                notifier.stop()
         return 0
 
     def _collect(self, session: AlertSession) -> list[Message]:

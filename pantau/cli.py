@@ -34,8 +34,12 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema, maintenance and status.", no_args_is_help=True)
 city_app = typer.Typer(help="City files and the sensor registry.", no_args_is_help=True)
+alertmanager_app = typer.Typer(
+    help="Notifications through Prometheus Alertmanager (docs/alerts.md).", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(city_app, name="city")
+app.add_typer(alertmanager_app, name="alertmanager")
 app.add_typer(importlib.import_module("pantau.keys").app, name="keys")
 app.add_typer(importlib.import_module("pantau.devices_cli").app, name="devices")
 app.add_typer(importlib.import_module("pantau.devices_cli").broker_app, name="broker")
@@ -211,6 +215,37 @@ def city_show(
     for s in city.sensors:
         table.add_row(s.id, s.family.value, s.kecamatan, s.name, f"{s.interval_s:g} s")
     console.print(table)
+
+
+@alertmanager_app.command("config")
+def alertmanager_config(
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Directory to write alertmanager.yml and pantau.tmpl into.", file_okay=False
+        ),
+    ] = Path("alertmanager"),
+    check: Annotated[
+        bool, typer.Option(help="Only report whether the files there are in step (exit 1 if not).")
+    ] = False,
+) -> None:
+    """Write Alertmanager's configuration (routes, receivers, inhibition) and the message
+    templates for the current settings (PANTAU_NOTIFY__*)."""
+    from pantau.alertmanager import AlertmanagerConfigError, write_config
+
+    settings = _settings(use_stack=False)
+    try:
+        stale = write_config(settings.notify, out, check=check)
+    except AlertmanagerConfigError as error:
+        err.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+    if check:
+        if stale:
+            err.print(f"[red]out of step with the settings: {', '.join(stale)}[/red]")
+            raise typer.Exit(1)
+        err.print("in step with the settings")
+        return
+    err.print(f"wrote {', '.join(stale) or 'nothing (already in step)'} in {out}")
 
 
 @app.command("config")

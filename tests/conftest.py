@@ -7,6 +7,7 @@ pytest_plugins = [
     "tests.fixtures.ingest",
     "tests.fixtures.simulator",
     "tests.fixtures.api",
+    "tests.fixtures.alertmanager",
     "tests.fixtures.alerts",
     "tests.fixtures.operators",
     "tests.fixtures.flood",

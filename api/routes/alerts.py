@@ -286,8 +286,11 @@ LEFT JOIN LATERAL (
 def _publisher(request: Request, settings: Settings) -> cap.Publisher:
     return cap.Publisher(
         sender=settings.api.cap_sender,
-        area_radius_km=settings.api.cap_area_radius_km,
         base_url=str(request.base_url).rstrip("/"),
+        sender_name=settings.api.cap_sender_name,
+        area_radius_km=settings.api.cap_area_radius_km,
+        expires=timedelta(hours=settings.api.cap_expires_h),
+        contact=settings.api.cap_contact,
     )
 
 
@@ -351,7 +354,9 @@ def cap_feed(
     alerts = dict_rows(
         conn,
         "SELECT id, sensor_id FROM alerts WHERE rule = ANY(%s) "
-        "AND (state = 'open' OR resolved_at >= %s) ORDER BY updated_at DESC, id DESC LIMIT 200",
+        "AND (state = 'open' OR resolved_at >= %s) "
+        # Warnings in force first: they keep their messages inline however full the feed is.
+        "ORDER BY state = 'open' DESC, updated_at DESC, id DESC LIMIT 200",
         [sorted(cap.FLOOD_RULES), since],
     )
     sensors = {r["id"]: r["sensor_id"] for r in alerts}

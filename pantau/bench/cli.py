@@ -190,7 +190,8 @@ def alerts_bench(
     rate: Annotated[float, typer.Option(min=1, help="Load, readings per second.")] = 5_000.0,
     duration_s: Annotated[float, typer.Option(min=15, help="Length of the load.")] = 40.0,
 ) -> None:
-    """Publish-to-alert latency (committed and on MQTT) of threshold crossings under load."""
+    """Publish-to-alert latency (committed, on MQTT, and at an Alertmanager webhook) of
+    threshold crossings under load."""
     from pantau.bench.alerts import AlertBenchConfig, run_alert_bench
 
     config = AlertBenchConfig(
@@ -209,6 +210,14 @@ def alerts_bench(
         f"target p99 < {result.target_p99_s:g} s: "
         + ("[green]PASS[/green]" if result.passed else "[red]FAIL[/red]")
     )
+    if result.notified is None:
+        console.print("notifications: not measured (Alertmanager is not installed)")
+    else:
+        console.print(
+            f"notified at the webhook (Alertmanager, group_wait 0): {result.notified}/"
+            f"{result.probes}, p50 {_fmt(result.webhook_p50_s, '{:.3f} s')}, p99 "
+            f"{_fmt(result.webhook_p99_s, '{:.3f} s')}"
+        )
     _print_machine(result.machine)
 
 

@@ -124,7 +124,7 @@ def test_cap_message_of_each_change_validates(http: httpx.Client, add_alert: Add
     assert response.headers["content-type"].startswith("application/cap+xml")
     assert _valid(response.content)
     root = etree.fromstring(response.content)
-    assert root.findtext("cap:msgType", namespaces=NS) == "Update"
+    assert root.findtext("cap:msgType", namespaces=NS) == "Cancel"
     assert root.findtext("cap:info/cap:responseType", namespaces=NS) == "AllClear"
     references = (root.findtext("cap:references", namespaces=NS) or "").split()
     assert len(references) == 3

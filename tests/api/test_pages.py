@@ -10,13 +10,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import psycopg
 import pytest
 
 from pantau import keys
 from pantau.city import City, FloodLevel, Sensor
-from pantau.settings import MqttSettings
+from pantau.settings import MqttSettings, NotifySettings
 from simulators.config import RunConfig
 from simulators.fleet import Fleet
 from simulators.runner import Simulation
@@ -355,4 +356,26 @@ def test_a_flood_warning_appears_and_an_operator_acknowledges_it(
             "SELECT acknowledged_by FROM alerts WHERE id = %s", [alert_id]
         ).fetchone()
     assert acknowledged == ("tester",)
+    _assert_clean(page_watch)
+
+
+def test_the_control_page_links_to_alertmanager_only_where_it_is_set(
+    city_db: str, page: Any, page_watch: PageWatch
+) -> None:
+    settings = api_settings(city_db)
+    with serve(settings) as base:
+        hidden = httpx.get(f"{base}/control", timeout=10).text
+    assert '<p id="notifications" hidden>' in hidden
+    notify = NotifySettings(alertmanager_external_url="http://alertmanager.example.org:9093")
+    with serve(settings.model_copy(update={"notify": notify})) as base:
+        shown = httpx.get(f"{base}/control", timeout=10).text
+        _open(page, f"{base}/control")
+        link = page.locator("#alertmanager-link")
+        assert link.is_visible()
+        assert link.get_attribute("href") == "http://alertmanager.example.org:9093/#/alerts"
+        assert link.inner_text() == "Notifikasi dan senyap (Alertmanager)"
+        # A notification's link brings its gauge into view on the city page.
+        _open(page, f"{base}/?sensor=fg-welang-2")
+        page.wait_for_selector('.gauge.focused[data-sensor="fg-welang-2"]', timeout=5_000)
+    assert '<p id="notifications" hidden>' not in shown
     _assert_clean(page_watch)

@@ -32,6 +32,7 @@ from typer.exceptions import TyperException
 from typer.testing import CliRunner
 
 from pantau import cli
+from pantau.alertmanager import write_config
 from pantau.broker import render_acl
 from pantau.services import wait_until
 from pantau.settings import Settings, get_settings
@@ -57,8 +58,11 @@ SERVICES = {
     "grafana",
     "simulator",
     "devices",
+    "alertmanager-init",
+    "alertmanager",
 }
 PANTAU_IMAGE_SERVICES = {
+    "alertmanager-init",
     "broker-init",
     "migrate",
     "maintain",
@@ -69,7 +73,7 @@ PANTAU_IMAGE_SERVICES = {
     "simulator",
     "devices",
 }
-ONE_SHOT = {"broker-init", "migrate", "devices"}
+ONE_SHOT = {"broker-init", "migrate", "devices", "alertmanager-init"}
 INGEST_SERVICES = ("ingest-1", "ingest-2")
 # Services started by `pantau X` whose own command-line app is imported when called.
 DELEGATED = {"ingest": "ingest.cli", "simulate": "simulators.cli", "api": "api.cli",
@@ -333,6 +337,9 @@ def test_service_environment_builds_valid_settings(
     if name == "broker-init":  # works on files before the broker and database are up
         assert settings.broker.password_file is not None
         return
+    if name == "alertmanager-init":  # writes Alertmanager's files from the settings alone
+        assert settings.notify.receivers == []
+        return
     assert settings.database_url is not None, f"{name} has no database URL"
     assert settings.mqtt.host == "mosquitto"
 
@@ -454,6 +461,45 @@ def test_images_are_pinned() -> None:
     assert re.fullmatch(r"timescale/timescaledb:2\.\d+\.\d+-pg15", timescaledb), timescaledb
     assert re.fullmatch(r"eclipse-mosquitto:2\.\d+\.\d+", _services()["mosquitto"]["image"])
     assert re.fullmatch(r"grafana/grafana-oss:\d+\.\d+\.\d+", _services()["grafana"]["image"])
+    # The release line the tests run (Debian's package): its configuration format.
+    assert re.fullmatch(r"prom/alertmanager:v0\.25\.\d+", _services()["alertmanager"]["image"])
+
+
+def test_alertmanager_reads_what_alertmanager_init_writes_and_the_services_reach_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    services = _services()
+    init, server = services["alertmanager-init"], services["alertmanager"]
+    written = {target: source for _, source, target in _mounts(init)}
+    read = {target: source for _, source, target in _mounts(server)}
+    out = _pantau_commands(init)[0]
+    assert out[:2] == ["alertmanager", "config"]
+    directory = out[out.index("--out") + 1]
+    assert written[directory] == read[directory]
+    config_flag = next(a for a in server["command"] if a.startswith("--config.file="))
+    assert config_flag == f"--config.file={directory}/alertmanager.yml"
+    assert "--cluster.listen-address=" in server["command"]
+    assert _depends_on(server) == {"alertmanager-init": "service_completed_successfully"}
+    assert _host_ports(server) == ["127.0.0.1:9093"], "its UI is for this host only"
+    # The alert service sends to it; the control page links to its UI.
+    alerts = _environment(services["alerts"])
+    assert alerts["PANTAU_NOTIFY__ALERTMANAGER_URL"] == "http://alertmanager:9093"
+    api = _environment(services["api"])
+    flag = next(a for a in server["command"] if a.startswith("--web.external-url="))
+    external = _interpolate(flag.split("=", 1)[1])
+    assert external == _env_example()["PANTAU_ALERTMANAGER_EXTERNAL_URL"]
+    assert api["PANTAU_NOTIFY__ALERTMANAGER_EXTERNAL_URL"] == external
+    # The settings `.env.example` gives render a configuration Alertmanager accepts.
+    monkeypatch.chdir(tmp_path)
+    settings = _settings_of(init, monkeypatch)
+    write_config(settings.notify, tmp_path)
+    if shutil.which("amtool") is None:
+        pytest.skip("amtool is not installed")
+    check = subprocess.run(
+        ["amtool", "check-config", str(tmp_path / "alertmanager.yml")],
+        capture_output=True, text=True, check=False, timeout=30,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 # -------------------------------------------------------------------------------- the broker

@@ -17,6 +17,7 @@
       sensors: "Semua sensor", sensor: "Sensor", kind: "Jenis", latestCol: "Nilai terbaru",
       timeCol: "Waktu", footer: "Data terbuka Pantau: API di /docs · GeoJSON, CSV, SensorThings, CAP.",
       controlLink: "Ruang kendali", publicLink: "Halaman publik", unavailable: "Tidak tersedia.",
+      notifications: "Notifikasi dan senyap (Alertmanager)",
       controlTitle: "Ruang kendali Pantau",
       controlSubtitle: "Untuk operator: konfirmasi peringatan, sensor luring, muatan yang ditolak.",
       apiKey: "Kunci API operator", apiKeyLabel: "Kunci API (disimpan hanya di tab ini)",
@@ -52,6 +53,7 @@
       sensors: "All sensors", sensor: "Sensor", kind: "Kind", latestCol: "Latest values",
       timeCol: "Time", footer: "Pantau open data: API at /docs · GeoJSON, CSV, SensorThings, CAP.",
       controlLink: "Control room", publicLink: "Public page", unavailable: "Not available.",
+      notifications: "Notifications and silences (Alertmanager)",
       controlTitle: "Pantau control room",
       controlSubtitle: "For operators: acknowledge warnings, offline sensors, rejected payloads.",
       apiKey: "Operator API key", apiKeyLabel: "API key (kept in this tab only)",
@@ -539,7 +541,19 @@
     const first = defaultGauge();
     if (first) select(first, { scroll: false });
     await loadAlerts();
+    focusSensor();
     connect();
+  }
+
+  // A notification links to its gauge as /?sensor=ID: bring it into view.
+  function focusSensor() {
+    const id = new URLSearchParams(location.search).get("sensor");
+    if (!id) return;
+    const node = document.querySelector(`.gauge[data-sensor="${CSS.escape(id)}"]`)
+      || document.querySelector(`#sensors tr[data-sensor="${CSS.escape(id)}"]`);
+    if (!node) return;
+    node.classList.add("focused");
+    node.scrollIntoView({ block: "center" });
   }
 
   start();
