@@ -464,7 +464,7 @@ class Evaluator:
             "gauge_id": gauge_id,
             "light": light,
             "siren": siren,
-            "level": rules.FLOOD_LABELS.get(level, "Normal"),
+            "level": rules.flood_label(level),
             "reason": reason or "Normal",
             "rules": [r.value for r in WARNING_RULES if (gauge_id, r) in self.open],
         }

@@ -16,13 +16,16 @@ from alerts.fit import Fit
 from alerts.model import Target
 from pantau import ispu
 from pantau.city import FloodLevel, Thresholds
+from pantau.levels import level_label
 
 US = 1_000_000
 WIB_OFFSET_S = 7 * 3_600
 State = dict[str, Any]
 
-FLOOD_LABELS = {1: "Waspada", 2: "Siaga", 3: "Awas"}
-FLOOD_LABELS_EN = {1: "Waspada (alert)", 2: "Siaga (standby)", 3: "Awas (danger)"}
+
+def flood_label(level: int, lang: str = "id") -> str:
+    """Normal, Waspada, Siaga or Awas (in English with its meaning)."""
+    return level_label("flood_level", level, "en" if lang == "en" else "id")
 
 
 def debounce(state: State, time_us: int, *, up: int, down: int, on_s: float, off_s: float) -> int:
@@ -78,12 +81,11 @@ def flood_level(
     level = debounce(state, time_us, up=up, down=down, on_s=0, off_s=dwell_s)
     if level != before:
         state["since"] = time_us
-    label = FLOOD_LABELS.get(level, "Normal")
     return Target(
         level=level,
         value=value,
-        message=f"{name}: status {label}, tinggi muka air {value:.2f} m",
-        message_en=f"{name}: {FLOOD_LABELS_EN.get(level, 'Normal')}, water level {value:.2f} m",
+        message=f"{name}: status {flood_label(level)}, tinggi muka air {value:.2f} m",
+        message_en=f"{name}: {flood_label(level, 'en')}, water level {value:.2f} m",
         details={"thresholds": thresholds.model_dump()},
     )
 
@@ -151,7 +153,7 @@ def rising_fast(
         state.pop("predicted", None)
     target = Target(level=current, value=value, details={"rate_m_per_h": round(rate, 4)})
     if predicted:
-        label = FLOOD_LABELS[int(predicted[0])]
+        label = flood_label(int(predicted[0]))
         minutes = minutes_until(int(predicted[1]), time_us)
         target.predicted_level, target.predicted_at_us = int(predicted[0]), int(predicted[1])
         target.message = (
@@ -191,8 +193,8 @@ def upstream(
     )
     state["level"] = level
     minutes = minutes_until(int(arrival), time_us)
-    what = FLOOD_LABELS.get(int(flood), "naik cepat")
-    what_en = FLOOD_LABELS.get(int(flood), "rising fast")
+    what = flood_label(int(flood)) if flood else "naik cepat"
+    what_en = flood_label(int(flood)) if flood else "rising fast"
     return Target(
         level=int(level),
         value=float(worst_value),
