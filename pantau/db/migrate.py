@@ -77,6 +77,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "the API's login group", _file("0006_api_role.sql")),
     Migration(7, "rollup series read from the index alone", _rollup_series_reads),
     Migration(8, "no JIT compilation", _file("0008_jit_off.sql")),
+    Migration(11, "reading quality flags", _file("0011_reading_quality.sql")),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

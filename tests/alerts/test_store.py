@@ -18,7 +18,7 @@ from pantau.db import registry
 from pantau.payload import Reading
 from pantau.services import free_port
 from pantau.settings import AlertSettings
-from tests.fixtures.alerts import alert_events
+from tests.fixtures.alerts import RULES_ONLY, alert_events
 from tests.fixtures.database import MINI_CITY
 
 US = 1_000_000
@@ -26,16 +26,21 @@ T0 = datetime(2027, 1, 15, 8, tzinfo=UTC)
 WALL_US = round(T0.timestamp() * US) + 3_600 * US
 
 
+def _unlocked(url: str, **options: float) -> AlertStore:
+    return AlertStore(conninfo=url, connect_timeout_s=5, lock_timeout_s=20, **options)
+
+
 def _store(url: str) -> AlertStore:
-    store = AlertStore(conninfo=url, connect_timeout_s=5)
+    store = _unlocked(url)
     assert store.acquire(retry_s=0.1, stop=lambda: False)
     return store
 
 
 def _evaluator(store: AlertStore) -> Evaluator:
-    snapshot = store.snapshot(window_s=1_800)
+    snapshot = store.snapshot(window_s=1_800, live_window_s=120)
     return Evaluator(
-        settings=AlertSettings(),
+        # Readings a minute apart jump from level to level here: the rules alone.
+        settings=AlertSettings(**RULES_ONLY),
         sensors=snapshot.sensors,
         states=snapshot.states,
         open_alerts=snapshot.open_alerts,
@@ -141,7 +146,7 @@ def test_acknowledgements_are_never_overwritten(city_db: str) -> None:
 
 def test_a_second_instance_waits_until_the_first_lets_go(city_db: str) -> None:
     first = _store(city_db)
-    second = AlertStore(conninfo=city_db, connect_timeout_s=5)
+    second = _unlocked(city_db)
     stop = threading.Event()
     got: list[bool] = []
     waiter = threading.Thread(
@@ -157,9 +162,7 @@ def test_a_second_instance_waits_until_the_first_lets_go(city_db: str) -> None:
     # Told to stop while waiting, a standby gives up.
     holder = _store(city_db)
     try:
-        assert not AlertStore(conninfo=city_db, connect_timeout_s=5).acquire(
-            retry_s=0.05, stop=lambda: True
-        )
+        assert not _unlocked(city_db).acquire(retry_s=0.05, stop=lambda: True)
     finally:
         holder.close()
 
@@ -168,7 +171,7 @@ def test_losing_the_lock_connection_stops_the_commits(city_db: str) -> None:
     store = _store(city_db)
     try:
         evaluator = _evaluator(store)
-        pid = store.conn.info.backend_pid
+        pid = store.lock.backend_pid
         with psycopg.connect(city_db, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", [pid])
         evaluator.observe(_flood([(0, 2.6)]), received_us=WALL_US, wall_us=WALL_US)
@@ -230,7 +233,9 @@ def test_an_unreachable_database_is_waited_for_not_a_crash() -> None:
         return len(attempts) > 3
 
     store = AlertStore(
-        conninfo=f"postgresql://postgres@127.0.0.1:{free_port()}/x", connect_timeout_s=1
+        conninfo=f"postgresql://postgres@127.0.0.1:{free_port()}/x",
+        connect_timeout_s=1,
+        lock_timeout_s=20,
     )
     assert not store.acquire(retry_s=0.01, stop=stop)
     assert len(attempts) > 3
