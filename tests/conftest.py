@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.fixtures.alerts",
     "tests.fixtures.operators",
     "tests.fixtures.browser",
+    "tests.fixtures.netproxy",
 ]

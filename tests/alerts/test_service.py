@@ -13,16 +13,20 @@ from typing import Any
 import psycopg
 import pytest
 
+from pantau.catalogue import Family
 from pantau.city import City
+from pantau.db import registry
 from pantau.services import PrivateMosquitto, wait_until
 from pantau.settings import MqttSettings
 from simulators.config import RunConfig
 from simulators.fleet import Fleet
 from simulators.runner import Simulation
 from simulators.scenarios import OutageScenario
+from simulators.send import send_reading
 from simulators.signals import FloodModel
 from tests.fixtures.alerts import AlertsFactory, AlertWatcher, alert_events
 from tests.fixtures.ingest import IngestFactory
+from tests.fixtures.netproxy import FreezableProxy, through
 
 WELANG = ("fg-welang-1", "fg-welang-2", "fg-welang-3")
 FLOOD_RULES = ("flood_level", "rising_fast", "upstream")
@@ -333,3 +337,132 @@ def test_a_standby_takes_over_and_two_instances_never_both_emit(
     second.wait_active(timeout_s=30)
     _finish_flood_run(city_db, watcher, second, simulation, thread)
     assert second.metric("pantau_alerts_messages_received_total") > 0
+
+
+@pytest.mark.slow
+def test_a_frozen_path_to_the_database_hands_over_within_the_bound(
+    city_db: str,
+    db_proxy: FreezableProxy,
+    private_mqtt: MqttSettings,
+    mini_city: City,
+    ingest_factory: IngestFactory,
+    alerts_factory: AlertsFactory,
+) -> None:
+    """The active instance's path to PostgreSQL hangs (not closed: a cut-off host). It stops
+    publishing and exits 1 within its lease; the server ends its session, and with it the
+    lock, so the standby takes over within the bound; nothing is lost or repeated."""
+    mqtt, bound_s, retry_s = private_mqtt, 3.0, 0.2
+    ingest_factory(database_url=city_db, mqtt=mqtt)
+    first = alerts_factory(
+        database_url=through(db_proxy, city_db),
+        mqtt=mqtt,
+        batch_max_messages=20,
+        lock_timeout_s=bound_s,
+    )
+    second = alerts_factory(
+        database_url=city_db, mqtt=mqtt, start=False, batch_max_messages=20, lock_timeout_s=bound_s
+    )
+    second.start(active=False)
+    watcher = AlertWatcher(mqtt)
+    watcher.start()
+    simulation, thread = _run_in_background(mini_city, mqtt, hours=18)
+    wait_until(lambda: len(alert_events(city_db)) >= 8, timeout_s=120, what="the first alerts")
+    assert not second.active()
+
+    frozen_at = time.monotonic()
+    db_proxy.freeze()
+    second.wait_active(timeout_s=60)
+    took_s = time.monotonic() - frozen_at
+    assert first.process is not None
+    assert first.process.wait(timeout=bound_s) == 1
+    # The server let go of the frozen session by itself: the standby evaluates.
+    assert took_s <= bound_s + retry_s + 1.5, took_s
+    log = first.log()
+    assert "evaluation lock lost" in log and "Traceback" not in log
+
+    events = _finish_flood_run(city_db, watcher, second, simulation, thread)
+    keys = [(e["alert_id"], e["change"], e["level"]) for e in events]
+    assert len(keys) == len(set(keys))
+    published, _ = watcher.snapshot()
+    assert {e["id"] for e in published} == {e["id"] for e in events}
+    assert second.metric("pantau_alerts_messages_received_total") > 0
+
+
+def test_a_database_error_in_the_loop_ends_the_instance_cleanly(
+    city_db: str, mqtt_settings: MqttSettings, alerts_factory: AlertsFactory
+) -> None:
+    alerts = alerts_factory(database_url=city_db, mqtt=mqtt_settings, registry_refresh_s=0.2)
+    # The registry reload, inside the loop, now fails with an error of the database.
+    with psycopg.connect(city_db, autocommit=True) as conn:
+        conn.execute("ALTER TABLE flood_thresholds RENAME TO flood_thresholds_gone")
+    assert alerts.process is not None
+    assert alerts.process.wait(timeout=30) == 1
+    log = alerts.log()
+    assert "database error; stopping without emitting more" in log
+    assert "flood_thresholds" in log and "Traceback" not in log
+
+
+# One plausible value of each family, for a sensor that says it is alive.
+ALIVE = {
+    Family.FLOOD_GAUGE: {"water_level": 1.0},
+    Family.TRAFFIC_COUNTER: {"occupancy": 0.2, "avg_speed": 40.0},
+    Family.STREET_NODE: {"lamp_power": 120.0},
+}
+
+
+def test_a_restart_during_a_city_wide_silence_raises_offline_by_the_wall_clock(
+    db_url: str,
+    mqtt_settings: MqttSettings,
+    mini_city: City,
+    alerts_factory: AlertsFactory,
+    alert_watcher: AlertWatcher,
+) -> None:
+    # Sensors reporting every 2 s, offline after 3 intervals: a silence is quickly long.
+    city = mini_city.model_copy(
+        update={
+            "sensors": tuple(s.model_copy(update={"interval_s": 2.0}) for s in mini_city.sensors)
+        }
+    )
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        registry.load_city(conn, city)
+    alerts = alerts_factory(database_url=db_url, mqtt=mqtt_settings, live_window_s=1.0)
+    sent = {}
+    for sensor in city.sensors:
+        _, payload = send_reading(
+            mqtt=mqtt_settings, city=city, sensor_id=sensor.id, values=ALIVE[sensor.family]
+        )
+        sent[sensor.id] = payload
+
+    def seen_live() -> bool:
+        with psycopg.connect(db_url) as conn:
+            seen = conn.execute(
+                "SELECT count(*) FROM alert_rule_state WHERE rule = 'offline'"
+            ).fetchone()
+            live = conn.execute(
+                "SELECT value FROM alert_service_state WHERE key = 'live'"
+            ).fetchone()
+        return seen == (len(city.sensors),) and live == (True,)
+
+    wait_until(seen_live, timeout_s=30, what="the service to see every sensor, live")
+    # Down during the silence, back up: not one reading arrives from now on.
+    alerts.kill()
+    assert alert_events(db_url, rule="offline") == []
+    alerts.start()
+
+    def all_offline() -> bool:
+        opened = {e["sensor_id"] for e in alert_events(db_url, rule="offline")}
+        return opened == {s.id for s in city.sensors}
+
+    wait_until(all_offline, timeout_s=30, what="every silent sensor to go offline")
+    assert alerts.metric("pantau_alerts_messages_received_total") == 0
+    # The retained status says so: no current level, and when the last reading was.
+    root = mqtt_settings.topic_root
+    wait_until(
+        lambda: alert_watcher.snapshot()[1].get(f"{root}/status/fg-welang-1", {}).get("no_data"),
+        timeout_s=10,
+        what="the gauge's retained status to say no data",
+    )
+    status = alert_watcher.snapshot()[1][f"{root}/status/fg-welang-1"]
+    assert status["flood_level"] is None
+    assert status["last_reading_at"] is not None
+    assert [a["rule"] for a in status["alerts"]] == ["offline"]

@@ -4,6 +4,7 @@ rebuilt from, the evaluation lock, and the contract's tables."""
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from alerts.evaluator import Evaluator
 from alerts.model import Rule
-from alerts.store import AlertStore, LockLostError, transition_json
+from alerts.store import AlertStore, LockLostError, StoreError, transition_json
 from pantau.city import City, CityFileError, load_city
 from pantau.db import registry
 from pantau.payload import Reading
@@ -20,14 +21,15 @@ from pantau.services import free_port
 from pantau.settings import AlertSettings
 from tests.fixtures.alerts import RULES_ONLY, alert_events
 from tests.fixtures.database import MINI_CITY
+from tests.fixtures.netproxy import FreezableProxy, through
 
 US = 1_000_000
 T0 = datetime(2027, 1, 15, 8, tzinfo=UTC)
 WALL_US = round(T0.timestamp() * US) + 3_600 * US
 
 
-def _unlocked(url: str, **options: float) -> AlertStore:
-    return AlertStore(conninfo=url, connect_timeout_s=5, lock_timeout_s=20, **options)
+def _unlocked(url: str, *, lock_timeout_s: float = 20) -> AlertStore:
+    return AlertStore(conninfo=url, connect_timeout_s=5, lock_timeout_s=lock_timeout_s)
 
 
 def _store(url: str) -> AlertStore:
@@ -180,6 +182,43 @@ def test_losing_the_lock_connection_stops_the_commits(city_db: str) -> None:
     finally:
         store.close()
     assert alert_events(city_db) == []
+
+
+def test_a_frozen_path_ends_the_lease_and_the_server_frees_the_lock(
+    city_db: str, db_proxy: FreezableProxy
+) -> None:
+    bound_s = 2.0
+    store = _unlocked(through(db_proxy, city_db), lock_timeout_s=bound_s)
+    standby = _unlocked(city_db)
+    try:
+        assert store.acquire(retry_s=0.1, stop=lambda: False)
+        store.lock.keep()
+        assert store.lock.holds()
+        db_proxy.freeze()
+        started = time.monotonic()
+        # The next confirmation hangs on the frozen path: the watchdog cuts it within the lease.
+        time.sleep(store.lock.heartbeat_in_s())
+        with pytest.raises(LockLostError):
+            store.lock.keep()
+        assert time.monotonic() - started <= bound_s * 0.75 + 0.5
+        assert not store.lock.holds()
+        with pytest.raises(LockLostError):
+            store.lock.ensure()
+        # Nobody told the server; it ends the idle session by itself, and the lock with it.
+        assert standby.acquire(retry_s=0.1, stop=lambda: time.monotonic() - started > 30)
+        assert time.monotonic() - started <= bound_s + 1.0
+    finally:
+        store.close()
+        standby.close()
+
+
+def test_a_failed_statement_is_a_store_error_not_a_driver_exception(city_db: str) -> None:
+    store = _store(city_db)
+    try:
+        with pytest.raises(StoreError, match="UndefinedTable"), store.lock.use("a test") as conn:
+            conn.execute("SELECT * FROM no_such_table")
+    finally:
+        store.close()
 
 
 def test_the_read_only_role_reads_the_alert_tables(city_db: str) -> None:
