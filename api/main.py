@@ -28,6 +28,7 @@ from api.routes import (
     latest,
     operator,
     pages,
+    quality,
     readings,
     sensors,
     sta,
@@ -104,7 +105,7 @@ def create_app(settings: Settings) -> FastAPI:
     _install_docs(app)
     for module in (health, catalogue, sensors, latest, readings, city):
         app.include_router(module.router)
-    for module in (alerts, stream, operator, sta, pages):
+    for module in (alerts, stream, operator, quality, sta, pages):
         app.include_router(module.router)
 
     # Added innermost first: the metrics see every answer, limits included.

@@ -24,6 +24,11 @@
       noneOffline: "Semua sensor melapor.", rejected: "Muatan ditolak, per alasan",
       needKey: "Masukkan kunci API untuk melihat.", reason: "Alasan", count: "Jumlah",
       noRejected: "Tidak ada muatan yang ditolak.", expected: "diperkirakan",
+      noData: "Tidak ada data", lastReading: "data terakhir",
+      expectedIn: "{level} diperkirakan dalam sekitar {n} menit", expectedNow: "{level} diperkirakan sudah tercapai",
+      suspect: "Data mencurigakan (kontrol mutu)", noSuspect: "Tidak ada data mencurigakan dalam 24 jam terakhir.",
+      valueCol: "Nilai",
+      reasons: { range: "di luar rentang sensor", gradient: "berubah terlalu cepat", spike: "lonjakan sesaat" },
       family: { flood_gauge: "Pos duga air", traffic_counter: "Penghitung lalu lintas", street_node: "Lampu jalan & udara" },
       levels: ["Normal", "Waspada", "Siaga", "Awas"],
       kecamatan: "Kecamatan", floodCol: "Banjir (terburuk)", trafficCol: "Lalu lintas",
@@ -50,6 +55,11 @@
       noneOffline: "Every sensor is reporting.", rejected: "Rejected payloads by reason",
       needKey: "Enter an API key to see them.", reason: "Reason", count: "Count",
       noRejected: "No rejected payloads.", expected: "expected",
+      noData: "No data", lastReading: "last reading",
+      expectedIn: "{level} expected in about {n} minutes", expectedNow: "{level} expected now",
+      suspect: "Suspect readings (quality control)", noSuspect: "No suspect readings in the last 24 hours.",
+      valueCol: "Value",
+      reasons: { range: "outside the sensor's range", gradient: "changed too fast", spike: "spike" },
       family: { flood_gauge: "Flood gauge", traffic_counter: "Traffic counter", street_node: "Street light & air" },
       levels: ["Normal", "Waspada (alert)", "Siaga (standby)", "Awas (danger)"],
       kecamatan: "Kecamatan", floodCol: "Flood (worst)", trafficCol: "Traffic",
@@ -59,6 +69,9 @@
     },
   };
   const LEVEL_COLOURS = ["#2e8b57", "#e0b000", "#f07c00", "#b71c1c"];
+  const NO_DATA_COLOUR = "#9aa5b1";
+  // Rules that warn of a flood: styled with the flood levels' colours, listed first.
+  const FLOOD_RULES = new Set(["flood_level", "rising_fast", "upstream"]);
   const MAIN_METRICS = {
     flood_gauge: ["water_level", "rainfall"],
     traffic_counter: ["occupancy", "avg_speed", "count_motorcycle"],
@@ -70,6 +83,9 @@
   const t = (key) => TEXT[lang][key] ?? TEXT.id[key] ?? key;
 
   const sensors = new Map();
+  // Each gauge's level as /city/status gives it: the alert service's confirmed level while its
+  // data is current, "no data" (with the time of its last reading) once it is not.
+  const gaugeStates = new Map();
   const markers = new Map();
   const sparks = new Map();
   let alerts = [];
@@ -116,15 +132,27 @@
   const fmt = (value) => (typeof value === "number" ? (Number.isInteger(value) ? String(value) : value.toFixed(2)) : String(value));
 
   function floodLevel(sensor) {
-    const thresholds = sensor.thresholds;
-    const reading = sensor.latest?.water_level;
-    if (!thresholds || !reading) return null;
-    const v = reading.value;
-    if (v >= thresholds.awas) return 3;
-    if (v >= thresholds.siaga) return 2;
-    if (v >= thresholds.waspada) return 1;
-    return 0;
+    const state = gaugeStates.get(sensor.id);
+    return state && !state.no_data && Number.isInteger(state.level) ? state.level : null;
   }
+  const noData = (sensor) => Boolean(gaugeStates.get(sensor.id)?.no_data);
+  function gaugeBadge(sensor) {
+    if (!noData(sensor)) return levelBadge(floodLevel(sensor));
+    return el("span", { class: "badge lvl-x no-data", text: t("noData") });
+  }
+  function staleText(sensor) {
+    const state = gaugeStates.get(sensor.id);
+    if (!state?.no_data || !state.last_reading_at) return "";
+    const value = sensor.latest?.water_level?.value;
+    return `${t("lastReading")} ${when(state.last_reading_at)}${value === undefined ? "" : ` (${fmt(value)} m)`}`;
+  }
+  // The water level as current, or nothing when it is not (the "no data" note says what it was).
+  function valueText(sensor) {
+    const value = sensor.latest?.water_level?.value;
+    if (value === undefined) return "–";
+    return noData(sensor) ? "" : `${fmt(value)} m`;
+  }
+  const markerColour = (sensor, level) => (noData(sensor) ? NO_DATA_COLOUR : LEVEL_COLOURS[level] ?? NO_DATA_COLOUR);
   function latestTime(sensor) {
     let newest = null;
     for (const r of Object.values(sensor.latest || {})) if (!newest || r.time > newest) newest = r.time;
@@ -176,15 +204,17 @@
     if (!map) return;
     const bounds = [];
     for (const sensor of sensors.values()) {
-      const level = sensor.family === "flood_gauge" ? floodLevel(sensor) : null;
-      const colour = level === null ? (sensor.family === "traffic_counter" ? "#0b5cad" : "#6b4fbb") : LEVEL_COLOURS[level];
+      const gauge = sensor.family === "flood_gauge";
+      const level = gauge ? floodLevel(sensor) : null;
+      const colour = gauge ? markerColour(sensor, level) : (sensor.family === "traffic_counter" ? "#0b5cad" : "#6b4fbb");
       let marker = markers.get(sensor.id);
       if (!marker) {
         marker = L.circleMarker([sensor.lat, sensor.lon], { radius: 7, weight: 2, color: "#102a43", fillOpacity: 0.9 }).addTo(map);
         markers.set(sensor.id, marker);
       }
       marker.setStyle({ fillColor: colour });
-      const label = level === null ? latestText(sensor) : `${t("levels")[level]} · ${latestText(sensor)}`;
+      const label = !gauge ? latestText(sensor)
+        : noData(sensor) ? `${t("noData")} (${staleText(sensor)})` : `${t("levels")[level] ?? "–"} · ${latestText(sensor)}`;
       marker.bindTooltip(`${sensor.name} (${sensor.id}): ${label}`);
       bounds.push([sensor.lat, sensor.lon]);
     }
@@ -205,9 +235,8 @@
     const body = document.querySelector("#sensors tbody");
     if (!body) return;
     const rows = [...sensors.values()].sort((a, b) => a.id.localeCompare(b.id)).map((s) => {
-      const level = s.family === "flood_gauge" ? floodLevel(s) : null;
       const latest = el("td", { class: "latest", text: latestText(s) });
-      if (level !== null) latest.prepend(levelBadge(level), " ");
+      if (s.family === "flood_gauge") latest.prepend(gaugeBadge(s), " ");
       return el("tr", { "data-sensor": s.id },
         el("th", { scope: "row" }, el("span", { text: s.name }), el("br"), el("small", { class: "muted", text: s.id })),
         el("td", { text: t("family")[s.family] ?? s.family }),
@@ -236,7 +265,6 @@
       gauges.sort((a, b) => (a.river_km ?? 0) - (b.river_km ?? 0) || a.id.localeCompare(b.id));
       const section = el("section", { class: "river", "data-river": river }, el("h3", { text: `${t("river")} ${river}` }));
       for (const g of gauges) {
-        const level = floodLevel(g);
         const value = g.latest?.water_level?.value;
         const th = g.thresholds;
         const top = th ? th.awas * 1.3 : 1;
@@ -254,9 +282,10 @@
         }
         let spark = sparks.get(g.id)?.node;
         if (!spark) spark = el("div", { class: "spark", "aria-hidden": "true" });
-        section.append(el("div", { class: "gauge", "data-sensor": g.id },
+        section.append(el("div", { class: `gauge${noData(g) ? " no-data" : ""}`, "data-sensor": g.id },
           el("span", { class: "name", text: `${g.name}` }),
-          el("span", {}, levelBadge(level), " ", el("span", { class: "value", text: value === undefined ? "–" : `${fmt(value)} m` })),
+          el("span", {}, gaugeBadge(g), " ", el("span", { class: "value", text: valueText(g) }),
+            " ", el("small", { class: "stale muted", text: staleText(g) })),
           bar, spark));
       }
       sections.push(section);
@@ -310,11 +339,37 @@
     }, holder.data, node);
   }
 
+  // The level's name from the API (pantau.levels), in the page's language.
+  const levelName = (a) => (lang === "en" ? a.level_label_en : a.level_label) ?? a.level_label ?? String(a.level);
+  function ruleBadge(a) {
+    const known = FLOOD_RULES.has(a.rule) && Number.isInteger(a.level) && a.level >= 0 && a.level <= 3;
+    return el("span", { class: `badge ${known ? `lvl-${a.level}` : "lvl-x"}`, text: levelName(a) });
+  }
+  // Most urgent first: flood warnings before the rest; the worst level, measured or expected;
+  // at the same level what is measured before what is forecast, the soonest forecast first.
+  function urgency(a) {
+    const flood = FLOOD_RULES.has(a.rule);
+    const forecast = flood && a.rule !== "flood_level";
+    const expected = forecast && a.predicted_at ? (a.predicted_level ?? 0) : 0;
+    const due = forecast && a.predicted_at ? Date.parse(a.predicted_at) : Infinity;
+    return [flood ? 0 : 1, -Math.max(a.level ?? 0, expected), forecast ? 1 : 0, due, -Date.parse(a.updated_at ?? 0)];
+  }
+  function byUrgency(a, b) {
+    const x = urgency(a), y = urgency(b);
+    for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return (x[i] || 0) < (y[i] || 0) ? -1 : 1;
+    return 0;
+  }
+  function forecastText(a) {
+    const name = t("levels")[a.predicted_level] ?? "";
+    const minutes = Math.round((Date.parse(a.predicted_at) - Date.now()) / 60000);
+    const text = minutes > 0 ? t("expectedIn").replace("{n}", String(minutes)) : t("expectedNow");
+    return `${text.replace("{level}", name)} (${when(a.predicted_at)})`;
+  }
+
   function renderWarnings() {
     const list = document.getElementById("warnings");
     if (!list) return;
-    const open = alerts.filter((a) => a.state === undefined || a.state === "open")
-      .sort((a, b) => (b.level ?? 0) - (a.level ?? 0) || String(b.updated_at).localeCompare(String(a.updated_at)));
+    const open = alerts.filter((a) => a.state === undefined || a.state === "open").sort(byUrgency);
     if (!open.length) {
       list.replaceChildren(el("li", { class: "muted", text: t("noWarnings") }));
       return;
@@ -323,10 +378,11 @@
       const sensor = sensors.get(a.sensor_id);
       const message = (lang === "en" ? a.message_en : a.message) || a.message || a.rule;
       const item = el("li", { "data-alert": String(a.id), "data-rule": a.rule ?? "" },
-        a.rule === "flood_level" ? levelBadge(a.level) : el("span", { class: "badge lvl-x", text: a.level_label ?? a.rule }), " ",
-        el("strong", { text: sensor ? sensor.name : a.sensor_id }), " — ", el("span", { text: message }));
-      if (a.predicted_at && a.predicted_level !== null && a.predicted_level !== undefined) {
-        item.append(el("br"), el("small", { class: "muted", text: `${t("levels")[a.predicted_level] ?? ""} ${t("expected")} ${when(a.predicted_at)}` }));
+        ruleBadge(a), " ", el("strong", { text: sensor ? sensor.name : a.sensor_id }), " — ", el("span", { text: message }));
+      if (a.predicted_at && Number.isInteger(a.predicted_level) && a.predicted_level >= 1 && a.predicted_level <= 3) {
+        // "Awas expected in N minutes" is the earliest warning there is: it must stand out.
+        item.classList.add("forecast", `forecast-${a.predicted_level}`);
+        item.append(el("strong", { class: "forecast-note", text: forecastText(a) }));
       }
       return item;
     }));
@@ -337,13 +393,18 @@
     if (!box) return;
     try {
       const body = await api("/city/status");
-      const rows = (body.kecamatan ?? items(body)).filter((k) => k.flood || k.traffic || k.lamps || k.air);
+      const all = body.kecamatan ?? items(body);
+      gaugeStates.clear();
+      for (const k of all) for (const g of k.flood?.by_gauge ?? []) gaugeStates.set(g.sensor_id, g);
+      refreshGauges();
+      const rows = all.filter((k) => k.flood || k.traffic || k.lamps || k.air);
       if (!rows.length) throw new Error("empty");
       const head = el("tr", {}, ...["kecamatan", "floodCol", "trafficCol", "lampsCol", "airCol"]
         .map((k) => el("th", { scope: "col", text: t(k) })));
       const body_ = rows.map((k) => {
         const flood = el("td");
-        if (k.flood) flood.append(levelBadge(k.flood.level));
+        if (k.flood?.no_data) flood.append(el("span", { class: "badge lvl-x no-data", text: t("noData") }));
+        else if (k.flood) flood.append(levelBadge(k.flood.level));
         else flood.textContent = "–";
         const traffic = k.traffic ? `${t("traffic")[k.traffic.category] ?? k.traffic.category} (${k.traffic.congestion_index.toFixed(2)})` : "–";
         const lamps = k.lamps && k.lamps.on ? `${k.lamps.working}/${k.lamps.on}` : "–";
@@ -358,13 +419,36 @@
     }
   }
 
+  // Badges, "no data" notes and marker colours of every gauge, from the states just loaded.
+  function refreshGauges() {
+    for (const sensor of sensors.values()) if (sensor.family === "flood_gauge") paintGauge(sensor);
+  }
+  function paintGauge(sensor) {
+    const id = CSS.escape(sensor.id);
+    const gauge = document.querySelector(`.gauge[data-sensor="${id}"]`);
+    if (gauge) {
+      gauge.querySelector(".badge")?.replaceWith(gaugeBadge(sensor));
+      const stale = gauge.querySelector(".stale");
+      if (stale) stale.textContent = staleText(sensor);
+      const value = gauge.querySelector(".value");
+      if (value) value.textContent = valueText(sensor);
+      gauge.classList.toggle("no-data", noData(sensor));
+    }
+    const row = document.querySelector(`#sensors tr[data-sensor="${id}"] .latest`);
+    if (row) {
+      row.textContent = latestText(sensor);
+      row.prepend(gaugeBadge(sensor), " ");
+    }
+    markers.get(sensor.id)?.setStyle({ fillColor: markerColour(sensor, floodLevel(sensor)) });
+  }
+
   // ---------------------------------------------------------------- control page
   const apiKey = () => sessionStorage.getItem("pantau.apiKey") || "";
 
   function renderAlertTable() {
     const body = document.querySelector("#alerts tbody");
     if (!body) return;
-    const open = alerts.filter((a) => a.state === undefined || a.state === "open");
+    const open = alerts.filter((a) => a.state === undefined || a.state === "open").sort(byUrgency);
     body.replaceChildren(...open.map((a) => {
       const done = Boolean(a.acknowledged_at);
       const button = el("button", { type: "button", class: "ack", "data-alert": String(a.id) });
@@ -372,7 +456,7 @@
       if (done) button.disabled = true;
       button.addEventListener("click", () => acknowledge(a, button));
       return el("tr", { "data-alert": String(a.id) },
-        el("td", {}, a.rule === "flood_level" ? levelBadge(a.level) : el("span", { class: "badge lvl-x", text: a.level_label ?? String(a.level) })),
+        el("td", {}, ruleBadge(a)),
         el("td", { text: sensors.get(a.sensor_id)?.name ?? a.sensor_id }),
         el("td", { text: a.rule ?? "" }),
         el("td", { text: (lang === "en" ? a.message_en : a.message) || a.message || "" }),
@@ -411,34 +495,45 @@
     }
   }
 
-  async function loadRejected() {
-    const box = document.getElementById("rejected");
+  // An operator section: asks for the key, fetches `path` with it, fills `box` with `render`.
+  async function operatorSection(id, path, render) {
+    const box = document.getElementById(id);
     if (!box) return;
     if (!apiKey()) {
       box.replaceChildren(el("p", { class: "muted", text: t("needKey") }));
       return;
     }
     try {
-      const body = await api("/operator/rejected", { headers: { "X-API-Key": apiKey(), Accept: "application/json" } });
-      const counts = new Map();
-      if (body && Array.isArray(body.by_reason)) {
-        for (const r of body.by_reason) counts.set(r.reason, r.count ?? r.times_seen ?? 0);
-      } else {
-        for (const r of items(body)) counts.set(r.reason, (counts.get(r.reason) ?? 0) + (r.times_seen ?? 1));
-      }
-      if (!counts.size) {
-        box.replaceChildren(el("p", { class: "muted", text: t("noRejected") }));
-        return;
-      }
-      const rows = [...counts.entries()].sort((a, b) => b[1] - a[1])
-        .map(([reason, count]) => el("tr", { "data-reason": reason }, el("td", { text: reason }), el("td", { text: String(count) })));
-      box.replaceChildren(el("table", {}, el("caption", { class: "sr", text: t("rejected") }),
-        el("thead", {}, el("tr", {}, el("th", { scope: "col", text: t("reason") }), el("th", { scope: "col", text: t("count") }))),
-        el("tbody", {}, ...rows)));
+      box.replaceChildren(render(await api(path, { headers: { "X-API-Key": apiKey(), Accept: "application/json" } })));
     } catch (error) {
       box.replaceChildren(el("p", { class: "muted", text: `${t("unavailable")} (${error.message})` }));
     }
   }
+  const table = (caption, columns, rows) => el("table", {}, el("caption", { class: "sr", text: caption }),
+    el("thead", {}, el("tr", {}, ...columns.map((k) => el("th", { scope: "col", text: t(k) })))),
+    el("tbody", {}, ...rows));
+
+  const loadRejected = () => operatorSection("rejected", "/operator/rejected", (body) => {
+    const counts = new Map();
+    if (body && Array.isArray(body.by_reason)) {
+      for (const r of body.by_reason) counts.set(r.reason, r.count ?? r.times_seen ?? 0);
+    } else {
+      for (const r of items(body)) counts.set(r.reason, (counts.get(r.reason) ?? 0) + (r.times_seen ?? 1));
+    }
+    if (!counts.size) return el("p", { class: "muted", text: t("noRejected") });
+    const rows = [...counts.entries()].sort((a, b) => b[1] - a[1])
+      .map(([reason, count]) => el("tr", { "data-reason": reason }, el("td", { text: reason }), el("td", { text: String(count) })));
+    return table(t("rejected"), ["reason", "count"], rows);
+  });
+
+  // What quality control kept from moving a level (docs/alerts.md), newest first.
+  const loadSuspect = () => operatorSection("suspect", "/operator/suspect-readings?limit=50", (body) => {
+    if (!body.items.length) return el("p", { class: "muted", text: t("noSuspect") });
+    const rows = body.items.map((r) => el("tr", { "data-sensor": r.sensor_id, "data-reason": r.reason },
+      el("td", { text: when(r.time) }), el("td", { text: sensors.get(r.sensor_id)?.name ?? r.sensor_id }),
+      el("td", { text: `${fmt(r.value)} m` }), el("td", { text: t("reasons")[r.reason] ?? r.reason })));
+    return table(t("suspect"), ["timeCol", "sensor", "valueCol", "reason"], rows);
+  });
 
   function initControl() {
     const form = document.getElementById("key-form");
@@ -450,6 +545,7 @@
       sessionStorage.setItem("pantau.apiKey", input.value.trim());
       document.getElementById("key-state").textContent = t("saved");
       loadRejected();
+      loadSuspect();
     });
   }
 
@@ -461,7 +557,10 @@
     renderWarnings();
     renderAlertTable();
     loadCityStatus();
-    if (PAGE === "control") loadRejected();
+    if (PAGE === "control") {
+      loadRejected();
+      loadSuspect();
+    }
   }
 
   async function loadAlerts() {
@@ -480,6 +579,11 @@
     alertTimer = setTimeout(() => { loadAlerts(); loadCityStatus(); }, 200);
   }
 
+  let statusTimer = null;
+  function statusSoon() {
+    if (statusTimer === null) statusTimer = setTimeout(() => { statusTimer = null; loadCityStatus(); }, 500);
+  }
+
   function applyReading(reading) {
     const sensor = sensors.get(reading.sensor_id ?? reading.sensor);
     if (!sensor || reading.metric === undefined) return;
@@ -490,27 +594,20 @@
     if (row) {
       const latest = row.querySelector(".latest");
       latest.textContent = latestText(sensor);
-      const level = sensor.family === "flood_gauge" ? floodLevel(sensor) : null;
-      if (level !== null) latest.prepend(levelBadge(level), " ");
+      if (sensor.family === "flood_gauge") latest.prepend(gaugeBadge(sensor), " ");
       row.querySelector(".time").textContent = when(latestTime(sensor));
     }
     if (sensor.family === "flood_gauge" && reading.metric === "water_level") {
+      // The level itself comes from the alert service (after quality control), not the raw value.
       const gauge = document.querySelector(`.gauge[data-sensor="${CSS.escape(sensor.id)}"]`);
-      if (gauge) {
-        gauge.querySelector(".value").textContent = `${fmt(reading.value)} m`;
-        gauge.querySelector(".badge").replaceWith(levelBadge(floodLevel(sensor)));
-      }
+      if (gauge) gauge.querySelector(".value").textContent = valueText(sensor);
+      statusSoon();
       const spark = sparks.get(sensor.id);
       if (spark?.plot) {
         spark.data[0].push(new Date(reading.time).getTime() / 1000);
         spark.data[1].push(reading.value);
         spark.plot.setData(spark.data);
       }
-    }
-    const marker = markers.get(sensor.id);
-    if (marker && sensor.family === "flood_gauge") {
-      const level = floodLevel(sensor);
-      if (level !== null) marker.setStyle({ fillColor: LEVEL_COLOURS[level] });
     }
   }
 
@@ -544,6 +641,8 @@
     applyLanguage();
     await loadAlerts();
     connect();
+    // A gauge goes stale without any event when the alert service itself stops: look again.
+    setInterval(loadCityStatus, 30000);
   }
 
   start();
