@@ -142,7 +142,11 @@ class Sensor(_Model):
     river_km: float | None = None
     thresholds: ThresholdsOut | None = None
     flood_level: Literal["Normal", "Waspada", "Siaga", "Awas"] | None = Field(
-        default=None, description="Level of the latest water level (flood gauges)."
+        default=None,
+        description="Level of the latest water level against the thresholds (flood gauges), "
+        "as measured (before the alert service's quality control: `/city/status` gives the "
+        "confirmed level); absent once that reading is older than the gauge's offline "
+        "deadline.",
     )
     road: str | None = None
     road_class: str | None = None

@@ -19,6 +19,7 @@ from pantau.db import registry
 from pantau.services import PrivateMosquitto, wait_until
 from pantau.settings import MqttSettings
 from simulators.config import RunConfig
+from simulators.faults import FaultConfig
 from simulators.fleet import Fleet
 from simulators.runner import Simulation
 from simulators.scenarios import OutageScenario
@@ -33,10 +34,21 @@ FLOOD_RULES = ("flood_level", "rising_fast", "upstream")
 
 
 def _simulate(
-    city: City, mqtt: MqttSettings, scenario: str, hours: float, seed: int = 3
+    city: City,
+    mqtt: MqttSettings,
+    scenario: str,
+    hours: float,
+    seed: int = 3,
+    faults: FaultConfig | None = None,
 ) -> Simulation:
     length = timedelta(hours=hours)
-    config = RunConfig(scenario=scenario, backfill=length, duration=length, seed=seed)
+    config = RunConfig(
+        scenario=scenario,
+        backfill=length,
+        duration=length,
+        seed=seed,
+        faults=faults or FaultConfig(),
+    )
     simulation = Simulation(city=city, mqtt=mqtt, config=config)
     stats = simulation.run()
     assert stats.errors == 0
@@ -466,3 +478,94 @@ def test_a_restart_during_a_city_wide_silence_raises_offline_by_the_wall_clock(
     assert status["flood_level"] is None
     assert status["last_reading_at"] is not None
     assert [a["rule"] for a in status["alerts"]] == ["offline"]
+
+
+# A glitch on one flood-gauge reading in a hundred: a spike or a dropout.
+GLITCHES = FaultConfig(spikes=0.01, dropouts=0.01)
+
+
+def _unflagged_levels(conninfo: str, gauge: str) -> list[tuple[Any, float]]:
+    """The gauge's stored water levels that quality control did not mark suspect."""
+    with psycopg.connect(conninfo) as conn:
+        return conn.execute(
+            "SELECT r.time, r.value FROM readings r WHERE r.sensor_id = %s "
+            "AND r.metric = 'water_level' AND NOT EXISTS (SELECT 1 FROM reading_flags f "
+            "WHERE (f.sensor_id, f.metric, f.time) = (r.sensor_id, r.metric, r.time)) "
+            "ORDER BY r.time",
+            [gauge],
+        ).fetchall()
+
+
+def _flags(conninfo: str) -> dict[tuple[str, str], int]:
+    with psycopg.connect(conninfo) as conn:
+        rows = conn.execute(
+            "SELECT sensor_id, reason, count(*) FROM reading_flags GROUP BY 1, 2"
+        ).fetchall()
+    return {(sensor, reason): count for sensor, reason, count in rows}
+
+
+def test_a_day_of_spikes_and_dropouts_on_every_gauge_sounds_no_siren(
+    city_db: str,
+    mqtt_settings: MqttSettings,
+    mini_city: City,
+    ingest_factory: IngestFactory,
+    alerts_factory: AlertsFactory,
+    alert_watcher: AlertWatcher,
+) -> None:
+    ingest_factory(database_url=city_db, mqtt=mqtt_settings)
+    alerts = alerts_factory(database_url=city_db, mqtt=mqtt_settings)
+    simulation = _simulate(mini_city, mqtt_settings, "normal", hours=24, faults=GLITCHES)
+    assert simulation.stats.faults["spike"] >= 30 and simulation.stats.faults["dropout"] >= 10
+    _settled(city_db, alert_watcher, alerts, simulation)
+
+    assert [e for e in alert_events(city_db) if e["rule"] in FLOOD_RULES] == []
+    with alert_watcher.lock:
+        commands = [d for topic, d in alert_watcher.history if "/warning/" in topic]
+    assert commands and not any(d["siren"] for d in commands)
+    assert {d["light"] for d in commands} == {"off"}
+    # Every gauge's spikes were recorded as suspect, and counted.
+    flags = _flags(city_db)
+    for gauge in WELANG:
+        assert flags.get((gauge, "spike"), 0) + flags.get((gauge, "range"), 0) > 0, flags
+        thresholds = mini_city.sensor(gauge).thresholds
+        assert thresholds is not None
+        assert all(v < thresholds.waspada for _, v in _unflagged_levels(city_db, gauge))
+    assert alerts.metric("pantau_alerts_suspect_series_total", verdict="spike") > 0
+    assert alerts.metric("pantau_alerts_suspect_readings_total") >= sum(flags.values())
+
+
+def test_a_flood_with_spikes_and_dropouts_still_warns_in_order_and_in_time(
+    city_db: str,
+    mqtt_settings: MqttSettings,
+    mini_city: City,
+    ingest_factory: IngestFactory,
+    alerts_factory: AlertsFactory,
+    alert_watcher: AlertWatcher,
+) -> None:
+    ingest_factory(database_url=city_db, mqtt=mqtt_settings)
+    alerts = alerts_factory(database_url=city_db, mqtt=mqtt_settings, batch_max_messages=20)
+    simulation = _simulate(mini_city, mqtt_settings, "flood", hours=18, faults=GLITCHES)
+    assert simulation.stats.faults["spike"] >= 20
+    _settled(city_db, alert_watcher, alerts, simulation)
+
+    events = alert_events(city_db)
+    assert_chains(events)
+    flood = [e for e in events if e["rule"] == "flood_level"]
+    for gauge in WELANG:
+        assert_flood_cycle(flood, gauge)
+        thresholds = mini_city.sensor(gauge).thresholds
+        assert thresholds is not None
+        # Awas within one reporting interval of the crossing the next reading confirmed.
+        crossing = next(t for t, v in _unflagged_levels(city_db, gauge) if v >= thresholds.awas)
+        awas = _first(events, gauge, "flood_level", level=3)
+        interval = timedelta(seconds=mini_city.sensor(gauge).interval_s * 1.05)
+        assert crossing < awas <= crossing + interval, (gauge, crossing, awas)
+        rising = _first(events, gauge, "rising_fast", change="opened")
+        assert rising <= awas - timedelta(minutes=15), (gauge, rising, awas)
+    # The upstream advisory of a gauge resolves once the gauge itself reached what it announced.
+    for gauge in WELANG[1:]:
+        resolved = _first(events, gauge, "upstream", change="resolved")
+        assert resolved <= _first(events, gauge, "flood_level", level=3), gauge
+    published, _ = alert_watcher.snapshot()
+    sirens = {e["sensor_id"] for e in published if e["rule"] == "flood_level" and e["level"] == 3}
+    assert sirens == set(WELANG)

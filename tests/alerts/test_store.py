@@ -16,6 +16,7 @@ from alerts.model import Rule
 from alerts.store import AlertStore, LockLostError, StoreError, transition_json
 from pantau.city import City, CityFileError, load_city
 from pantau.db import registry
+from pantau.db import store as db_store
 from pantau.payload import Reading
 from pantau.services import free_port
 from pantau.settings import AlertSettings
@@ -210,6 +211,60 @@ def test_a_frozen_path_ends_the_lease_and_the_server_frees_the_lock(
     finally:
         store.close()
         standby.close()
+
+
+def test_a_restart_resumes_the_live_flag_or_infers_it_from_ingest(city_db: str) -> None:
+    store = _store(city_db)
+    try:
+        assert store.snapshot(window_s=1_800, live_window_s=120).live is False  # nothing yet
+        with psycopg.connect(city_db, autocommit=True) as conn:
+            # Ingest stored its newest reading moments after it was taken: a live stream.
+            conn.execute(
+                "INSERT INTO latest_readings (sensor_id, metric, time, value, updated_at) "
+                "VALUES ('fg-welang-1', 'water_level', now() - interval '5 s', 1.0, now())"
+            )
+        assert store.snapshot(window_s=1_800, live_window_s=120).live is True
+        # What the last instance committed wins over the inference.
+        evaluator = _evaluator(store)
+        evaluator.observe(_flood([(0, 1.0)]), received_us=WALL_US, wall_us=WALL_US)
+        outcome = evaluator.take()
+        assert outcome.live is False  # a reading an hour old: a backfill, not live
+        store.commit(outcome, published_event_id=0)
+        assert store.snapshot(window_s=1_800, live_window_s=120).live is False
+    finally:
+        store.close()
+
+
+def _flags(conninfo: str) -> list[tuple[int, str]]:
+    with psycopg.connect(conninfo) as conn:
+        rows = conn.execute("SELECT time, reason FROM reading_flags ORDER BY time").fetchall()
+    return [(round((t - T0).total_seconds() / 60), reason) for t, reason in rows]
+
+
+def test_suspect_readings_are_flagged_relabelled_and_believed(city_db: str) -> None:
+    levels = [(0, 1.0), (1, 1.01), (2, 3.3), (3, 1.02), (4, 1.02), (5, 2.5), (6, 2.52)]
+    with psycopg.connect(city_db, autocommit=True) as conn:
+        db_store.prepare(conn)
+        db_store.store(conn, _flood(levels))
+    store = _store(city_db)
+    try:
+        snapshot = store.snapshot(window_s=1_800, live_window_s=120)
+        evaluator = Evaluator(settings=AlertSettings(), sensors=snapshot.sensors)
+        _feed(store, evaluator, _flood(levels[:3]))
+        assert _flags(city_db) == [(2, "gradient")]
+        _feed(store, evaluator, _flood(levels[3:]))
+        assert _flags(city_db) == [(2, "spike"), (5, "gradient"), (6, "gradient")]
+        # A delivery of the spike again leaves it a spike; the rise fit after a restart
+        # leaves the flagged readings out.
+        _feed(store, evaluator, _flood(levels[2:3]))
+        assert _flags(city_db)[0] == (2, "spike")
+        windows = store.snapshot(window_s=1_800, live_window_s=120).windows["fg-welang-1"]
+        assert [round((t / US - T0.timestamp()) / 60) for t, _ in windows] == [0, 1, 3, 4]
+        # The step stays: believed on its third reading, its readings are no longer suspect.
+        _feed(store, evaluator, _flood([(7, 2.55)]))
+        assert _flags(city_db) == [(2, "spike")]
+    finally:
+        store.close()
 
 
 def test_a_failed_statement_is_a_store_error_not_a_driver_exception(city_db: str) -> None:
