@@ -105,14 +105,48 @@ class AlertStore:
         }
 
     def snapshot(self, *, window_s: float, live_window_s: float) -> Snapshot:
-        """The service's state as last committed (and the readings its rise fits need)."""
-        with self.lock.use("reading the committed state") as conn:
-            return self._snapshot(conn, window_s=window_s, live_window_s=live_window_s)
+        """The service's state as last committed (and the readings its rise fits need).
 
-    def _snapshot(
-        self, conn: psycopg.Connection[Any], *, window_s: float, live_window_s: float
-    ) -> Snapshot:
-        sensors = self._sensors(conn)
+        Read in steps, each confirming the lock: on a large database the whole may take longer
+        than the lease, one step never should."""
+        sensors = self.load_sensors()
+        with self.lock.use("reading the rule state") as conn:
+            states = self._states(conn, sensors)
+        with self.lock.use("reading the open alerts and gauges") as conn:
+            open_alerts = self._open_alerts(conn)
+            gauges = self._gauges(conn)
+        with self.lock.use("reading the rise windows") as conn:
+            windows = self._windows(conn, window_s)
+        with self.lock.use("reading the service state") as conn:
+            meta = dict(conn.execute("SELECT key, value FROM alert_service_state").fetchall())
+            live = meta.get("live")
+            if live is None:
+                # Never recorded (a first start): the stream was live if ingest stored its
+                # newest reading within the live window of that reading's time.
+                row = conn.execute(
+                    "SELECT coalesce(bool_or(updated_at - time <= make_interval(secs => %s)), "
+                    "false) FROM (SELECT updated_at, time FROM latest_readings "
+                    "ORDER BY updated_at DESC LIMIT 1) newest",
+                    [live_window_s],
+                ).fetchone()
+                live = bool(row and row[0])
+        published = int(meta.get("published_event_id", 0))
+        return Snapshot(
+            sensors=sensors,
+            states=states,
+            open_alerts=open_alerts,
+            gauges=gauges,
+            windows=windows,
+            clock_us=int(meta.get("clock_us", 0)),
+            published_event_id=published,
+            unpublished=self.events_after(published),
+            live=bool(live),
+        )
+
+    @staticmethod
+    def _states(
+        conn: psycopg.Connection[Any], sensors: dict[str, SensorInfo]
+    ) -> dict[StateKey, tuple[int, dict[str, Any]]]:
         states: dict[StateKey, tuple[int, dict[str, Any]]] = {
             (sensor_id, rule): (to_micros(observed_at), state)
             for sensor_id, rule, observed_at, state in conn.execute(
@@ -126,7 +160,11 @@ class AlertStore:
             key = (sensor_id, Rule.OFFLINE.value)
             if sensor_id in sensors and key not in states:
                 states[key] = (to_micros(newest), {"last_seen": to_micros(newest)})
-        open_alerts = {
+        return states
+
+    @staticmethod
+    def _open_alerts(conn: psycopg.Connection[Any]) -> dict[StateKey, OpenAlert]:
+        return {
             (sensor_id, rule): OpenAlert(
                 level=level,
                 opened_us=to_micros(opened_at),
@@ -142,7 +180,10 @@ class AlertStore:
                 )
             )
         }
-        gauges = {
+
+    @staticmethod
+    def _gauges(conn: psycopg.Connection[Any]) -> dict[str, GaugeStatus]:
+        return {
             row[0]: GaugeStatus(
                 sensor_id=row[0],
                 level=row[1],
@@ -158,6 +199,11 @@ class AlertStore:
                 "next_level_at FROM gauge_status"
             )
         }
+
+    @staticmethod
+    def _windows(
+        conn: psycopg.Connection[Any], window_s: float
+    ) -> dict[str, list[tuple[int, float]]]:
         windows: dict[str, list[tuple[int, float]]] = {}
         for sensor_id, at, value in conn.execute(
             """
@@ -174,30 +220,7 @@ class AlertStore:
             [window_s],
         ):
             windows.setdefault(sensor_id, []).append((to_micros(at), value))
-        meta = dict(conn.execute("SELECT key, value FROM alert_service_state").fetchall())
-        published = int(meta.get("published_event_id", 0))
-        live = meta.get("live")
-        if live is None:
-            # Never recorded (a first start): the stream was live if ingest stored its newest
-            # reading within the live window of that reading's time.
-            row = conn.execute(
-                "SELECT coalesce(bool_or(updated_at - time <= make_interval(secs => %s)), false) "
-                "FROM (SELECT updated_at, time FROM latest_readings "
-                "ORDER BY updated_at DESC LIMIT 1) newest",
-                [live_window_s],
-            ).fetchone()
-            live = bool(row and row[0])
-        return Snapshot(
-            sensors=sensors,
-            states=states,
-            open_alerts=open_alerts,
-            gauges=gauges,
-            windows=windows,
-            clock_us=int(meta.get("clock_us", 0)),
-            published_event_id=published,
-            unpublished=self._events_after(conn, published),
-            live=bool(live),
-        )
+        return windows
 
     def events_after(self, event_id: int) -> list[dict[str, Any]]:
         """Committed alert events after ``event_id`` (to publish what a crash left unsent)."""
