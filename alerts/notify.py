@@ -32,9 +32,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from pantau import levels
 from pantau.alertmanager import RULE_TITLES, alertname, level_name
 from pantau.logs import get_logger
-from pantau.settings import NotifySettings, Settings
+from pantau.settings import FLOOD_RULES, NotifySettings, Settings
 
 log = get_logger(__name__)
 WIB = timezone(timedelta(hours=7), "WIB")
@@ -85,7 +86,9 @@ def _iso(moment: datetime) -> str:
 
 
 def _title(rule: str, level: int, row: dict[str, Any]) -> tuple[str, str]:
-    name_id, name_en = level_name(rule, level)
+    # A flood rule's level is a flood level (for a forecast, the one expected): named as such.
+    flood = rule in FLOOD_RULES and level in levels.FLOOD_LEVELS
+    name_id, name_en = levels.FLOOD_LEVELS[level] if flood else level_name(rule, level)
     topic_id, topic_en = RULE_TITLES.get(rule, (rule, rule))
     if rule == "flood_level":
         what_id, what_en = f"{topic_id} {name_id}", f"{topic_en} {name_en}"

@@ -56,16 +56,21 @@ def status(evaluator: Evaluator, sensor_id: str) -> dict[str, Any]:
         }
         for rule, alert in mine
     ]
+    last = evaluator.last_seen_us(sensor_id)
+    no_data = evaluator.no_data(sensor_id)
     out: dict[str, Any] = {
         "sensor_id": sensor_id,
         "level": max((alert.level for _, alert in mine), default=0),
         "alerts": alerts,
         "clock": from_micros(evaluator.clock_us).isoformat() if evaluator.clock_us else None,
+        # Past its offline deadline the sensor's last values are history, not the state now.
+        "no_data": no_data,
+        "last_reading_at": None if last is None else from_micros(last).isoformat(),
     }
     flood = evaluator.open.get((sensor_id, Rule.FLOOD_LEVEL))
     sensor = evaluator.sensors.get(sensor_id)
     if sensor is not None and sensor.family is Family.FLOOD_GAUGE:
-        out["flood_level"] = flood.level if flood else 0
+        out["flood_level"] = None if no_data else (flood.level if flood else 0)
     return out
 
 

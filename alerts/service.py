@@ -1,9 +1,11 @@
 """The alert service: lock, rebuild, then source → evaluator → store → acknowledge → publish.
 
 Exactly one instance evaluates: it holds the evaluation lock (a PostgreSQL session advisory lock
-on the connection it commits through); another instance waits as a standby and connects to MQTT
-only once it holds the lock. Each batch's transitions and the rule state behind them are
-committed before its messages are acknowledged and before anything is published.
+on the connection it commits through, with a lease bounded in time: alerts/lock.py); another
+instance waits as a standby and connects to MQTT only once it holds the lock. Each batch's
+transitions and the rule state behind them are committed before its messages are acknowledged
+and before anything is published. Any database error ends the instance with status 1 and one
+log line; its supervisor restarts it as a standby.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from alerts.model import Transition
 from alerts.notify import Notifier
 from alerts.publisher import Publisher
 from alerts.source import AlertSession, Message, SourceError
-from alerts.store import AlertStore, LockLostError, transition_json
+from alerts.store import AlertStore, LockLostError, StoreError, transition_json
 from pantau.catalogue import Family
 from pantau.logs import get_logger
 from pantau.payload import NameCache, Reason, decode, device_from_topic, to_micros
@@ -41,6 +43,7 @@ class AlertService:
         self.store = AlertStore(
             conninfo=settings.require_database_url(),
             connect_timeout_s=settings.alerts.db_connect_timeout_s,
+            lock_timeout_s=settings.alerts.lock_timeout_s,
         )
         self._limits = decode_limits(settings)
         self._names: NameCache = {}
@@ -64,13 +67,16 @@ class AlertService:
         except LockLostError as error:
             log.error("evaluation lock lost; stopping without emitting more", error=str(error))
             return 1
+        except StoreError as error:
+            log.error("database error; stopping without emitting more", error=str(error))
+            return 1
         finally:
             self.metrics.active.set(0)
             self.store.close()
 
     def _lead(self) -> int:
         s = self.settings.alerts
-        snapshot = self.store.snapshot(window_s=s.rise_window_s)
+        snapshot = self.store.snapshot(window_s=s.rise_window_s, live_window_s=s.live_window_s)
         evaluator = Evaluator(
             settings=s,
             sensors=snapshot.sensors,
@@ -80,6 +86,7 @@ class AlertService:
             windows=snapshot.windows,
             clock_us=snapshot.clock_us,
             max_future_s=self.settings.ingest.max_future_s,
+            live=snapshot.live,
         )
         self._use_sensors(evaluator)
         self._published = snapshot.published_event_id
@@ -111,11 +118,13 @@ class AlertService:
             unpublished=len(snapshot.unpublished),
         )
         # What a crash left unsent, then every retained topic as the database says it is.
+        self.store.lock.ensure()
         publisher.events(snapshot.unpublished)
         publisher.sensors(evaluator, evaluator.sensors)
         committed_clock = snapshot.clock_us
         try:
             while not self._stop.is_set():
+                self.store.lock.keep()
                 if time.monotonic() - self._registry_loaded >= s.registry_refresh_s:
                     evaluator.sensors = self.store.load_sensors()
                     self._use_sensors(evaluator)
@@ -135,6 +144,8 @@ class AlertService:
                 stored = self.store.commit(outcome, published_event_id=self._published)
                 self.metrics.commit_seconds.observe(time.perf_counter() - started)
                 committed_clock = outcome.clock_us
+                # Nothing goes out once the lease has ended: a standby may hold the lock by then.
+                self.store.lock.ensure()
                 session.ack(batch)
                 causes = settle(evaluator, stored)
                 if stored:
@@ -147,6 +158,7 @@ class AlertService:
                         self.metrics.transitions.labels(
                             rule=t.rule.value, change=t.change.value
                         ).inc()
+                self.metrics.count_quality(outcome.suspects, outcome.settled)
                 self.metrics.open_alerts.set(len(evaluator.open))
                 self.metrics.clock.set(evaluator.clock_us / US)
         finally:
@@ -159,7 +171,10 @@ class AlertService:
         """Messages for one batch: up to its size or age, or none after a quiet tick."""
         s = self.settings.alerts
         try:
-            first = session.inbox.get(timeout=s.tick_s)
+            # Back in time for the next confirmation of the lock when nothing comes.
+            first = session.inbox.get(
+                timeout=max(0.01, min(s.tick_s, self.store.lock.heartbeat_in_s()))
+            )
         except Empty:
             return []
         batch = [first]

@@ -30,6 +30,7 @@ from api.routes import (
     latest,
     operator,
     pages,
+    quality,
     readings,
     rivers,
     sensors,
@@ -111,7 +112,7 @@ def create_app(settings: Settings) -> FastAPI:
     _install_docs(app)
     for module in (health, catalogue, sensors, latest, readings, city, rivers):
         app.include_router(module.router)
-    for module in (alerts, alert_work, stream, operator, sta, pages):
+    for module in (alerts, alert_work, stream, operator, quality, sta, pages):
         app.include_router(module.router)
 
     # Added innermost first: the metrics see every answer, limits included.

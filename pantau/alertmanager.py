@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from pantau.ispu import Category
+from pantau import levels
 from pantau.settings import FLOOD_RULES, NotifySettings, Receiver
 
 CONFIG_FILE = "alertmanager.yml"
@@ -45,11 +45,6 @@ LABELS = (
 )
 GROUP_BY = ["alertname", "sensor", "level"]
 
-_FLOOD_NAMES = {1: ("Waspada", "Waspada (alert)"), 2: ("Siaga", "Siaga (standby)"),
-                3: ("Awas", "Awas (danger)")}  # fmt: skip
-_ISPU = {1: Category.TIDAK_SEHAT, 2: Category.SANGAT_TIDAK_SEHAT, 3: Category.BERBAHAYA}
-_OTHER_NAMES = {1: ("Perhatian", "advisory"), 2: ("Peringatan", "warning"),
-                3: ("Bahaya", "severe")}  # fmt: skip
 # What each rule's alerts are about, in Indonesian and in English.
 RULE_TITLES = {
     "flood_level": ("Banjir", "Flood"),
@@ -74,14 +69,9 @@ def alertname(rule: str) -> str:
 
 
 def level_name(rule: str, level: int) -> tuple[str, str]:
-    """A level's name in Indonesian and in English: Waspada/Siaga/Awas for the flood rules (for
-    forecasts, the level expected), the ISPU categories for air, else a severity."""
-    if rule in FLOOD_RULES:
-        return _FLOOD_NAMES.get(level, ("Normal", "Normal"))
-    if rule == "air_quality" and level in _ISPU:
-        category = _ISPU[level]
-        return category.label, category.label_en
-    return _OTHER_NAMES.get(level, (str(level), str(level)))
+    """A level's name in Indonesian and in English, as everything else names it
+    (:mod:`pantau.levels`)."""
+    return levels.level_label(rule, level, "id"), levels.level_label(rule, level, "en")
 
 
 def duration(seconds: float) -> str:

@@ -46,6 +46,7 @@ from typing import Any
 from lxml import etree
 
 from pantau.city import FloodLevel, Thresholds
+from pantau.levels import level_label
 
 CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
 ATOM_NS = "http://www.w3.org/2005/Atom"
@@ -292,10 +293,15 @@ def _describe(change: AlertChange, gauge: Gauge, english: bool) -> str:
     return " ".join(parts) or (change.message_en if english else change.message)
 
 
-def _parameters(info: etree._Element, change: AlertChange, gauge: Gauge) -> None:
+def _parameters(info: etree._Element, change: AlertChange, gauge: Gauge, *, english: bool) -> None:
     _pair(info, "parameter", "rule", change.rule)
     _pair(info, "parameter", "change", change.change)
     _pair(info, "parameter", "sensor_id", gauge.id)
+    # The level's name in this block's language, whatever the rule (pantau.levels).
+    shown = 0 if change.change == "resolved" else change.level
+    _pair(
+        info, "parameter", "level_label", level_label(change.rule, shown, "en" if english else "id")
+    )
     if change.rule == "flood_level":
         level = FloodLevel(0 if change.change == "resolved" else max(0, min(3, change.level)))
         _pair(info, "parameter", "level", level.label)
@@ -349,7 +355,7 @@ def _info(
     _sub(info, "web", f"{publisher.base_url.rstrip('/')}/alerts/{change.alert_id}")
     if publisher.contact:
         _sub(info, "contact", publisher.contact)
-    _parameters(info, change, gauge)
+    _parameters(info, change, gauge, english=english)
     area = _sub(info, "area")
     _sub(
         area,

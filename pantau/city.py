@@ -53,6 +53,29 @@ class Thresholds(BaseModel):
         return FloodLevel.NORMAL
 
 
+class GaugeQuality(BaseModel):
+    """What a flood gauge can measure and how fast its river can move: the alert service's
+    quality control (docs/alerts.md) takes a reading beyond these as suspect. Unset limits
+    are the service's settings (the rate) or none (the range beyond the catalogue's)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    range_min_m: float | None = Field(
+        default=None, description="Lowest level the sensor measures (m above the gauge zero)."
+    )
+    range_max_m: float | None = Field(default=None, description="Highest level it measures.")
+    max_rate_m_per_h: PositiveFloat | None = Field(
+        default=None, description="Fastest rise or fall of the river at this gauge."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        low, high = self.range_min_m, self.range_max_m
+        if low is not None and high is not None and not low < high:
+            raise ValueError("quality: range_min_m must be below range_max_m")
+        return self
+
+
 class Kecamatan(BaseModel):
     """A district of the regency, with an approximate centre."""
 
@@ -86,6 +109,9 @@ class Sensor(BaseModel):
     # derived from the river_km difference and the alert service's wave speed).
     downstream: tuple[str, ...] = ()
     travel_time_min: PositiveFloat | None = None
+    # Flood gauges: the sensor's range and the river's fastest plausible change, for quality
+    # control of its readings (unset: the alert service's defaults).
+    quality: GaugeQuality | None = None
     # Traffic counters: the road and its class (national roads carry the most traffic).
     road: str | None = None
     road_class: Literal["national", "provincial", "town"] | None = None
@@ -95,8 +121,8 @@ class Sensor(BaseModel):
         if self.family is Family.FLOOD_GAUGE:
             if self.thresholds is None or self.river is None:
                 raise ValueError(f"flood gauge {self.id} needs river and thresholds")
-        elif self.thresholds is not None:
-            raise ValueError(f"{self.id}: only flood gauges carry thresholds")
+        elif self.thresholds is not None or self.quality is not None:
+            raise ValueError(f"{self.id}: only flood gauges carry thresholds and quality")
         if self.family is Family.TRAFFIC_COUNTER and self.road_class is None:
             raise ValueError(f"traffic counter {self.id} needs road_class")
         return self

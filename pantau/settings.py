@@ -289,6 +289,16 @@ class AlertSettings(BaseModel):
         ge=0,
         description="A standby instance tries to take over the evaluation this often.",
     )
+    lock_timeout_s: float = Field(
+        default=20.0,
+        ge=1,
+        le=300,
+        description="Bound on losing the evaluation lock unnoticed: the database ends the "
+        "lock's session once idle this long (the active instance confirms the lock four times "
+        "as often), and the active instance stops publishing and exits (status 1) once it "
+        "could not confirm the lock for three quarters of it. A standby takes over within "
+        "about this time plus `LOCK_RETRY_S` when the active instance is cut off.",
+    )
     tick_s: float = Field(
         default=5.0,
         gt=0,
@@ -325,6 +335,32 @@ class AlertSettings(BaseModel):
         default=600.0,
         ge=0,
         description="A gauge steps down only after its readings stayed lower for this long.",
+    )
+    flood_confirm_readings: int = Field(
+        default=2,
+        ge=1,
+        le=10,
+        description="A gauge rises to a level (and `rising_fast` to a forecast) only once this "
+        "many consecutive accepted readings reach it; it costs that many reporting intervals "
+        "less one of lead time.",
+    )
+    qc_max_rate_m_per_h: float = Field(
+        default=3.0,
+        gt=0,
+        description="Quality control: a water level moving faster than this from the last "
+        "accepted reading is suspect (a gauge's `quality.max_rate_m_per_h` overrides it) ...",
+    )
+    qc_tolerance_m: float = Field(
+        default=0.1,
+        ge=0,
+        description="... give or take this much (noise, waves) on top of the rate.",
+    )
+    qc_step_readings: int = Field(
+        default=3,
+        ge=2,
+        le=60,
+        description="Suspect readings staying this many in a row on the same side of the last "
+        "accepted one are believed (a real step); a series that comes back sooner is a spike.",
     )
     rise_window_s: float = Field(
         default=1_800.0, gt=0, description="Span of readings the rise-rate fit uses."

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from pantau.catalogue import Metric, metrics_of
+from pantau.catalogue import Family, Metric, metrics_of
 from pantau.city import City
 from pantau.settings import MqttSettings
 from simulators.clock import SimClock
@@ -254,6 +254,15 @@ class Simulation:
         self._silent_now.discard(sensor_id)
         if self._backlog.get(sensor_id):
             self._flush_backlog(sensor_id)
+        if self.families[sensor_id] is Family.FLOOD_GAUGE and (faults.spikes or faults.dropouts):
+            thresholds = self.city.sensor(sensor_id).thresholds
+            assert thresholds is not None  # every flood gauge has them
+            glitched, fault = injector.glitch(obs, thresholds)
+            if fault is not None:
+                self._fault(fault[0], sensor_id, fault[1], expect_rejected=False)
+            if glitched is None:
+                return
+            obs = glitched
         skew = injector.skew_s(sensor_id)
         if skew:
             if sensor_id not in self._skew_noted:

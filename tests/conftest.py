@@ -12,4 +12,5 @@ pytest_plugins = [
     "tests.fixtures.operators",
     "tests.fixtures.flood",
     "tests.fixtures.browser",
+    "tests.fixtures.netproxy",
 ]

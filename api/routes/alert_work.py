@@ -27,9 +27,9 @@ from api.routes.alerts import (
     detail,
     dict_rows,
     find_alert,
-    level_label,
 )
 from api.security import AUTH_RESPONSES, OperatorDep
+from pantau import levels
 from pantau.db.events import lock_event_order
 from pantau.keys import HOLDER_MAX_CHARS, Operator
 
@@ -98,7 +98,8 @@ class HistoryEntry(_Model):
     )
     observed_at: datetime | None = Field(description="Alert changes: time of the reading.")
     level: int | None
-    level_label: str | None
+    level_label: str | None = Field(description="The level's name in Indonesian.")
+    level_label_en: str | None = Field(description="The level's name in English.")
     value: float | None = Field(description="Alert changes: the reading's value.")
     actor: str | None = Field(description="Operator actions: who (the key's holder).")
     assignee: str | None = Field(description="Assignments: to whom.")
@@ -265,8 +266,14 @@ def history_of(conn: psycopg.Connection, alert_id: int) -> AlertHistory:
     entries = []
     for row in rows:
         rule = row.pop("rule")
-        label = None if row["level"] is None else level_label(rule, row["level"])
-        entries.append(HistoryEntry(**row, level_label=label))
+        level = row["level"]
+        entries.append(
+            HistoryEntry(
+                **row,
+                level_label=None if level is None else levels.level_label(rule, level, "id"),
+                level_label_en=None if level is None else levels.level_label(rule, level, "en"),
+            )
+        )
     return AlertHistory(alert=found, entries=entries)
 
 

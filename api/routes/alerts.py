@@ -16,7 +16,7 @@ from api.deps import ConnDep, SettingsDep
 from api.errors import Problem
 from api.routes.readings import parse_time
 from api.schemas import ATOM, CAP_XML, alternatives, text_schema
-from pantau import cap
+from pantau import cap, levels
 from pantau.city import SENSOR_ID_PATTERN, Thresholds
 from pantau.settings import Settings
 
@@ -34,18 +34,8 @@ Rule = Literal[
     "rejected",
 ]
 RULES: tuple[str, ...] = get_args(Rule)
-_LEVEL_LABELS = {
-    "flood_level": {1: "Waspada", 2: "Siaga", 3: "Awas"},
-    "air_quality": {1: "Tidak Sehat", 2: "Sangat Tidak Sehat", 3: "Berbahaya"},
-}
-_RULE_LEVELS = {1: "advisory", 2: "warning", 3: "severe"}
 MAX_ID = 2**63 - 1
 AlertId = Annotated[int, Path(ge=1, le=MAX_ID, description="The alert's id.")]
-
-
-def level_label(rule: str, level: int) -> str:
-    """The level's name: Waspada/Siaga/Awas for floods, ISPU words for air, else a severity."""
-    return _LEVEL_LABELS.get(rule, _RULE_LEVELS).get(level, str(level))
 
 
 class _Model(BaseModel):
@@ -63,9 +53,13 @@ class Alert(_Model):
     )
     level: int = Field(ge=1, le=3, description="1 to 3; see `level_label`.")
     level_label: str = Field(
-        description="Waspada/Siaga/Awas for flood_level; Tidak Sehat/Sangat Tidak Sehat/"
-        "Berbahaya for air_quality; advisory/warning/severe for the other rules.",
+        description="The level's name in Indonesian: Waspada/Siaga/Awas for flood_level; "
+        "Tidak Sehat/Sangat Tidak Sehat/Berbahaya for air_quality; the rule's own words for "
+        "the others (such as `Naik cepat, menuju Awas` for rising_fast).",
         examples=["Siaga"],
+    )
+    level_label_en: str = Field(
+        description="The level's name in English.", examples=["Siaga (standby)"]
     )
     state: Literal["open", "resolved"]
     opened_at: datetime = Field(description="Observation time that opened it.")
@@ -162,8 +156,15 @@ def one_row(conn: psycopg.Connection, query: str, params: Any = None) -> dict[st
     return found[0] if found else None
 
 
+def _labels(row: dict[str, Any]) -> dict[str, str]:
+    return {
+        "level_label": levels.level_label(row["rule"], row["level"], "id"),
+        "level_label_en": levels.level_label(row["rule"], row["level"], "en"),
+    }
+
+
 def _alert(row: dict[str, Any]) -> Alert:
-    return Alert(**row, level_label=level_label(row["rule"], row["level"]))
+    return Alert(**row, **_labels(row))
 
 
 def _known(conn: psycopg.Connection, table: str, column: str, value: str, what: str) -> None:

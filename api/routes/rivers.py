@@ -20,11 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.deps import CacheDep, RegistryDep, SensorInfo, SettingsDep, async_connection
 from api.errors import Problem
 from api.responses import Answer, Body, answer_key, cached_json
-from api.routes.alerts import level_label
 from api.routes.readings import fetch_page, resolve
 from api.schemas import GEOJSON, PointGeometry, ThresholdsOut, alternatives
+from pantau import freshness
 from pantau.catalogue import Family
 from pantau.city import FloodLevel
+from pantau.levels import level_label
 
 router = APIRouter(tags=["city"])
 
@@ -305,7 +306,6 @@ async def gauge_view(
             if forecast and status is not None
             else []
         )
-        limit = timedelta(seconds=settings.alerts.offline_intervals_k * sensor.interval_s)
         thresholds = sensor.thresholds
         view = GaugeView(
             sensor=SensorBrief(
@@ -323,11 +323,19 @@ async def gauge_view(
             water_level=GaugeSeries(unit="m", points=levels),
             rainfall=RainSeries(unit="mm", points=rain),
             latest=None if latest is None else ChartPoint(**latest),
-            stale=latest is None or end - latest["time"] > limit,
+            stale=latest is None
+            or not freshness.is_current(
+                latest["time"],
+                end,
+                interval_s=sensor.interval_s,
+                intervals_k=settings.alerts.offline_intervals_k,
+            ),
             status=state,
             fit=fit,
             forecast=[ChartPoint(**f) for f in forecast],
-            alerts=[AlertMark(**m, level_label=level_label(m["rule"], m["level"])) for m in marks],
+            alerts=[
+                AlertMark(**m, level_label=level_label(m["rule"], m["level"], "id")) for m in marks
+            ],
         )
         return Answer(
             Body.of(view.model_dump(mode="json")),

@@ -3,14 +3,15 @@ and a notification at a webhook, while a steady load runs.
 
 A private broker, a fresh database with the city, `python -m ingest` and `python -m alerts`
 (production settings). The load (`python -m simulators load`, paced) runs across every sensor
-of the city; meanwhile, a few times a second, a probe reading above Awas goes to one of the
-bench's own probe gauges (a fresh one each time, so that each probe opens an alert whatever
-the dwell settings). Each probe reading's publish time is compared with the moment its alert
-event arrives on ``ROOT/alerts/events`` (published only after the commit) and with the event's
-``recorded_at`` (the commit). Where Alertmanager is installed, the alert service also sends to
-a private one (the generated configuration, ``group_wait`` 0: a production ``group_wait``
-adds its own wait) whose webhook receiver, in this process, notes when each probe gauge's Awas
-arrives. Latencies are wall-clock times on this one machine.
+of the city; meanwhile, a few times a second, a probe goes to one of the bench's own probe
+gauges (a fresh one each time, so that each probe opens an alert whatever the dwell settings):
+two readings above Awas, since a level needs two consecutive readings to be confirmed. The
+confirming reading's publish time is compared with the moment its alert event arrives on
+``ROOT/alerts/events`` (published only after the commit) and with the event's ``recorded_at``
+(the commit). Where Alertmanager is installed, the alert service also sends to a private one
+(the generated configuration, ``group_wait`` 0: a production ``group_wait`` adds its own wait)
+whose webhook receiver, in this process, notes when each probe gauge's Awas arrives. Latencies
+are wall-clock times on this one machine.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -185,13 +186,17 @@ class _Probe:
             self.arrived.setdefault(observed, (now, str(event.get("recorded_at"))))
 
     def send(self, number: int) -> None:
-        """A reading above Awas (3 m) on probe gauge ``number``."""
+        """Two readings above Awas (3 m) on probe gauge ``number``: the second confirms the
+        level, and is the one timed."""
+        topic = self.settings.uplink_topic(f"{PROBE_PREFIX}{number}")
+        first = datetime.now(UTC) - timedelta(seconds=1)
+        payload = orjson.dumps({"ts": first.isoformat(), "values": {"water_level": 3.5}})
+        self.client.publish(topic, payload, qos=1)
         when = datetime.now(UTC)
         payload = orjson.dumps({"ts": when.isoformat(), "values": {"water_level": 3.5}})
         with self._lock:
             self.sent[when.isoformat()] = time.time()
             self.sent_to[f"{PROBE_PREFIX}{number}"] = self.sent[when.isoformat()]
-        topic = self.settings.uplink_topic(f"{PROBE_PREFIX}{number}")
         self.client.publish(topic, payload, qos=1)
 
     def stop(self) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from pantau.catalogue import Family
 from pantau.city import City, Gateway
@@ -40,22 +41,25 @@ def load_city(conn: psycopg.Connection, city: City) -> LoadResult:
         cur.executemany(
             """
             INSERT INTO sensors (id, family, name, kecamatan, lat, lon, interval_s,
-                                 river, river_km, road, road_class, downstream, travel_time_min)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                                 river, river_km, road, road_class, downstream, travel_time_min,
+                                 quality)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
             ON CONFLICT (id) DO UPDATE SET family = EXCLUDED.family, name = EXCLUDED.name,
                 kecamatan = EXCLUDED.kecamatan, lat = EXCLUDED.lat, lon = EXCLUDED.lon,
                 interval_s = EXCLUDED.interval_s, river = EXCLUDED.river,
                 river_km = EXCLUDED.river_km, road = EXCLUDED.road,
                 road_class = EXCLUDED.road_class, downstream = EXCLUDED.downstream,
-                travel_time_min = EXCLUDED.travel_time_min, updated_at = now()
+                travel_time_min = EXCLUDED.travel_time_min, quality = EXCLUDED.quality,
+                updated_at = now()
             WHERE (sensors.family, sensors.name, sensors.kecamatan, sensors.lat, sensors.lon,
                    sensors.interval_s, sensors.river, sensors.river_km, sensors.road,
-                   sensors.road_class, sensors.downstream, sensors.travel_time_min)
+                   sensors.road_class, sensors.downstream, sensors.travel_time_min,
+                   sensors.quality)
                 IS DISTINCT FROM
                   (EXCLUDED.family, EXCLUDED.name, EXCLUDED.kecamatan, EXCLUDED.lat,
                    EXCLUDED.lon, EXCLUDED.interval_s, EXCLUDED.river, EXCLUDED.river_km,
                    EXCLUDED.road, EXCLUDED.road_class, EXCLUDED.downstream,
-                   EXCLUDED.travel_time_min)
+                   EXCLUDED.travel_time_min, EXCLUDED.quality)
             """,
             [
                 (
@@ -72,6 +76,7 @@ def load_city(conn: psycopg.Connection, city: City) -> LoadResult:
                     s.road_class,
                     list(s.downstream),
                     s.travel_time_min,
+                    None if s.quality is None else Jsonb(s.quality.model_dump(exclude_none=True)),
                 )
                 for s in city.sensors
             ],

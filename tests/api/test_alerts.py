@@ -45,7 +45,12 @@ def test_list_filters_and_pages(http: httpx.Client, add_alert: AddAlert) -> None
     assert rest["next"] is None
 
     item = http.get("/alerts", params={"sensor": "fg-welang-2"}).json()["items"][0]
-    assert item["level_label"] == "Siaga"
+    assert (item["level_label"], item["level_label_en"]) == ("Siaga", "Siaga (standby)")
+    lamp_item = http.get("/alerts", params={"rule": "lamp"}).json()["items"][0]
+    assert (lamp_item["level_label"], lamp_item["level_label_en"]) == (
+        "Daya tidak wajar",
+        "Abnormal power",
+    )
     assert item["kecamatan"] == "Pohjentrek"
     assert item["family"] == "flood_gauge"
 

@@ -17,6 +17,8 @@ import pytest
 
 from pantau import keys
 from pantau.city import City, FloodLevel, Sensor
+from pantau.db import store
+from pantau.payload import Reading
 from pantau.settings import MqttSettings, NotifySettings
 from simulators.config import RunConfig
 from simulators.fleet import Fleet
@@ -27,6 +29,7 @@ from tests.fixtures.api import api_settings, serve
 from tests.fixtures.browser import AXE, PageWatch
 from tests.fixtures.flood import Flood
 from tests.fixtures.ingest import IngestFactory
+from tests.fixtures.operators import AddAlert
 from tests.ingest.helpers import publish_all
 
 # Set to a folder to save screenshots of the pages (the README shows docs/screenshots/).
@@ -281,8 +284,12 @@ def test_a_reading_published_over_mqtt_appears_within_two_seconds(
     # Indonesian way).
     page.wait_for_function(f"{value_shown} === '2,35 m'", timeout=2_000)
     assert time.monotonic() - published < 2.0
-    row = page.locator('#sensors tr[data-sensor="fg-welang-2"] .latest')
-    assert "Siaga" in row.inner_text()
+    # Siaga on this gauge starts at 2.2 m: the level badge follows, from /city/status (with no
+    # alert service, from the latest value against the thresholds).
+    row = '#sensors tr[data-sensor="fg-welang-2"] .latest'
+    page.wait_for_function(
+        f"document.querySelector('{row}').textContent.includes('Siaga')", timeout=5_000
+    )
     _assert_clean(page_watch)
 
 
@@ -378,4 +385,113 @@ def test_the_control_page_links_to_alertmanager_only_where_it_is_set(
         _open(page, f"{base}/?sensor=fg-welang-2")
         page.wait_for_selector('.gauge.focused[data-sensor="fg-welang-2"]', timeout=5_000)
     assert '<p id="notifications" hidden>' not in shown
+
+
+def test_a_stale_gauge_shows_no_data_never_its_last_level(
+    api_url: str, page: Any, page_watch: PageWatch, conn: psycopg.Connection, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC)
+    old = now - timedelta(minutes=20)  # three intervals of 60 s are long past
+    store.prepare(conn)
+    store.store(
+        conn,
+        [
+            Reading.at(old, "fg-welang-1", "water_level", 2.7),
+            Reading.at(now, "fg-welang-3", "water_level", 0.9),
+        ],
+    )
+    conn.cursor().executemany(
+        "INSERT INTO gauge_status (sensor_id, level, since, observed_at, value, updated_at) "
+        "VALUES (%s, %s, %s, %s, %s, %s)",
+        [("fg-welang-1", 3, old, old, 2.7, old), ("fg-welang-3", 0, now, now, 0.9, now)],
+    )
+    _open(page, f"{api_url}/")
+    stale = '.gauge[data-sensor="fg-welang-1"]'
+    page.wait_for_selector(f"{stale} .badge.no-data", timeout=10_000)
+    assert page.locator(f"{stale} .badge").inner_text() == "Tidak ada data"
+    assert page.locator(f"{stale} .stale").inner_text().startswith("data terakhir ")
+    assert page.locator('.gauge[data-sensor="fg-welang-3"] .badge').inner_text() == "Normal"
+    # Nowhere on the page is the dead gauge's Awas shown as now.
+    row = page.locator('#sensors tr[data-sensor="fg-welang-1"] .latest')
+    assert "Tidak ada data" in row.inner_text() and "Awas" not in row.inner_text()
+    purwosari = page.locator('#city-status tr[data-kecamatan="Purwosari"]')
+    assert purwosari.locator(".badge.no-data").inner_text() == "Tidak ada data"
+    page.click("#lang")
+    assert page.locator(f"{stale} .badge").inner_text() == "No data"
+    assert page.locator(f"{stale} .stale").inner_text().startswith("last reading ")
+    page.click("#lang")
+    page.locator("#rivers").screenshot(path=str(tmp_path / "stale-gauge.png"))
+    if SCREENSHOTS:
+        page.screenshot(path=str(Path(SCREENSHOTS) / "stale-gauge.png"), full_page=True)
+    _assert_clean(page_watch)
+
+
+def test_warnings_are_ordered_by_urgency_and_a_forecast_stands_out(
+    api_url: str, page: Any, page_watch: PageWatch, add_alert: AddAlert, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC)
+    offline = add_alert(sensor="sn-bangil-1", rule="offline", levels=(2,), start=now)
+    siaga = add_alert(sensor="fg-welang-2", levels=(1, 2), start=now - timedelta(minutes=20))
+    upstream = add_alert(
+        sensor="fg-welang-3",
+        rule="upstream",
+        levels=(2,),
+        start=now,
+        predicted=(2, now + timedelta(minutes=90)),
+    )
+    awas_soon = add_alert(
+        sensor="fg-welang-3",
+        rule="rising_fast",
+        levels=(3,),
+        start=now - timedelta(minutes=5),
+        predicted=(3, now + timedelta(minutes=25, seconds=20)),
+    )
+    _open(page, f"{api_url}/")
+    page.wait_for_selector("#warnings li[data-alert]", timeout=10_000)
+    order = page.eval_on_selector_all(
+        "#warnings li[data-alert]", "l => l.map(x => +x.dataset.alert)"
+    )
+    assert order == [awas_soon, siaga, upstream, offline]
+    first = page.locator(f'#warnings li[data-alert="{awas_soon}"]')
+    assert "forecast-3" in (first.get_attribute("class") or "")
+    assert (
+        first.locator(".forecast-note")
+        .inner_text()
+        .startswith("Awas diperkirakan dalam sekitar 25 menit")
+    )
+    assert first.locator(".badge").inner_text() == "Naik cepat, menuju Awas"
+    assert first.locator(".badge.lvl-3").count() == 1
+    page.locator("#warnings").screenshot(path=str(tmp_path / "warnings.png"))
+    page.click("#lang")
+    assert first.locator(".badge").inner_text() == "Rising fast towards Awas"
+    assert (
+        first.locator(".forecast-note")
+        .inner_text()
+        .startswith("Awas (danger) expected in about 25")
+    )
+    upstream_badge = page.locator(f'#warnings li[data-alert="{upstream}"] .badge')
+    assert upstream_badge.inner_text() == "Siaga upstream"
+    _assert_clean(page_watch)
+
+
+def test_the_control_page_lists_suspect_readings(
+    api_url: str, page: Any, page_watch: PageWatch, conn: psycopg.Connection, operator_key: str
+) -> None:
+    now = datetime.now(UTC)
+    conn.execute(
+        "INSERT INTO reading_flags (sensor_id, metric, time, value, reason) VALUES "
+        "('fg-welang-1', 'water_level', %s, 3.3, 'spike'), "
+        "('fg-welang-3', 'water_level', %s, -0.4, 'range')",
+        [now - timedelta(minutes=5), now - timedelta(minutes=2)],
+    )
+    _open(page, f"{api_url}/control")
+    assert page.locator("#suspect").inner_text() == "Masukkan kunci API untuk melihat."
+    page.fill("#api-key", operator_key)
+    page.click("#key-form button[type=submit]")
+    page.wait_for_selector("#suspect tr[data-reason]", timeout=10_000)
+    rows = page.eval_on_selector_all(
+        "#suspect tr[data-reason]", "r => r.map(x => [x.dataset.sensor, x.innerText])"
+    )
+    assert [sensor for sensor, _ in rows] == ["fg-welang-3", "fg-welang-1"]
+    assert "di luar rentang sensor" in rows[0][1] and "lonjakan sesaat" in rows[1][1]
     _assert_clean(page_watch)

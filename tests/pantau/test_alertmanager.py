@@ -141,9 +141,9 @@ def test_receivers_integrations_and_inhibition() -> None:
 def test_names_and_durations() -> None:
     assert alertname("flood_level") == "PantauFloodLevel"
     assert level_name("flood_level", 3) == ("Awas", "Awas (danger)")
-    assert level_name("rising_fast", 2)[0] == "Siaga"
+    assert level_name("rising_fast", 2) == ("Naik cepat, menuju Siaga", "Rising fast towards Siaga")
     assert level_name("air_quality", 3) == ("Berbahaya", "Hazardous")
-    assert level_name("offline", 2)[0] == "Peringatan"
+    assert level_name("offline", 2) == ("Luring", "Offline")
     assert [duration(s) for s in (0, 0.2, 1, 90, 7200)] == ["0s", "200ms", "1s", "90s", "7200s"]
 
 

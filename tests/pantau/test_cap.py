@@ -135,6 +135,28 @@ def test_prediction_is_likely_and_urgent_when_close() -> None:
     assert "sekitar pukul 15:34 WIB" in _text(document, "cap:info/cap:description")[0]
 
 
+def _parameter(document: bytes, name: str) -> list[str]:
+    root = etree.fromstring(document)
+    return [
+        p.findtext("cap:value", namespaces=NS) or ""
+        for p in root.findall("cap:info/cap:parameter", NS)
+        if p.findtext("cap:valueName", namespaces=NS) == name
+    ]
+
+
+def test_every_rules_level_is_named_in_each_blocks_language() -> None:
+    for rule, level, names in [
+        ("flood_level", 2, ["Siaga", "Siaga (standby)"]),
+        ("rising_fast", 3, ["Naik cepat, menuju Awas", "Rising fast towards Awas"]),
+        ("upstream", 1, ["Hulu naik cepat", "Rising fast upstream"]),
+    ]:
+        document = to_xml(cap_alert(change(9, "opened", level, rule=rule), GAUGE, PUBLISHER))
+        assert_valid_cap(document)
+        assert _parameter(document, "level_label") == names, rule
+    resolved = to_xml(cap_alert(change(10, "resolved", 2, rule="upstream"), GAUGE, PUBLISHER))
+    assert _parameter(resolved, "level_label") == ["Normal", "Normal"]
+
+
 def test_two_languages_area_and_escaping() -> None:
     document = to_xml(cap_alert(LIFECYCLE[1], GAUGE, PUBLISHER, LIFECYCLE[:1]))
     assert _text(document, "cap:info/cap:language") == ["id-ID", "en-US"]

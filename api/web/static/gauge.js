@@ -76,7 +76,8 @@ window.PantauGauge = (() => {
       const s = view.status;
       const latest = live.length ? live[live.length - 1] : view.latest;
       const value = latest?.value;
-      const level = s?.level ?? levelOfValue(value);
+      // A gauge past its deadline has no level now: its last one is history (pantau.freshness).
+      const level = view.stale ? null : (s?.level ?? levelOfValue(value));
       const parts = [];
       const head = ctx.el("p", { class: "gauge-now" });
       if (level !== null && level !== undefined) head.append(ctx.levelBadge(level), " ");
@@ -91,7 +92,7 @@ window.PantauGauge = (() => {
       if (view.stale) {
         parts.push(ctx.el("p", { class: "gauge-stale", text: `${t("stale")} ${latest?.time ? ctx.when(latest.time) : "–"}` }));
       }
-      if (view.forecast.length === 2 && s?.next_level !== null && s?.next_level !== undefined) {
+      if (!view.stale && view.forecast.length === 2 && s?.next_level !== null && s?.next_level !== undefined) {
         const crossing = view.forecast[1];
         const ahead = new Date(crossing.time).getTime() - Date.now();
         const text = `${ctx.levelName(s.next_level)} ${t("expected")} ${ctx.when(crossing.time)}`

@@ -28,6 +28,11 @@
       noneOffline: "Semua sensor melapor.", rejected: "Muatan ditolak, per alasan",
       needKey: "Masukkan kunci API untuk melihat.", reason: "Alasan", count: "Jumlah",
       noRejected: "Tidak ada muatan yang ditolak.", expected: "diperkirakan",
+      noData: "Tidak ada data", lastReading: "data terakhir",
+      expectedIn: "{level} diperkirakan dalam sekitar {n} menit", expectedNow: "{level} diperkirakan sudah tercapai",
+      suspect: "Data mencurigakan (kontrol mutu)", noSuspect: "Tidak ada data mencurigakan dalam 24 jam terakhir.",
+      valueCol: "Nilai",
+      reasons: { range: "di luar rentang sensor", gradient: "berubah terlalu cepat", spike: "lonjakan sesaat" },
       family: { flood_gauge: "Pos duga air", traffic_counter: "Penghitung lalu lintas", street_node: "Lampu jalan & udara" },
       levels: ["Normal", "Waspada", "Siaga", "Awas"],
       kecamatan: "Kecamatan", floodCol: "Banjir (terburuk)", trafficCol: "Lalu lintas",
@@ -64,6 +69,11 @@
       noneOffline: "Every sensor is reporting.", rejected: "Rejected payloads by reason",
       needKey: "Enter an API key to see them.", reason: "Reason", count: "Count",
       noRejected: "No rejected payloads.", expected: "expected",
+      noData: "No data", lastReading: "last reading",
+      expectedIn: "{level} expected in about {n} minutes", expectedNow: "{level} expected now",
+      suspect: "Suspect readings (quality control)", noSuspect: "No suspect readings in the last 24 hours.",
+      valueCol: "Value",
+      reasons: { range: "outside the sensor's range", gradient: "changed too fast", spike: "spike" },
       family: { flood_gauge: "Flood gauge", traffic_counter: "Traffic counter", street_node: "Street light & air" },
       levels: ["Normal", "Waspada (alert)", "Siaga (standby)", "Awas (danger)"],
       kecamatan: "Kecamatan", floodCol: "Flood (worst)", trafficCol: "Traffic",
@@ -83,6 +93,8 @@
   // A sensor is stale after this many reporting intervals without a reading (the alert
   // service's default PANTAU_ALERTS__OFFLINE_INTERVALS_K), or while an offline alert is open.
   const OFFLINE_INTERVALS = 3;
+  // Rules that warn of a flood: styled with the flood levels' colours, listed first.
+  const FLOOD_RULES = new Set(["flood_level", "rising_fast", "upstream"]);
   const MAIN_METRICS = {
     flood_gauge: ["water_level", "rainfall"],
     traffic_counter: ["occupancy", "avg_speed", "count_motorcycle"],
@@ -94,6 +106,9 @@
   const t = (key) => TEXT[lang][key] ?? TEXT.id[key] ?? key;
 
   const sensors = new Map();
+  // Each gauge's level as /city/status gives it: the alert service's confirmed level while its
+  // data is current, "no data" (with the time of its last reading) once it is not.
+  const gaugeStates = new Map();
   let alerts = [];
   let map = null;
   let gaugeView = null;
@@ -141,15 +156,28 @@
   const metres = (value) => `${F.number(value, 2, lang)} m`;
 
   function floodLevel(sensor) {
-    const thresholds = sensor.thresholds;
-    const reading = sensor.latest?.water_level;
-    if (!thresholds || !reading) return null;
-    const v = reading.value;
-    if (v >= thresholds.awas) return 3;
-    if (v >= thresholds.siaga) return 2;
-    if (v >= thresholds.waspada) return 1;
-    return 0;
+    const state = gaugeStates.get(sensor.id);
+    return state && !state.no_data && Number.isInteger(state.level) ? state.level : null;
   }
+  const noData = (sensor) => Boolean(gaugeStates.get(sensor.id)?.no_data);
+  function gaugeBadge(sensor) {
+    if (!noData(sensor)) return levelBadge(floodLevel(sensor));
+    return el("span", { class: "badge lvl-x no-data", text: t("noData") });
+  }
+  function staleText(sensor) {
+    const state = gaugeStates.get(sensor.id);
+    if (!state?.no_data || !state.last_reading_at) return "";
+    const value = sensor.latest?.water_level?.value;
+    return `${t("lastReading")} ${when(state.last_reading_at)}${value === undefined ? "" : ` (${metres(value)})`}`;
+  }
+  // The water level as current, or nothing when it is not (the "no data" note says what it was).
+  function valueText(sensor) {
+    const value = sensor.latest?.water_level?.value;
+    if (value === undefined) return "–";
+    return noData(sensor) ? "" : metres(value);
+  }
+  // What the note beside a gauge says: its last reading when it has no data, or that it is silent.
+  const staleNote = (sensor) => staleText(sensor) || (isStale(sensor) ? t("notReporting") : "");
   function latestTime(sensor) {
     let newest = null;
     for (const r of Object.values(sensor.latest || {})) if (!newest || r.time > newest) newest = r.time;
@@ -164,6 +192,9 @@
     return parts.join(" · ") || "–";
   }
   function isStale(sensor) {
+    // A gauge: as /city/status says (the alert service's deadline, pantau.freshness).
+    const state = gaugeStates.get(sensor.id);
+    if (state) return Boolean(state.no_data);
     if (alerts.some((a) => a.rule === "offline" && a.sensor_id === sensor.id && (a.state ?? "open") === "open")) return true;
     const newest = latestTime(sensor);
     if (!newest) return true;
@@ -173,7 +204,11 @@
   const ruleName = (rule) => t("rules")[rule] ?? rule;
   // The API's name of an alert's level, in the page's language where it gives one.
   const alertLevelLabel = (a) => (lang === "en" ? a.level_label_en ?? a.level_label : a.level_label) ?? String(a.level);
-  const alertBadge = (a) => (a.rule === "flood_level" ? levelBadge(a.level) : el("span", { class: `badge lvl-x`, text: alertLevelLabel(a) }));
+  // Flood warnings in the flood levels' colours; every level by the name the API gives it.
+  function alertBadge(a) {
+    const known = FLOOD_RULES.has(a.rule) && Number.isInteger(a.level) && a.level >= 0 && a.level <= 3;
+    return el("span", { class: `badge ${known ? `lvl-${a.level}` : "lvl-x"}`, text: alertLevelLabel(a) });
+  }
   const alertMessage = (a) => (lang === "en" ? a.message_en : a.message) || a.message || a.rule;
 
   // ---------------------------------------------------------------- language
@@ -258,9 +293,8 @@
     const body = document.querySelector("#sensors tbody");
     if (!body) return;
     const rows = [...sensors.values()].sort((a, b) => a.id.localeCompare(b.id)).map((s) => {
-      const level = s.family === "flood_gauge" ? floodLevel(s) : null;
       const latest = el("td", { class: "latest", text: latestText(s) });
-      if (level !== null) latest.prepend(levelBadge(level), " ");
+      if (s.family === "flood_gauge") latest.prepend(gaugeBadge(s), " ");
       const stale = isStale(s);
       return el("tr", { "data-sensor": s.id, class: stale ? "stale" : "" },
         el("th", { scope: "row" }, el("span", { text: s.name }), el("br"), el("small", { class: "muted", text: s.id })),
@@ -290,7 +324,6 @@
       gauges.sort((a, b) => (a.river_km ?? 0) - (b.river_km ?? 0) || a.id.localeCompare(b.id));
       const section = el("section", { class: "river", "data-river": river }, el("h3", { text: `${t("river")} ${river}` }));
       for (const g of gauges) {
-        const level = floodLevel(g);
         const value = g.latest?.water_level?.value;
         const th = g.thresholds;
         const top = th ? th.awas * 1.3 : 1;
@@ -310,10 +343,10 @@
         open.textContent = `${t("viewGauge")}: ${g.name}`;
         open.addEventListener("click", () => select(g.id));
         const stale = isStale(g);
-        section.append(el("div", { class: `gauge${stale ? " stale" : ""}`, "data-sensor": g.id },
+        section.append(el("div", { class: `gauge${stale ? " stale" : ""}${noData(g) ? " no-data" : ""}`, "data-sensor": g.id },
           el("span", { class: "name", text: `${g.name}${g.river_km !== null && g.river_km !== undefined ? ` · km ${F.number(g.river_km, 0, lang)}` : ""}` }),
-          el("span", {}, levelBadge(level), " ", el("span", { class: "value", text: value === undefined ? "–" : metres(value) }),
-            ...(stale ? [" ", el("span", { class: "muted", text: t("notReporting") })] : [])),
+          el("span", {}, gaugeBadge(g), " ", el("span", { class: "value", text: valueText(g) }),
+            " ", el("small", { class: "stale muted", text: staleNote(g) })),
           bar, open));
       }
       sections.push(section);
@@ -321,11 +354,31 @@
     box.replaceChildren(...sections);
   }
 
+  // Most urgent first: flood warnings before the rest; the worst level, measured or expected;
+  // at the same level what is measured before what is forecast, the soonest forecast first.
+  function urgency(a) {
+    const flood = FLOOD_RULES.has(a.rule);
+    const forecast = flood && a.rule !== "flood_level";
+    const expected = forecast && a.predicted_at ? (a.predicted_level ?? 0) : 0;
+    const due = forecast && a.predicted_at ? Date.parse(a.predicted_at) : Infinity;
+    return [flood ? 0 : 1, -Math.max(a.level ?? 0, expected), forecast ? 1 : 0, due, -Date.parse(a.updated_at ?? 0)];
+  }
+  function byUrgency(a, b) {
+    const x = urgency(a), y = urgency(b);
+    for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return (x[i] || 0) < (y[i] || 0) ? -1 : 1;
+    return 0;
+  }
+  function forecastText(a) {
+    const name = t("levels")[a.predicted_level] ?? "";
+    const minutes = Math.round((Date.parse(a.predicted_at) - Date.now()) / 60000);
+    const text = minutes > 0 ? t("expectedIn").replace("{n}", String(minutes)) : t("expectedNow");
+    return `${text.replace("{level}", name)} (${when(a.predicted_at)})`;
+  }
+
   function renderWarnings() {
     const list = document.getElementById("warnings");
     if (!list) return;
-    const open = alerts.filter((a) => a.state === undefined || a.state === "open")
-      .sort((a, b) => (b.level ?? 0) - (a.level ?? 0) || String(b.updated_at).localeCompare(String(a.updated_at)));
+    const open = alerts.filter((a) => a.state === undefined || a.state === "open").sort(byUrgency);
     if (!open.length) {
       list.replaceChildren(el("li", { class: "muted", text: t("noWarnings") }));
       return;
@@ -335,8 +388,10 @@
       const item = el("li", { "data-alert": String(a.id), "data-rule": a.rule ?? "" },
         alertBadge(a), " ", el("span", { class: "rule", text: ruleName(a.rule) }), " · ",
         el("strong", { text: sensor ? sensor.name : a.sensor_id }), " — ", el("span", { text: alertMessage(a) }));
-      if (a.predicted_at && a.predicted_level !== null && a.predicted_level !== undefined) {
-        item.append(el("br"), el("small", { class: "muted", text: `${t("levels")[a.predicted_level] ?? ""} ${t("expected")} ${when(a.predicted_at)}` }));
+      if (a.predicted_at && Number.isInteger(a.predicted_level) && a.predicted_level >= 1 && a.predicted_level <= 3) {
+        // "Awas expected in N minutes" is the earliest warning there is: it must stand out.
+        item.classList.add("forecast", `forecast-${a.predicted_level}`);
+        item.append(el("strong", { class: "forecast-note", text: forecastText(a) }));
       }
       return item;
     }));
@@ -347,13 +402,18 @@
     if (!box) return;
     try {
       const body = await api("/city/status");
-      const rows = (body.kecamatan ?? items(body)).filter((k) => k.flood || k.traffic || k.lamps || k.air);
+      const all = body.kecamatan ?? items(body);
+      gaugeStates.clear();
+      for (const k of all) for (const g of k.flood?.by_gauge ?? []) gaugeStates.set(g.sensor_id, g);
+      refreshGauges();
+      const rows = all.filter((k) => k.flood || k.traffic || k.lamps || k.air);
       if (!rows.length) throw new Error("empty");
       const head = el("tr", {}, ...["kecamatan", "floodCol", "trafficCol", "lampsCol", "airCol"]
         .map((k) => el("th", { scope: "col", text: t(k) })));
       const body_ = rows.map((k) => {
         const flood = el("td");
-        if (k.flood) flood.append(levelBadge(k.flood.level));
+        if (k.flood?.no_data) flood.append(el("span", { class: "badge lvl-x no-data", text: t("noData") }));
+        else if (k.flood) flood.append(levelBadge(k.flood.level));
         else flood.textContent = "–";
         const traffic = k.traffic ? `${t("traffic")[k.traffic.category] ?? k.traffic.category} (${k.traffic.congestion_index.toFixed(2)})` : "–";
         const lamps = k.lamps && k.lamps.on ? `${k.lamps.working}/${k.lamps.on}` : "–";
@@ -368,14 +428,37 @@
     }
   }
 
+  // Badges, "no data" notes and marker colours of every gauge, from the states just loaded.
+  function refreshGauges() {
+    for (const sensor of sensors.values()) if (sensor.family === "flood_gauge") paintGauge(sensor);
+  }
+  function paintGauge(sensor) {
+    const id = CSS.escape(sensor.id);
+    const gauge = document.querySelector(`.gauge[data-sensor="${id}"]`);
+    if (gauge) {
+      gauge.querySelector(".badge")?.replaceWith(gaugeBadge(sensor));
+      const stale = gauge.querySelector(".stale");
+      if (stale) stale.textContent = staleNote(sensor);
+      const value = gauge.querySelector(".value");
+      if (value) value.textContent = valueText(sensor);
+      gauge.classList.toggle("no-data", noData(sensor));
+      gauge.classList.toggle("stale", isStale(sensor));
+    }
+    const row = document.querySelector(`#sensors tr[data-sensor="${id}"] .latest`);
+    if (row) {
+      row.textContent = latestText(sensor);
+      row.prepend(gaugeBadge(sensor), " ");
+    }
+    map?.update(sensor);
+  }
+
   // ---------------------------------------------------------------- control page
   const apiKey = () => sessionStorage.getItem("pantau.apiKey") || "";
 
   function renderAlertTable() {
     const body = document.querySelector("#alerts tbody");
     if (!body) return;
-    const open = alerts.filter((a) => a.state === undefined || a.state === "open")
-      .sort((a, b) => (b.level ?? 0) - (a.level ?? 0) || String(b.updated_at).localeCompare(String(a.updated_at)));
+    const open = alerts.filter((a) => a.state === undefined || a.state === "open").sort(byUrgency);
     body.replaceChildren(...open.map((a) => el("tr", { "data-alert": String(a.id) },
       el("td", {}, alertBadge(a)),
       el("td", { text: sensors.get(a.sensor_id)?.name ?? a.sensor_id }),
@@ -392,34 +475,45 @@
     }
   }
 
-  async function loadRejected() {
-    const box = document.getElementById("rejected");
+  // An operator section: asks for the key, fetches `path` with it, fills `box` with `render`.
+  async function operatorSection(id, path, render) {
+    const box = document.getElementById(id);
     if (!box) return;
     if (!apiKey()) {
       box.replaceChildren(el("p", { class: "muted", text: t("needKey") }));
       return;
     }
     try {
-      const body = await api("/operator/rejected", { headers: { "X-API-Key": apiKey(), Accept: "application/json" } });
-      const counts = new Map();
-      if (body && Array.isArray(body.by_reason)) {
-        for (const r of body.by_reason) counts.set(r.reason, r.count ?? r.times_seen ?? 0);
-      } else {
-        for (const r of items(body)) counts.set(r.reason, (counts.get(r.reason) ?? 0) + (r.times_seen ?? 1));
-      }
-      if (!counts.size) {
-        box.replaceChildren(el("p", { class: "muted", text: t("noRejected") }));
-        return;
-      }
-      const rows = [...counts.entries()].sort((a, b) => b[1] - a[1])
-        .map(([reason, count]) => el("tr", { "data-reason": reason }, el("td", { text: reason }), el("td", { text: String(count) })));
-      box.replaceChildren(el("table", {}, el("caption", { class: "sr", text: t("rejected") }),
-        el("thead", {}, el("tr", {}, el("th", { scope: "col", text: t("reason") }), el("th", { scope: "col", text: t("count") }))),
-        el("tbody", {}, ...rows)));
+      box.replaceChildren(render(await api(path, { headers: { "X-API-Key": apiKey(), Accept: "application/json" } })));
     } catch (error) {
       box.replaceChildren(el("p", { class: "muted", text: `${t("unavailable")} (${error.message})` }));
     }
   }
+  const table = (caption, columns, rows) => el("table", {}, el("caption", { class: "sr", text: caption }),
+    el("thead", {}, el("tr", {}, ...columns.map((k) => el("th", { scope: "col", text: t(k) })))),
+    el("tbody", {}, ...rows));
+
+  const loadRejected = () => operatorSection("rejected", "/operator/rejected", (body) => {
+    const counts = new Map();
+    if (body && Array.isArray(body.by_reason)) {
+      for (const r of body.by_reason) counts.set(r.reason, r.count ?? r.times_seen ?? 0);
+    } else {
+      for (const r of items(body)) counts.set(r.reason, (counts.get(r.reason) ?? 0) + (r.times_seen ?? 1));
+    }
+    if (!counts.size) return el("p", { class: "muted", text: t("noRejected") });
+    const rows = [...counts.entries()].sort((a, b) => b[1] - a[1])
+      .map(([reason, count]) => el("tr", { "data-reason": reason }, el("td", { text: reason }), el("td", { text: String(count) })));
+    return table(t("rejected"), ["reason", "count"], rows);
+  });
+
+  // What quality control kept from moving a level (docs/alerts.md), newest first.
+  const loadSuspect = () => operatorSection("suspect", "/operator/suspect-readings?limit=50", (body) => {
+    if (!body.items.length) return el("p", { class: "muted", text: t("noSuspect") });
+    const rows = body.items.map((r) => el("tr", { "data-sensor": r.sensor_id, "data-reason": r.reason },
+      el("td", { text: when(r.time) }), el("td", { text: sensors.get(r.sensor_id)?.name ?? r.sensor_id }),
+      el("td", { text: metres(r.value) }), el("td", { text: t("reasons")[r.reason] ?? r.reason })));
+    return table(t("suspect"), ["timeCol", "sensor", "valueCol", "reason"], rows);
+  });
 
   function initControl() {
     const form = document.getElementById("key-form");
@@ -440,6 +534,7 @@
       signedIn();
       loadRejected();
       if (desk?.current() !== null && desk?.current() !== undefined) desk.refresh();
+      loadSuspect();
     });
     if (apiKey()) signedIn();
   }
@@ -453,7 +548,10 @@
     renderAlertTable();
     renderSelected();
     loadCityStatus();
-    if (PAGE === "control") loadRejected();
+    if (PAGE === "control") {
+      loadRejected();
+      loadSuspect();
+    }
   }
 
   async function loadAlerts() {
@@ -481,6 +579,11 @@
     }, 200);
   }
 
+  let statusTimer = null;
+  function statusSoon() {
+    if (statusTimer === null) statusTimer = setTimeout(() => { statusTimer = null; loadCityStatus(); }, 500);
+  }
+
   function applyReading(reading) {
     const sensor = sensors.get(reading.sensor_id ?? reading.sensor);
     if (!sensor || reading.metric === undefined) return;
@@ -491,16 +594,15 @@
     if (row) {
       const latest = row.querySelector(".latest");
       latest.textContent = latestText(sensor);
-      const level = sensor.family === "flood_gauge" ? floodLevel(sensor) : null;
-      if (level !== null) latest.prepend(levelBadge(level), " ");
+      if (sensor.family === "flood_gauge") latest.prepend(gaugeBadge(sensor), " ");
       row.querySelector(".time").textContent = when(latestTime(sensor));
     }
     if (sensor.family === "flood_gauge" && reading.metric === "water_level") {
+      // The level itself comes from the alert service (after quality control), not the raw value.
       const gauge = document.querySelector(`.gauge[data-sensor="${CSS.escape(sensor.id)}"]`);
-      if (gauge) {
-        gauge.querySelector(".value").textContent = metres(reading.value);
-        gauge.querySelector(".badge").replaceWith(levelBadge(floodLevel(sensor)));
-      }
+      if (gauge) gauge.querySelector(".value").textContent = valueText(sensor);
+      // The level itself comes from the alert service (after quality control), not the raw value.
+      statusSoon();
       gaugeView?.push(reading);
     }
     map?.update(sensor);
@@ -543,6 +645,8 @@
     await loadAlerts();
     focusSensor();
     connect();
+    // A gauge goes stale without any event when the alert service itself stops: look again.
+    setInterval(loadCityStatus, 30000);
   }
 
   // A notification links to its gauge as /?sensor=ID: bring it into view.
