@@ -229,6 +229,29 @@ def build(
     return batch
 
 
+def _record(conn: psycopg.Connection[Any], alerts: list[dict[str, Any]]) -> None:
+    """Note each level and end the first time Alertmanager took it (an alert's history shows
+    them); resends change nothing."""
+    rows = [
+        {
+            "alert_id": int(alert["labels"]["alert_id"]),
+            "level": int(alert["labels"]["level"]),
+            "status": "resolved" if "endsAt" in alert else "firing",
+        }
+        for alert in alerts
+    ]
+    if rows:
+        conn.execute(
+            """
+            INSERT INTO alert_notifications (alert_id, level, status)
+            SELECT alert_id, level, status FROM jsonb_to_recordset(%s::jsonb)
+                AS x(alert_id bigint, level smallint, status text)
+            ON CONFLICT (alert_id, level, status) DO NOTHING
+            """,
+            [orjson.dumps(rows).decode()],
+        )
+
+
 class _Metrics:
     def __init__(self, registry: CollectorRegistry | None) -> None:
         self.posts = Counter(
@@ -351,6 +374,7 @@ class Notifier:
         done = frozenset(e for e, taken in self._taken.items() if now - taken >= keep)
         batch = build(open_rows, end_rows, self._links, done=done)
         self._post(batch.alerts)
+        _record(conn, batch.alerts)
         self.metrics.posts.labels(outcome="ok").inc()
         self.metrics.alerts.set(len(batch.alerts))
         self.metrics.last_success.set(time.time())

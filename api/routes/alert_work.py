@@ -6,7 +6,7 @@ database role may add to it and read it, never change or remove a row, and a tri
 that to anyone else short of the owner. The history of an alert puts together, in the order
 Pantau recorded them, its changes from the alert service, what operators did with it, and the
 warning-post commands its changes caused; each kind of entry is one branch of one query
-(``HISTORY_SOURCES``), so another source (notifications sent) is one more branch.
+(``HISTORY_SOURCES``): another source is one more branch.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class Comment(_Model):
     text: Note = Field(description="The comment.", examples=["Air mulai surut di hilir"])
 
 
-HistorySource = Literal["alert_service", "operator", "warning_post"]
+HistorySource = Literal["alert_service", "operator", "warning_post", "notification"]
 
 
 class HistoryEntry(_Model):
@@ -89,11 +89,14 @@ class HistoryEntry(_Model):
     )
     source: HistorySource = Field(
         description="`alert_service`: a change of the alert; `operator`: what an operator "
-        "did; `warning_post`: a command sent to the warning posts of the gauge."
+        "did; `warning_post`: a command sent to the warning posts of the gauge; "
+        "`notification`: a level (`firing`) or its end (`resolved`) handed to Alertmanager, "
+        "which tells people as its routes say."
     )
     kind: str = Field(
         description="alert_service: opened, escalated, de-escalated, resolved; operator: "
-        "acknowledged, assigned, unassigned, commented; warning_post: command.",
+        "acknowledged, assigned, unassigned, commented; warning_post: command; "
+        "notification: firing, resolved.",
         examples=["escalated"],
     )
     observed_at: datetime | None = Field(description="Alert changes: time of the reading.")
@@ -140,6 +143,11 @@ HISTORY_SOURCES = (
     SELECT 'w' || w.id, w.recorded_at, 'warning_post', 'command', NULL, NULL, NULL, NULL, NULL,
            NULL, NULL, NULL, w.command, NULL
     FROM warning_commands w WHERE w.alert_ids @> ARRAY[%(id)s::bigint]
+    """,
+    """
+    SELECT 'n' || n.id, n.sent_at, 'notification', n.status, NULL, n.level, NULL, NULL, NULL,
+           NULL, NULL, NULL, NULL, a.rule
+    FROM alert_notifications n JOIN alerts a ON a.id = n.alert_id WHERE n.alert_id = %(id)s
     """,
 )
 _HISTORY = (

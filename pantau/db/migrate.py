@@ -92,6 +92,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(9, "gateways and the sensors they report for", _file("0009_gateways.sql")),
     Migration(10, "the ingest and alert service logins", _service_logins),
     Migration(11, "reading quality flags", _file("0011_reading_quality.sql")),
+    Migration(12, "what was handed to Alertmanager", _file("0012_alert_notifications.sql")),
     Migration(
         13, "key holders, operators' trail, warning commands", _file("0013_control_room.sql")
     ),

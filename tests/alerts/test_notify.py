@@ -125,6 +125,15 @@ def test_every_receiver_gets_the_awas_once_and_its_end_in_indonesian(
         "rule": "flood_level", "level": "3", "level_name": "Awas", "kecamatan": "Pohjentrek",
         "river": "Welang", "family": "flood_gauge",
     }  # fmt: skip
+    # Pantau's own record, for the alert's history: each level and end once, however often the
+    # open alert was sent again.
+    handed = conn.execute(
+        "SELECT level, status, count(*) FROM alert_notifications WHERE alert_id = %s "
+        "GROUP BY level, status ORDER BY level, status",
+        [alert],
+    ).fetchall()
+    assert (3, "firing", 1) in handed and (3, "resolved", 1) in handed, handed
+    assert all(count == 1 for _, _, count in handed), handed
     # The duty officer is told of every level: Waspada and Siaga were never in force while the
     # notifier ran, so only the Awas and its end.
     assert {(d.level, d.status) for d in receivers.duty.snapshot()} == {

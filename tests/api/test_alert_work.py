@@ -102,6 +102,25 @@ def test_the_history_shows_the_warning_post_commands_an_alert_caused(
     assert entries[0]["level_label"] == "Awas"
 
 
+def test_the_history_shows_what_was_handed_to_alertmanager(
+    http: httpx.Client, add_alert: AddAlert, conn: psycopg.Connection, operator_key: str
+) -> None:
+    alert = add_alert(levels=(2, 3))
+    other = add_alert(sensor="fg-welang-1", levels=(1,))
+    conn.execute(
+        "INSERT INTO alert_notifications (alert_id, level, status) "
+        "VALUES (%s, 2, 'firing'), (%s, 2, 'resolved'), (%s, 3, 'firing'), (%s, 1, 'firing')",
+        [alert, alert, alert, other],
+    )
+    entries = _history(http, alert, {"X-API-Key": operator_key})
+    sent = [e for e in entries if e["source"] == "notification"]
+    assert [(e["kind"], e["level"], e["level_label"], e["level_label_en"]) for e in sent] == [
+        ("firing", 2, "Siaga", "Siaga (standby)"),
+        ("resolved", 2, "Siaga", "Siaga (standby)"),
+        ("firing", 3, "Awas", "Awas (danger)"),
+    ]
+
+
 def test_operators_are_told_who_they_are(http: httpx.Client, budi: dict[str, str]) -> None:
     assert http.get("/operator/me", headers=budi).json() == {
         "name": "duty-1",

@@ -18,13 +18,13 @@ import pytest
 from lxml import etree
 
 from alerts.evaluator import Evaluator
-from alerts.store import AlertStore
 from pantau.cap import ATOM_NS, CAP_NS
 from pantau.city import City
 from pantau.payload import Reading
 from pantau.settings import AlertSettings
 from simulators.fleet import Fleet
 from simulators.scenarios import FloodScenario
+from tests.fixtures.alerts import leading_store
 from tests.fixtures.api import api_settings, serve
 from tests.fixtures.cap import assert_google_profile, assert_valid_cap
 
@@ -62,9 +62,7 @@ def cap_http(city_db: str) -> Iterator[httpx.Client]:
 def test_every_cap_message_of_a_flood_meets_the_schema_and_googles_profile(
     city_db: str, mini_city: City, cap_http: httpx.Client
 ) -> None:
-    store = AlertStore(conninfo=city_db, connect_timeout_s=5)
-    assert store.acquire(retry_s=0.1, stop=lambda: False)
-    try:
+    with leading_store(city_db) as store:
         evaluator = Evaluator(settings=AlertSettings(), sensors=store.load_sensors())
         fleet, scenario = Fleet(mini_city, seed=3), FloodScenario()
         latest = time.time()
@@ -83,8 +81,6 @@ def test_every_cap_message_of_a_flood_meets_the_schema_and_googles_profile(
                 seen.append(_check_feed(cap_http))
                 checked_at = obs.t
         store.commit(evaluator.take(), published_event_id=0)
-    finally:
-        store.close()
     assert max(seen) >= 3, seen  # the feed did carry warnings during the flood
     _check_feed(cap_http)
 

@@ -14,7 +14,7 @@ import psycopg
 
 from alerts.evaluator import Outcome
 from alerts.model import Change, Rule, Target, Transition
-from alerts.store import AlertStore
+from tests.fixtures.alerts import leading_store
 from tests.fixtures.api import api_settings, serve
 from tests.fixtures.operators import AddAlert
 
@@ -78,15 +78,11 @@ def test_polling_skips_no_change_under_concurrent_writers(
     errors: list[BaseException] = []
 
     def service() -> None:
-        store = AlertStore(conninfo=city_db, connect_timeout_s=5)
-        assert store.acquire(retry_s=0.1, stop=stop.is_set)
-        try:
+        with leading_store(city_db, stop=stop.is_set) as store:
             for step in itertools.count():
                 if stop.is_set():
                     return
                 store.commit(_batch(step), published_event_id=0)
-        finally:
-            store.close()
 
     def operator(base: str, mine: list[int]) -> None:
         with httpx.Client(base_url=base, timeout=10) as client:

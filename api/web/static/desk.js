@@ -1,6 +1,7 @@
 // Pantau control page: working an alert. The open alerts with who acknowledged and who handles
 // each; one alert's panel acknowledges it with a note, assigns it, takes comments and shows its
-// whole history (/alerts/ID/history: changes, operators' actions, warning-post commands).
+// whole history (/alerts/ID/history: changes, operators' actions, warning-post commands,
+// what was handed to Alertmanager).
 window.PantauDesk = (() => {
   "use strict";
 
@@ -16,6 +17,7 @@ window.PantauDesk = (() => {
         opened: "Peringatan dibuka", escalated: "Naik tingkat", "de-escalated": "Turun tingkat",
         resolved: "Peringatan selesai", acknowledged: "Dikonfirmasi", assigned: "Ditugaskan",
         unassigned: "Tugas dilepas", commented: "Catatan", command: "Perintah ke pos peringatan",
+        firing: "Dikirim ke Alertmanager", resolved_sent: "Akhir dikirim ke Alertmanager",
       },
       light: { off: "lampu mati", yellow: "lampu kuning", red: "lampu merah" },
       siren: "sirene berbunyi", noSiren: "sirene mati", observed: "pembacaan",
@@ -31,6 +33,7 @@ window.PantauDesk = (() => {
         opened: "Alert opened", escalated: "Escalated", "de-escalated": "De-escalated",
         resolved: "Alert resolved", acknowledged: "Acknowledged", assigned: "Assigned",
         unassigned: "Released", commented: "Note", command: "Command to the warning posts",
+        firing: "Sent to Alertmanager", resolved_sent: "End sent to Alertmanager",
       },
       light: { off: "light off", yellow: "yellow light", red: "red light" },
       siren: "siren sounding", noSiren: "siren off", observed: "reading",
@@ -89,8 +92,10 @@ window.PantauDesk = (() => {
 
     function entryText(entry) {
       const kinds = t("kinds");
-      const parts = [kinds[entry.kind] ?? entry.kind];
-      if (entry.source === "alert_service") {
+      const parts = [kinds[entry.source === "notification" && entry.kind === "resolved" ? "resolved_sent" : entry.kind] ?? entry.kind];
+      if (entry.source === "notification") {
+        if (entry.level_label) parts[0] += `: ${entry.level_label}`;
+      } else if (entry.source === "alert_service") {
         if (entry.level_label) parts[0] += `: ${entry.level_label}`;
         const message = ctx.lang() === "en" ? entry.message_en : entry.message;
         if (message) parts.push(message);
