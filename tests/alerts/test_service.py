@@ -17,7 +17,7 @@ from pantau.catalogue import Family
 from pantau.city import City
 from pantau.db import registry
 from pantau.services import PrivateMosquitto, wait_until
-from pantau.settings import MqttSettings
+from pantau.settings import AlertSettings, MqttSettings
 from simulators.config import RunConfig
 from simulators.faults import FaultConfig
 from simulators.fleet import Fleet
@@ -193,20 +193,32 @@ def test_flood_scenario_warns_in_order_ahead_of_time_and_stands_down(
 
 def _storm_without_flood_seed(city: City, hours: float) -> int:
     """A seed whose last ``hours`` bring rain on the Welang (a rise of 0.3 m or more) that stays
-    below Waspada at every gauge: the normal scenario at its most tempting."""
+    below Waspada at every gauge, and never rises as fast as `rising_fast` asks (a storm rising
+    that fast towards Waspada is rightly forecast, whether or not it gets there): the normal
+    scenario at its most tempting. The scenario follows the calendar, so the seed is chosen
+    for today."""
     now = time.time()
-    for seed in range(40):
+    settings = AlertSettings()
+    step_s = 300
+    window = max(1, round(settings.rise_window_s / step_s))
+    fastest_m_per_h = 0.8 * settings.rising_fast_rate_m_per_h
+    for seed in range(80):
         fleet = Fleet(city, seed=seed)
         gauges = [m for m in fleet.models.values() if isinstance(m, FloodModel)]
-        steps = [now - hours * 3_600 + i * 300 for i in range(int(hours * 12))]
-        rises, peaks = [], []
+        steps = [now - hours * 3_600 + i * step_s for i in range(int(hours * 3_600 / step_s))]
+        rises, peaks, rates = [], [], []
         for model in gauges:
             levels = [model.level(t) for t in steps]
             rises.append(max(levels) - min(levels))
             peaks.append(max(levels) / model.thresholds.waspada)
-        if max(rises) >= 0.3 and max(peaks) < 0.9:
+            rates.append(
+                max(b - a for a, b in zip(levels, levels[window:], strict=False))
+                * 3_600
+                / (window * step_s)
+            )
+        if max(rises) >= 0.3 and max(peaks) < 0.9 and max(rates) < fastest_m_per_h:
             return seed
-    pytest.skip("no seed gives a storm below Waspada today")
+    pytest.skip("no seed gives a slow storm below Waspada today")
 
 
 @pytest.mark.slow
