@@ -7,6 +7,7 @@ names and columns as in plain PostgreSQL mode.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,6 +17,8 @@ from psycopg import sql
 
 from pantau.db import READINGS_TABLE
 from pantau.settings import StorageSettings
+
+log = logging.getLogger(__name__)
 
 # Buckets of the continuous aggregates, of a timestamp expression ``{t}``. Days are the city's
 # local days (WIB): time_bucket with a time zone is allowed in continuous aggregates since
@@ -158,11 +161,14 @@ def _refresh(
     """Refresh one aggregate over ``[start, end)``; False if it was already up to date.
 
     Since TimescaleDB 2.21 a refresh whose window overlaps one in progress (a policy's job)
-    fails at once with LockNotAvailable instead of waiting; it is retried with a bounded
-    backoff.
+    fails at once with LockNotAvailable instead of waiting; since 2.28 a refresh runs in
+    batches of buckets, newest first, each registering its own window, so the batches before
+    the overlapping one are already done when it fails. It is retried with a bounded backoff:
+    the retry recomputes only what is still invalidated.
     """
     deadline = time.monotonic() + wait_s
     delay = 0.05
+    waiting = False
     notices: list[str] = []
 
     def note(diagnostic: psycopg.errors.Diagnostic) -> None:
@@ -171,6 +177,7 @@ def _refresh(
     conn.add_notice_handler(note)
     try:
         while True:
+            notices.clear()
             try:
                 conn.execute(
                     "CALL refresh_continuous_aggregate(%s::regclass, %s::timestamptz, "
@@ -178,9 +185,17 @@ def _refresh(
                     [name, start, end],
                 )
                 return not any("up-to-date" in text for text in notices)
-            except psycopg.errors.LockNotAvailable:
+            except psycopg.errors.LockNotAvailable as error:
                 if time.monotonic() + delay > deadline:
                     raise
+                if not waiting:  # one line per wait, not one per retry
+                    waiting = True
+                    log.info(
+                        "%s: waiting up to %.0f s for a concurrent refresh (%s)",
+                        name,
+                        wait_s,
+                        error.diag.message_detail or error.diag.message_primary,
+                    )
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
     finally:
