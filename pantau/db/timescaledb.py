@@ -1,8 +1,9 @@
 """Everything TimescaleDB-specific, in one place.
 
-Requires TimescaleDB 2.13 or newer (``by_range`` dimension builder) with the Community licence
-(compression, retention and refresh policies, continuous aggregates). Readers see the same
-names and columns as in plain PostgreSQL mode.
+Requires TimescaleDB 2.18 or newer (the columnstore names of compression) with the Community
+licence (compression, retention and refresh policies, continuous aggregates); tested on 2.28 with
+PostgreSQL 15 and 2.29 with PostgreSQL 18. Readers see the same names and columns as in plain
+PostgreSQL mode.
 """
 
 from __future__ import annotations
@@ -82,9 +83,9 @@ def schema_sql(storage: StorageSettings) -> sql.Composed:
 SELECT create_hypertable('readings', by_range('time', {chunk}));
 CREATE UNIQUE INDEX readings_key ON readings (sensor_id, metric, time);
 ALTER TABLE readings SET (
-    timescaledb.compress,
-    timescaledb.compress_segmentby = 'sensor_id, metric',
-    timescaledb.compress_orderby = 'time DESC'
+    timescaledb.enable_columnstore,
+    timescaledb.segmentby = 'sensor_id, metric',
+    timescaledb.orderby = 'time DESC'
 );
 """
         + aggregates
@@ -100,10 +101,10 @@ def apply_policies(conn: psycopg.Connection, storage: StorageSettings) -> None:
     conn.execute(
         "SELECT set_chunk_time_interval('readings', %s::interval)", [storage.chunk_interval]
     )
-    conn.execute("SELECT remove_compression_policy('readings', if_exists => true)")
+    # The columnstore names replace the compression ones since TimescaleDB 2.18.
+    conn.execute("CALL remove_columnstore_policy('readings', if_exists => true)")
     conn.execute(
-        "SELECT add_compression_policy('readings', compress_after => %s::interval)",
-        [storage.compress_after],
+        "CALL add_columnstore_policy('readings', after => %s::interval)", [storage.compress_after]
     )
     conn.execute("SELECT remove_retention_policy('readings', if_exists => true)")
     conn.execute(
@@ -308,7 +309,7 @@ def compression(conn: psycopg.Connection) -> Compression:
     row = conn.execute(
         "SELECT coalesce(sum(total_chunks), 0), coalesce(sum(number_compressed_chunks), 0), "
         "sum(before_compression_total_bytes), sum(after_compression_total_bytes) "
-        "FROM hypertable_compression_stats('readings')"
+        "FROM hypertable_columnstore_stats('readings')"
     ).fetchone()
     assert row is not None
     return Compression(int(row[0]), int(row[1]), row[2], row[3])
