@@ -68,6 +68,10 @@ def _rollup_series_reads(mode: Mode, storage: StorageSettings) -> str:
     return _read("0007_postgres_rollup_keys.sql")
 
 
+def _storage_usage(mode: Mode, storage: StorageSettings) -> str:
+    return _read(f"0014_{mode.value}_storage_usage.sql")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core tables", _file("0001_core.sql")),
     Migration(2, "readings and rollups", _readings),
@@ -77,6 +81,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "the API's login group", _file("0006_api_role.sql")),
     Migration(7, "rollup series read from the index alone", _rollup_series_reads),
     Migration(8, "no JIT compilation", _file("0008_jit_off.sql")),
+    Migration(14, "storage usage for the dashboards, without XML", _storage_usage),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pantau.cli import app
-from pantau.db.migrate import LATEST_VERSION
+from pantau.db.migrate import LATEST_VERSION, MIGRATIONS
 from pantau.settings import get_settings
 
 MINI_CITY = Path(__file__).parent.parent / "data" / "mini-city.yaml"
@@ -59,7 +59,7 @@ def test_db_migrate_then_status(cli_env: pytest.MonkeyPatch, empty_db: str) -> N
     code, out, err = invoke("db", "migrate")
     assert code == 0, err
     assert f"version: {LATEST_VERSION}" in out
-    assert "applied: " + ", ".join(f"{v:04d}" for v in range(1, LATEST_VERSION + 1)) in out
+    assert "applied: " + ", ".join(f"{m.version:04d}" for m in MIGRATIONS) in out
     with psycopg.connect(empty_db) as conn:
         row = conn.execute("SELECT value FROM pantau_meta WHERE key = 'storage_mode'").fetchone()
     assert row is not None
