@@ -42,6 +42,16 @@ PG18_TESTS := tests/pantau/db tests/deploy/test_grafana.py tests/deploy/test_bac
 test-pg18: test-setup
 	$(BIN)/python -m tests.fixtures.postgres18 $(PG18_TESTS)
 
+# The Pantau image's exact dependencies with their hashes (the Dockerfile installs them): run after
+# changing pyproject.toml's dependencies and commit requirements.lock. Pins already in the file
+# stay where pyproject still allows them; `make lock LOCK_ARGS=--upgrade` moves every one to the
+# newest allowed.
+.PHONY: lock
+lock: setup
+	$(BIN)/python -m pip install -q "uv>=0.9"
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --python-platform linux \
+		--generate-hashes --custom-compile-command "make lock" --quiet $(LOCK_ARGS) -o requirements.lock
+
 docs: setup
 	$(BIN)/pantau config --update README.md
 	$(BIN)/pantau catalogue > docs/catalogue.md
