@@ -268,7 +268,7 @@ def test_manual_refresh_never_materialises_the_open_buckets(timescaledb_db: str)
 def test_refresh_waits_for_a_policy_job_on_the_same_aggregate(
     timescaledb_db: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Since TimescaleDB 2.21 an overlapping refresh fails at once (and since 2.28 a refresh
+    """Since TimescaleDB 2.21 an overlapping refresh fails at once (and since 2.28 a bare one
     runs in batches, each its own window); ours retries until the policy's job is done."""
     with psycopg.connect(timescaledb_db, autocommit=True) as conn:
         prepare(conn)
@@ -331,8 +331,9 @@ def test_refresh_waits_for_a_policy_job_on_the_same_aggregate(
 
         def manual() -> None:
             try:
-                # Up to the end of the job's window: the newest batch of the 1-minute
-                # aggregate overlaps it (newer ones would wait for the test's lock instead).
+                # Up to the end of the job's window, so that the 1-minute aggregate's refresh
+                # overlaps it even were it batched (a newer batch would wait for the test's
+                # lock instead of meeting the job).
                 refresh_rollups(timescaledb_db, through=window[1])
                 outcome.append(None)
             except BaseException as error:
