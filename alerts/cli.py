@@ -17,7 +17,9 @@ app = typer.Typer(
 @app.command()
 def run(check: bool = typer.Option(False, "--check", help=CHECK_HELP)) -> None:
     """Run the alert service until SIGTERM or Ctrl-C (all options: PANTAU_* settings)."""
-    run_service(check=check, sections={"database_url", "mqtt", "alerts"}, service=AlertService)
+    run_service(
+        check=check, sections={"database_url", "mqtt", "alerts", "notify"}, service=AlertService
+    )
 
 
 def main() -> None:

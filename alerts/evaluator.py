@@ -9,14 +9,16 @@ the store commits it before anything is acknowledged or published.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from alerts import rules
+from alerts import quality, rules
 from alerts.fit import Window
 from alerts.model import (
     Change,
+    Flag,
     GaugeStatus,
     OpenAlert,
     Rule,
@@ -24,14 +26,18 @@ from alerts.model import (
     Target,
     Transition,
 )
+from pantau import freshness
 from pantau.catalogue import Family
 from pantau.payload import Reading
 from pantau.settings import AlertSettings
 
 US = rules.US
 StateKey = tuple[str, str]
+FlagKey = tuple[str, str, int]
 # Rules that speak for a flood gauge's area: they drive its warning post.
 WARNING_RULES = (Rule.FLOOD_LEVEL, Rule.RISING_FAST, Rule.UPSTREAM)
+# The state key of a gauge's quality control (stored with the rules' states; raises no alert).
+QUALITY = "quality"
 
 
 @dataclass(slots=True)
@@ -42,10 +48,17 @@ class Outcome:
     states: dict[StateKey, tuple[int, dict[str, Any]]] = field(default_factory=dict)
     gauges: dict[str, GaugeStatus] = field(default_factory=dict)
     clock_us: int = 0
+    live: bool = False
+    # Suspect readings to record (or relabel), and earlier ones now believed (flags to drop).
+    flags: dict[FlagKey, Flag] = field(default_factory=dict)
+    unflagged: set[FlagKey] = field(default_factory=set)
+    # For the metrics: readings marked suspect by reason; suspect series settled by verdict.
+    suspects: Counter[str] = field(default_factory=Counter)
+    settled: Counter[str] = field(default_factory=Counter)
 
     @property
     def empty(self) -> bool:
-        return not (self.transitions or self.states or self.gauges)
+        return not (self.transitions or self.states or self.gauges or self.flags or self.unflagged)
 
 
 class Evaluator:
@@ -62,6 +75,7 @@ class Evaluator:
         windows: dict[str, list[tuple[int, float]]] | None = None,
         clock_us: int = 0,
         max_future_s: float = 300.0,
+        live: bool = False,
     ) -> None:
         self.settings = settings
         self.sensors = sensors
@@ -71,7 +85,10 @@ class Evaluator:
         self.gauges: dict[str, GaugeStatus] = dict(gauges or {})
         self.clock_us = clock_us
         self.max_future_us = int(max_future_s * US)
-        self.live = False
+        # Whether the stream is live: the clock then follows the wall clock through a silence.
+        # A restart resumes what the last instance saw, so a silence that began before it still
+        # raises offline alerts by the wall clock, without waiting for a reading.
+        self.live = live
         span = int(settings.rise_window_s * US)
         self.windows: dict[str, Window] = {}
         for sensor_id, points in (windows or {}).items():
@@ -82,7 +99,7 @@ class Evaluator:
             for time_us, value in points:
                 if time_us <= applied:
                     window.add(time_us, value)
-        self._outcome = Outcome(clock_us=clock_us)
+        self._outcome = Outcome(clock_us=clock_us, live=live)
         # The clock time of the next offline deadline (sooner is harmless: it re-checks).
         self._next_check_us = 0
         # Rule levels follow the open alerts (the database's word after a restart).
@@ -93,18 +110,18 @@ class Evaluator:
 
     # ------------------------------------------------------------------------------- state
 
-    def _state(self, sensor_id: str, rule: Rule) -> tuple[int, dict[str, Any]]:
+    def _state(self, sensor_id: str, rule: str) -> tuple[int, dict[str, Any]]:
         return self.states.get((sensor_id, rule), (0, {}))
 
-    def _save(self, sensor_id: str, rule: Rule, time_us: int, state: dict[str, Any]) -> None:
+    def _save(self, sensor_id: str, rule: str, time_us: int, state: dict[str, Any]) -> None:
         self.states[(sensor_id, rule)] = (time_us, state)
         # The same dict, not a copy: the store writes the outcome before the next reading.
         self._outcome.states[(sensor_id, rule)] = (time_us, state)
 
     def take(self) -> Outcome:
         """Everything changed since the last call, for the store."""
-        outcome, self._outcome = self._outcome, Outcome(clock_us=self.clock_us)
-        outcome.clock_us = self.clock_us
+        outcome, self._outcome = self._outcome, Outcome(clock_us=self.clock_us, live=self.live)
+        outcome.clock_us, outcome.live = self.clock_us, self.live
         return outcome
 
     # ------------------------------------------------------------------------------- clock
@@ -182,8 +199,8 @@ class Evaluator:
             _, state = self.states[key]
             before = state.get("level", 0)
             if not before and "last_seen" in state:
-                deadline = int(state["last_seen"]) + int(
-                    s.offline_intervals_k * sensor.interval_s * US
+                deadline = int(state["last_seen"]) + freshness.deadline_us(
+                    sensor.interval_s, s.offline_intervals_k
                 )
                 if deadline >= self.clock_us:
                     next_check = min(next_check, deadline + 1)
@@ -211,7 +228,9 @@ class Evaluator:
             return
         state["last_seen"] = time_us
         self._save(sensor.id, Rule.OFFLINE, time_us, state)
-        deadline = time_us + int(self.settings.offline_intervals_k * sensor.interval_s * US)
+        deadline = time_us + freshness.deadline_us(
+            sensor.interval_s, self.settings.offline_intervals_k
+        )
         self._next_check_us = min(self._next_check_us, deadline + 1)
         if state.get("level"):
             target = rules.offline(
@@ -243,15 +262,66 @@ class Evaluator:
         self._save(sensor.id, Rule.STUCK, max(t, reading.time_us), state)
         self._apply(sensor.id, Rule.STUCK, target, reading.time_us)
 
+    def _limits(self, sensor: SensorInfo) -> quality.Limits:
+        s, own = self.settings, sensor.quality
+        return quality.Limits(
+            max_rate_m_per_h=(own and own.max_rate_m_per_h) or s.qc_max_rate_m_per_h,
+            tolerance_m=s.qc_tolerance_m,
+            step_readings=s.qc_step_readings,
+            range_min_m=own.range_min_m if own else None,
+            range_max_m=own.range_max_m if own else None,
+        )
+
+    def _quality(self, sensor: SensorInfo, reading: Reading) -> quality.Verdict:
+        """Quality control before the rules; records what it found about this and earlier
+        suspect readings of the gauge."""
+        t, state = self._state(sensor.id, QUALITY)
+        verdict = quality.check(state, reading.time_us, reading.value, self._limits(sensor))
+        if reading.time_us > t:
+            self._save(sensor.id, QUALITY, reading.time_us, state)
+        out = self._outcome
+        ref_us, ref_value = verdict.reference or (None, None)
+
+        def flag(time_us: int, value: float, reason: str) -> None:
+            found = Flag(
+                sensor_id=sensor.id,
+                metric=reading.metric,
+                time_us=time_us,
+                value=value,
+                reason=reason,
+                reference_us=ref_us,
+                reference_value=ref_value,
+            )
+            out.flags[found.key] = found
+            out.unflagged.discard(found.key)
+
+        if verdict.reason is not None:
+            flag(reading.time_us, reading.value, verdict.reason)
+            out.suspects[verdict.reason] += 1
+        for time_us, value in verdict.spikes:
+            flag(time_us, value, quality.Reason.SPIKE)
+        for time_us, _ in verdict.believed:
+            key = (sensor.id, reading.metric, time_us)
+            out.flags.pop(key, None)
+            out.unflagged.add(key)
+        if verdict.settled:
+            out.settled[verdict.settled] += 1
+        return verdict
+
     def _flood(self, sensor: SensorInfo, reading: Reading) -> None:
         s = self.settings
         thresholds = sensor.thresholds_at(reading.time_us)
         if thresholds is None:
             return
+        verdict = self._quality(sensor, reading)
+        if not verdict.accepted:
+            return  # stored as it came, recorded as suspect: it moves nothing
         window = self.windows.get(sensor.id)
         if window is None:
             window = self.windows[sensor.id] = Window(int(s.rise_window_s * US))
         # A late reading still feeds the fit, but never moves the gauge's state back in time.
+        for time_us, value in verdict.believed:
+            window.add(time_us, value)
         window.add(reading.time_us, reading.value)
         t, state = self._state(sensor.id, Rule.FLOOD_LEVEL)
         if reading.time_us <= t:
@@ -264,6 +334,8 @@ class Evaluator:
             name=sensor.name,
             margin_m=s.flood_step_down_margin_m,
             dwell_s=s.flood_min_dwell_s,
+            confirm_readings=s.flood_confirm_readings,
+            earlier=[value for time_us, value in verdict.believed if time_us > t],
         )
         self._save(sensor.id, Rule.FLOOD_LEVEL, reading.time_us, state)
         self._apply(sensor.id, Rule.FLOOD_LEVEL, target, reading.time_us)
@@ -283,6 +355,7 @@ class Evaluator:
             horizon_s=s.rising_fast_horizon_s,
             clear_rate_m_per_h=s.rising_fast_clear_rate_m_per_h,
             clear_s=s.rising_fast_clear_s,
+            confirm_readings=s.flood_confirm_readings,
         )
         self._save(sensor.id, Rule.RISING_FAST, reading.time_us, rise_state)
         self._apply(sensor.id, Rule.RISING_FAST, rise, reading.time_us)
@@ -298,7 +371,23 @@ class Evaluator:
             next_level=next_level if fit is not None and fit.rate_m_per_h > 0 else None,
             next_level_at_us=next_at if fit is not None and fit.rate_m_per_h > 0 else None,
         )
+        self._fold_upstream(sensor, reading, level)
         self._signal_downstream(sensor, reading, level, rise.level)
+
+    def _fold_upstream(self, sensor: SensorInfo, reading: Reading, level: int) -> None:
+        """The gauge's own level against what its upstream advisory announces."""
+        t, state = self._state(sensor.id, Rule.UPSTREAM)
+        if not state.get("sources"):
+            return
+        target = rules.upstream_advisory(
+            state, reading.time_us, name=sensor.name, own_level=level, value=reading.value
+        )
+        self._save(sensor.id, Rule.UPSTREAM, max(t, reading.time_us), state)
+        self._apply(sensor.id, Rule.UPSTREAM, target, reading.time_us)
+
+    def _own_level(self, gauge_id: str) -> int:
+        flood = self.open.get((gauge_id, Rule.FLOOD_LEVEL))
+        return flood.level if flood else 0
 
     def _signal_downstream(
         self, sensor: SensorInfo, reading: Reading, level: int, rising: int
@@ -328,6 +417,7 @@ class Evaluator:
                 name=down.name,
                 source_name=sensor.name,
                 source_flood_level=level if signal else 0,
+                own_level=self._own_level(down_id),
             )
             target.details["travel_time_min"] = round(travel_s / 60, 1)
             self._save(down_id, Rule.UPSTREAM, max(t, reading.time_us), state)
@@ -446,10 +536,19 @@ class Evaluator:
             )
         )
 
+    def last_seen_us(self, sensor_id: str) -> int | None:
+        """Observation time of the sensor's newest reading, if it ever reported."""
+        last = self._state(sensor_id, Rule.OFFLINE)[1].get("last_seen")
+        return None if last is None else int(last)
+
+    def no_data(self, sensor_id: str) -> bool:
+        """The sensor is past its offline deadline: what it last reported is not current."""
+        return (sensor_id, Rule.OFFLINE) in self.open
+
     def warning(self, gauge_id: str) -> dict[str, Any]:
         """The command for the warning posts following a gauge (contract: ROOT/warning/ID)."""
         flood = self.open.get((gauge_id, Rule.FLOOD_LEVEL))
-        level = flood.level if flood else 0
+        level = self._own_level(gauge_id)
         others = [r for r in WARNING_RULES[1:] if (gauge_id, r) in self.open]
         if level >= 3:
             light, siren = "red", True
@@ -464,7 +563,7 @@ class Evaluator:
             "gauge_id": gauge_id,
             "light": light,
             "siren": siren,
-            "level": rules.FLOOD_LABELS.get(level, "Normal"),
+            "level": rules.flood_label(level),
             "reason": reason or "Normal",
             "rules": [r.value for r in WARNING_RULES if (gauge_id, r) in self.open],
         }

@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from pantau.catalogue import Family
-from pantau.city import Thresholds
+from pantau.city import GaugeQuality, Thresholds
 
 
 class Rule(StrEnum):
@@ -46,6 +46,8 @@ class SensorInfo:
     travel_time_min: float | None = None
     # Threshold versions, oldest first: (valid from, epoch µs; thresholds).
     thresholds: tuple[tuple[int, Thresholds], ...] = ()
+    # Flood gauges: the sensor's range and the river's fastest change (city file).
+    quality: GaugeQuality | None = None
 
     def thresholds_at(self, time_us: int) -> Thresholds | None:
         """The thresholds valid at ``time_us`` (before the first version: the first one)."""
@@ -112,3 +114,20 @@ class GaugeStatus:
     rate_m_per_h: float | None = None
     next_level: int | None = None
     next_level_at_us: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Flag:
+    """A suspect reading and why (a row of `reading_flags`)."""
+
+    sensor_id: str
+    metric: str
+    time_us: int
+    value: float
+    reason: str
+    reference_us: int | None = None
+    reference_value: float | None = None
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.sensor_id, self.metric, self.time_us)

@@ -10,19 +10,23 @@ evaluator never applies a reading older than the state it would change.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from alerts.fit import Fit
 from alerts.model import Target
-from pantau import ispu
+from pantau import freshness, ispu
 from pantau.city import FloodLevel, Thresholds
+from pantau.levels import level_label
 
 US = 1_000_000
 WIB_OFFSET_S = 7 * 3_600
 State = dict[str, Any]
 
-FLOOD_LABELS = {1: "Waspada", 2: "Siaga", 3: "Awas"}
-FLOOD_LABELS_EN = {1: "Waspada (alert)", 2: "Siaga (standby)", 3: "Awas (danger)"}
+
+def flood_label(level: int, lang: str = "id") -> str:
+    """Normal, Waspada, Siaga or Awas (in English with its meaning)."""
+    return level_label("flood_level", level, "en" if lang == "en" else "id")
 
 
 def debounce(state: State, time_us: int, *, up: int, down: int, on_s: float, off_s: float) -> int:
@@ -52,6 +56,16 @@ def debounce(state: State, time_us: int, *, up: int, down: int, on_s: float, off
     return level
 
 
+def confirmed(state: State, level: int, readings: int, *, earlier: Sequence[int] = ()) -> int:
+    """The level that each of the last ``readings`` readings reached, the newest wanting
+    ``level`` (``earlier``: readings accepted just before it, oldest first): a rise counts only
+    once that many consecutive readings confirm it. ``state`` keeps the others' levels."""
+    recent = [*state.get("recent", []), *earlier, level][-readings:]
+    if readings > 1:
+        state["recent"] = recent[-(readings - 1) :]
+    return min(recent) if len(recent) == readings else 0
+
+
 def minutes_until(at_us: int, now_us: int) -> int:
     """Whole minutes from now to ``at_us``, at least 0."""
     return max(0, round((at_us - now_us) / (60 * US)))
@@ -69,21 +83,28 @@ def flood_level(
     name: str,
     margin_m: float,
     dwell_s: float,
+    confirm_readings: int = 1,
+    earlier: Sequence[float] = (),
 ) -> Target:
-    """Normal..Awas from the thresholds: up at once, down only once the water is ``margin_m``
-    below a threshold for ``dwell_s``."""
-    up = int(thresholds.level(value))
+    """Normal..Awas from the thresholds: up once ``confirm_readings`` consecutive readings
+    reach a level (``earlier``: values accepted just before this one), down only once the water
+    is ``margin_m`` below a threshold for ``dwell_s``."""
+    up = confirmed(
+        state,
+        int(thresholds.level(value)),
+        confirm_readings,
+        earlier=[int(thresholds.level(v)) for v in earlier],
+    )
     down = int(thresholds.level(value + margin_m))
     before = int(state.get("level", 0))
     level = debounce(state, time_us, up=up, down=down, on_s=0, off_s=dwell_s)
     if level != before:
         state["since"] = time_us
-    label = FLOOD_LABELS.get(level, "Normal")
     return Target(
         level=level,
         value=value,
-        message=f"{name}: status {label}, tinggi muka air {value:.2f} m",
-        message_en=f"{name}: {FLOOD_LABELS_EN.get(level, 'Normal')}, water level {value:.2f} m",
+        message=f"{name}: status {flood_label(level)}, tinggi muka air {value:.2f} m",
+        message_en=f"{name}: {flood_label(level, 'en')}, water level {value:.2f} m",
         details={"thresholds": thresholds.model_dump()},
     )
 
@@ -122,22 +143,26 @@ def rising_fast(
     horizon_s: float,
     clear_rate_m_per_h: float,
     clear_s: float,
+    confirm_readings: int = 1,
 ) -> Target:
     """Rising at least ``rate_m_per_h`` with a higher level due within ``horizon_s``: the level
-    of the highest one due (1 Waspada .. 3 Awas), carrying its predicted time. It only rises
-    while open; it ends at Awas (the flood level rules then) or after ``clear_s`` of a slower
-    rise."""
+    of the highest one due (1 Waspada .. 3 Awas), carrying its predicted time, once
+    ``confirm_readings`` consecutive readings say so. It only rises while open; it ends at Awas
+    (the flood level rules then) or after ``clear_s`` of a slower rise."""
     _, _, etas = prediction(fit, level, thresholds)
     due = [(lvl, at) for lvl, at in etas if at - time_us <= horizon_s * US]
     current = int(state.get("level", 0))
     rate = fit.rate_m_per_h if fit is not None else 0.0
+    rising = level < FloodLevel.AWAS and rate >= rate_m_per_h and bool(due)
+    wanted = confirmed(state, due[-1][0] if rising else 0, confirm_readings)
     if level >= FloodLevel.AWAS:
         state.pop("clear_since", None)
         current = 0
-    elif rate >= rate_m_per_h and due:
+    elif rising and wanted:
         state.pop("clear_since", None)
-        current = max(current, due[-1][0])
-        state["predicted"] = list(due[-1])
+        current = max(current, wanted)
+        shown = [d for d in due if d[0] <= current] or due[:1]
+        state["predicted"] = list(shown[-1])
     elif current and rate < clear_rate_m_per_h:
         since = state.setdefault("clear_since", time_us)
         if time_us - since >= clear_s * US:
@@ -151,7 +176,7 @@ def rising_fast(
         state.pop("predicted", None)
     target = Target(level=current, value=value, details={"rate_m_per_h": round(rate, 4)})
     if predicted:
-        label = FLOOD_LABELS[int(predicted[0])]
+        label = flood_label(int(predicted[0]))
         minutes = minutes_until(int(predicted[1]), time_us)
         target.predicted_level, target.predicted_at_us = int(predicted[0]), int(predicted[1])
         target.message = (
@@ -175,34 +200,76 @@ def upstream(
     name: str,
     source_name: str,
     source_flood_level: int,
+    own_level: int = 0,
 ) -> Target:
     """The downstream advisory: the worst of what each upstream gauge signals (its flood level
-    when high enough, else 1 for a fast rise), expected after the travel time."""
+    when high enough, else 1 for a fast rise), expected after the travel time; folded once the
+    gauge itself (at ``own_level``) has reached what it announces."""
     sources: dict[str, list[Any]] = state.setdefault("sources", {})
     if source_level > 0 and arrival_us is not None:
-        sources[source] = [source_level, arrival_us, source_name, value, source_flood_level]
+        previous = sources.get(source)
+        folded = int(previous[5]) if previous is not None and len(previous) > 5 else 0
+        sources[source] = [
+            source_level, arrival_us, source_name, value, source_flood_level, folded,
+        ]  # fmt: skip
     else:
         sources.pop(source, None)
-    if not sources:
+    return upstream_advisory(state, time_us, name=name, own_level=own_level, value=value)
+
+
+def _announced(source: list[Any]) -> int:
+    """The flood level an upstream signal announces: its own, at least Waspada."""
+    return max(1, int(source[4]))
+
+
+def upstream_advisory(
+    state: State, time_us: int, *, name: str, own_level: int, value: float | None = None
+) -> Target:
+    """The advisory from what the upstream gauges last signalled. A source whose announced
+    level the gauge itself has reached is folded into the gauge's own flood level (and stays
+    folded until it announces more): "the flood is coming" is no news where it has come."""
+    sources: dict[str, list[Any]] = state.setdefault("sources", {})
+    for entry in sources.values():
+        if len(entry) < 6:
+            entry.append(0)
+        if own_level >= _announced(entry):
+            entry[5] = max(int(entry[5]), _announced(entry))
+    pending = {sid: e for sid, e in sources.items() if _announced(e) > int(e[5])}
+    before = int(state.get("level", 0))
+    if not pending:
         state["level"] = 0
+        if before and sources:
+            label = flood_label(own_level)
+            return Target(
+                level=0,
+                value=value,
+                message=f"Selesai: banjir kiriman dari hulu sudah sampai di {name} "
+                f"(status {label})",
+                message_en=f"Resolved: the flood wave from upstream has reached {name} "
+                f"({flood_label(own_level, 'en')})",
+                details={"folded": sorted(sources)},
+            )
         return Target(level=0, value=value)
-    worst_id, (level, arrival, worst_name, worst_value, flood) = max(
-        sources.items(), key=lambda item: (item[1][0], -item[1][1])
+    worst_id, (level, arrival, worst_name, worst_value, flood, _) = max(
+        pending.items(), key=lambda item: (item[1][0], -item[1][1])
     )
     state["level"] = level
     minutes = minutes_until(int(arrival), time_us)
-    what = FLOOD_LABELS.get(int(flood), "naik cepat")
-    what_en = FLOOD_LABELS.get(int(flood), "rising fast")
+    what = flood_label(int(flood)) if flood else "naik cepat"
+    what_en = flood_label(int(flood)) if flood else "rising fast"
+    if minutes > 0:
+        when = f"banjir diperkirakan tiba dalam sekitar {minutes} menit"
+        when_en = f"the flood is expected in about {minutes} minutes"
+    else:
+        when, when_en = "banjir kiriman diperkirakan sudah tiba", "the flood wave is due now"
     return Target(
         level=int(level),
         value=float(worst_value),
         predicted_level=int(flood) or None,
         predicted_at_us=int(arrival),
-        message=f"{name}: hulu ({worst_name}) {what}; banjir diperkirakan tiba dalam sekitar "
-        f"{minutes} menit",
-        message_en=f"{name}: upstream ({worst_name}) {what_en}; the flood is expected in about "
-        f"{minutes} minutes",
-        details={"upstream": worst_id, "sources": sorted(sources)},
+        message=f"{name}: hulu ({worst_name}) {what}; {when}",
+        message_en=f"{name}: upstream ({worst_name}) {what_en}; {when_en}",
+        details={"upstream": worst_id, "sources": sorted(pending)},
     )
 
 
@@ -314,7 +381,7 @@ def offline(
     if last is None:
         return None
     silent_us = clock_us - int(last)
-    level = 2 if silent_us > k * interval_s * US else 0
+    level = 2 if silent_us > freshness.deadline_us(interval_s, k) else 0
     state["level"] = level
     minutes = silent_us / (60 * US)
     if level:

@@ -1,9 +1,11 @@
 """The alert service: lock, rebuild, then source → evaluator → store → acknowledge → publish.
 
 Exactly one instance evaluates: it holds the evaluation lock (a PostgreSQL session advisory lock
-on the connection it commits through); another instance waits as a standby and connects to MQTT
-only once it holds the lock. Each batch's transitions and the rule state behind them are
-committed before its messages are acknowledged and before anything is published.
+on the connection it commits through, with a lease bounded in time: alerts/lock.py); another
+instance waits as a standby and connects to MQTT only once it holds the lock. Each batch's
+transitions and the rule state behind them are committed before its messages are acknowledged
+and before anything is published. Any database error ends the instance with status 1 and one
+log line; its supervisor restarts it as a standby.
 """
 
 from __future__ import annotations
@@ -17,15 +19,18 @@ from queue import Empty
 from alerts.config import Settings, decode_limits
 from alerts.evaluator import Evaluator
 from alerts.metrics import AlertMetrics
+from alerts.model import Transition
+from alerts.notify import Notifier
 from alerts.publisher import Publisher
 from alerts.source import AlertSession, Message, SourceError
-from alerts.store import AlertStore, LockLostError, transition_json
+from alerts.store import AlertStore, LockLostError, StoreError, transition_json
 from pantau.catalogue import Family
 from pantau.logs import get_logger
 from pantau.payload import NameCache, Reason, decode, device_from_topic, to_micros
 
 log = get_logger(__name__)
 US = 1_000_000
+_RELOAD_ON = frozenset({Reason.UNKNOWN_SENSOR, Reason.FOREIGN_SENSOR})
 
 
 class AlertService:
@@ -38,10 +43,12 @@ class AlertService:
         self.store = AlertStore(
             conninfo=settings.require_database_url(),
             connect_timeout_s=settings.alerts.db_connect_timeout_s,
+            lock_timeout_s=settings.alerts.lock_timeout_s,
         )
         self._limits = decode_limits(settings)
         self._names: NameCache = {}
         self._families: dict[str, Family] = {}
+        self._gateways: dict[str, frozenset[str]] = {}
         self._published = 0
         self._registry_loaded = 0.0
 
@@ -60,13 +67,16 @@ class AlertService:
         except LockLostError as error:
             log.error("evaluation lock lost; stopping without emitting more", error=str(error))
             return 1
+        except StoreError as error:
+            log.error("database error; stopping without emitting more", error=str(error))
+            return 1
         finally:
             self.metrics.active.set(0)
             self.store.close()
 
     def _lead(self) -> int:
         s = self.settings.alerts
-        snapshot = self.store.snapshot(window_s=s.rise_window_s)
+        snapshot = self.store.snapshot(window_s=s.rise_window_s, live_window_s=s.live_window_s)
         evaluator = Evaluator(
             settings=s,
             sensors=snapshot.sensors,
@@ -76,6 +86,7 @@ class AlertService:
             windows=snapshot.windows,
             clock_us=snapshot.clock_us,
             max_future_s=self.settings.ingest.max_future_s,
+            live=snapshot.live,
         )
         self._use_sensors(evaluator)
         self._published = snapshot.published_event_id
@@ -89,7 +100,16 @@ class AlertService:
         except SourceError as error:
             log.error("cannot start the MQTT session", error=str(error))
             return 1
-        publisher = Publisher(session=session, topic_root=self.settings.mqtt.topic_root)
+        publisher = Publisher(
+            session=session,
+            topic_root=self.settings.mqtt.topic_root,
+            record=self.store.record_warnings,
+            sent=self.store.last_warnings(),
+        )
+        # Alertmanager hears everything from the database, in a thread of its own.
+        notifier = Notifier.maybe(self.settings, registry=self.metrics.registry)
+        if notifier is not None:
+            notifier.start()
         self.metrics.active.set(1)
         log.info(
             "evaluating",
@@ -98,11 +118,13 @@ class AlertService:
             unpublished=len(snapshot.unpublished),
         )
         # What a crash left unsent, then every retained topic as the database says it is.
+        self.store.lock.ensure()
         publisher.events(snapshot.unpublished)
         publisher.sensors(evaluator, evaluator.sensors)
         committed_clock = snapshot.clock_us
         try:
             while not self._stop.is_set():
+                self.store.lock.keep()
                 if time.monotonic() - self._registry_loaded >= s.registry_refresh_s:
                     evaluator.sensors = self.store.load_sensors()
                     self._use_sensors(evaluator)
@@ -122,30 +144,37 @@ class AlertService:
                 stored = self.store.commit(outcome, published_event_id=self._published)
                 self.metrics.commit_seconds.observe(time.perf_counter() - started)
                 committed_clock = outcome.clock_us
+                # Nothing goes out once the lease has ended: a standby may hold the lock by then.
+                self.store.lock.ensure()
                 session.ack(batch)
-                for t in stored:
-                    alert = evaluator.open.get((t.sensor_id, t.rule))
-                    if alert is not None:
-                        alert.alert_id = t.alert_id
+                causes = settle(evaluator, stored)
                 if stored:
+                    if notifier is not None:
+                        notifier.poke()
                     events = [transition_json(t) for t in stored]
                     publisher.events(events)
-                    publisher.sensors(evaluator, {t.sensor_id for t in stored})
+                    publisher.sensors(evaluator, set(causes), causes)
                     for t in stored:
                         self.metrics.transitions.labels(
                             rule=t.rule.value, change=t.change.value
                         ).inc()
+                self.metrics.count_quality(outcome.suspects, outcome.settled)
                 self.metrics.open_alerts.set(len(evaluator.open))
                 self.metrics.clock.set(evaluator.clock_us / US)
         finally:
             session.stop()
+            if notifier is not None:
+                notifier.stop()
         return 0
 
     def _collect(self, session: AlertSession) -> list[Message]:
         """Messages for one batch: up to its size or age, or none after a quiet tick."""
         s = self.settings.alerts
         try:
-            first = session.inbox.get(timeout=s.tick_s)
+            # Back in time for the next confirmation of the lock when nothing comes.
+            first = session.inbox.get(
+                timeout=max(0.01, min(s.tick_s, self.store.lock.heartbeat_in_s()))
+            )
         except Empty:
             return []
         batch = [first]
@@ -177,16 +206,18 @@ class AlertService:
                 received_at=_utc(message.received_at),
                 limits=self._limits,
                 names=self._names,
+                gateways=self._gateways,
             )
             for message in batch
         ]
-        unknown = any(r.reason is Reason.UNKNOWN_SENSOR for d in decoded for r in d.rejections)
+        # A reading of a sensor or gateway link registered since the last load: reload first.
+        unknown = any(r.reason in _RELOAD_ON for d in decoded for r in d.rejections)
         if (
             unknown
             and reload
             and time.monotonic() - self._registry_loaded >= self.settings.ingest.registry_refresh_s
         ):
-            # A newly registered sensor: reload, and decode this batch again against it.
+            # Newly registered: reload, and decode this batch again against it.
             evaluator.sensors = self.store.load_sensors()
             self._use_sensors(evaluator)
             self._evaluate(evaluator, batch, reload=False)
@@ -210,8 +241,22 @@ class AlertService:
         self._families = {
             sensor_id: sensor.family for sensor_id, sensor in evaluator.sensors.items()
         }
+        self._gateways = self.store.load_gateways()
         self._names.clear()
         self._registry_loaded = time.monotonic()
+
+
+def settle(evaluator: Evaluator, stored: list[Transition]) -> dict[str, list[int]]:
+    """After a commit: the open alerts learn their ids; returns, by sensor, the alerts whose
+    changes were stored (what the sensor's new status and warning command are caused by)."""
+    causes: dict[str, list[int]] = {t.sensor_id: [] for t in stored}
+    for t in stored:
+        alert = evaluator.open.get((t.sensor_id, t.rule))
+        if alert is not None:
+            alert.alert_id = t.alert_id
+        if t.alert_id is not None:
+            causes[t.sensor_id].append(t.alert_id)
+    return causes
 
 
 def _utc(epoch_s: float) -> datetime:

@@ -1,14 +1,13 @@
-"""The database side: the evaluation lock, the state the service rebuilds itself from, and the
-transaction that commits a batch's transitions with the rule state that led to them.
+"""The database side: the state the service rebuilds itself from, and the transaction that
+commits a batch's transitions with the rule state that led to them.
 
-One connection does all of it and holds the session advisory lock: whatever it commits was
-committed by the instance holding the lock, and if that connection dies the lock goes with it,
-so a second instance can never commit alongside a first one that lost its lock.
+One connection does all of it, the one holding the evaluation lock (alerts/lock.py): whatever
+it commits was committed by the instance holding the lock, and if that connection dies the lock
+goes with it, so a second instance can never commit alongside a first one that lost its lock.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,19 +18,17 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from alerts.evaluator import Outcome, StateKey
+from alerts.lock import EVALUATION_LOCK, EvaluationLock, LockLostError, StoreError
 from alerts.model import Change, GaugeStatus, OpenAlert, Rule, SensorInfo, Transition
 from pantau.catalogue import Family
-from pantau.city import Thresholds
+from pantau.city import GaugeQuality, Thresholds
+from pantau.db import registry
+from pantau.db.events import lock_event_order
 from pantau.logs import get_logger
 from pantau.payload import from_micros, to_micros
 
+__all__ = ["EVALUATION_LOCK", "AlertStore", "LockLostError", "Snapshot", "StoreError"]
 log = get_logger(__name__)
-# Arbitrary but fixed: the alert service's evaluation lock ("alerts" in ASCII).
-EVALUATION_LOCK = 0x616C65727473
-
-
-class LockLostError(RuntimeError):
-    """The connection holding the evaluation lock failed: this instance must stop emitting."""
 
 
 def _us(value: datetime | None) -> int | None:
@@ -54,58 +51,34 @@ class Snapshot:
     clock_us: int
     published_event_id: int
     unpublished: list[dict[str, Any]] = field(default_factory=list)
+    # Whether the stream was live when the last instance stopped (see Evaluator.live).
+    live: bool = False
 
 
 class AlertStore:
     """The evaluation lock and every read and write of the alert service."""
 
-    def __init__(self, *, conninfo: str, connect_timeout_s: float) -> None:
-        self._conninfo = conninfo
-        self._connect_timeout_s = connect_timeout_s
-        self._conn: psycopg.Connection[Any] | None = None
-
-    # --------------------------------------------------------------------------------- lock
+    def __init__(self, *, conninfo: str, connect_timeout_s: float, lock_timeout_s: float) -> None:
+        self.lock = EvaluationLock(
+            conninfo=conninfo, connect_timeout_s=connect_timeout_s, timeout_s=lock_timeout_s
+        )
 
     def acquire(self, *, retry_s: float, stop: Callable[[], bool]) -> bool:
-        """Connect and take the evaluation lock, waiting as a standby while another instance
-        holds it; False when ``stop`` says so first."""
-        while not stop():
-            try:
-                conn = psycopg.connect(
-                    self._conninfo,
-                    autocommit=True,
-                    connect_timeout=max(1, round(self._connect_timeout_s)),
-                )
-                got = conn.execute("SELECT pg_try_advisory_lock(%s)", [EVALUATION_LOCK]).fetchone()
-            except psycopg.OperationalError as error:
-                log.warning("database unavailable; retrying", error=str(error).strip())
-                got = None
-            else:
-                if got and got[0]:
-                    self._conn = conn
-                    return True
-                conn.close()
-            deadline = time.monotonic() + retry_s
-            while time.monotonic() < deadline and not stop():
-                time.sleep(min(0.1, retry_s))
-        return False
-
-    @property
-    def conn(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed:
-            raise LockLostError("the evaluation lock's connection is gone")
-        return self._conn
+        """Take the evaluation lock (alerts/lock.py), waiting as a standby meanwhile."""
+        return self.lock.acquire(retry_s=retry_s, stop=stop)
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()  # the session lock goes with the session
-            self._conn = None
+        self.lock.close()
 
     # ------------------------------------------------------------------------------ rebuild
 
     def load_sensors(self) -> dict[str, SensorInfo]:
         """The registry with each gauge's threshold history."""
-        conn = self.conn
+        with self.lock.use("reading the sensor registry") as conn:
+            return self._sensors(conn)
+
+    @staticmethod
+    def _sensors(conn: psycopg.Connection[Any]) -> dict[str, SensorInfo]:
         versions: dict[str, list[tuple[int, Thresholds]]] = {}
         for sensor_id, valid_from, waspada, siaga, awas in conn.execute(
             "SELECT sensor_id, valid_from, waspada, siaga, awas FROM flood_thresholds "
@@ -125,17 +98,62 @@ class AlertStore:
                 downstream=tuple(row[6] or ()),
                 travel_time_min=row[7],
                 thresholds=tuple(versions.get(row[0], ())),
+                quality=None if row[8] is None else GaugeQuality.model_validate(row[8]),
             )
             for row in conn.execute(
                 "SELECT id, family, name, interval_s, river, river_km, downstream, "
-                "travel_time_min FROM sensors"
+                "travel_time_min, quality FROM sensors"
             )
         }
 
-    def snapshot(self, *, window_s: float) -> Snapshot:
-        """The service's state as last committed (and the readings its rise fits need)."""
-        conn = self.conn
+    def load_gateways(self) -> dict[str, frozenset[str]]:
+        """Each gateway's sensors: whom a device may report for besides itself."""
+        with self.lock.use("reading the gateways") as conn:
+            return registry.gateway_sensors(conn)
+
+    def snapshot(self, *, window_s: float, live_window_s: float) -> Snapshot:
+        """The service's state as last committed (and the readings its rise fits need).
+
+        Read in steps, each confirming the lock: on a large database the whole may take longer
+        than the lease, one step never should."""
         sensors = self.load_sensors()
+        with self.lock.use("reading the rule state") as conn:
+            states = self._states(conn, sensors)
+        with self.lock.use("reading the open alerts and gauges") as conn:
+            open_alerts = self._open_alerts(conn)
+            gauges = self._gauges(conn)
+        with self.lock.use("reading the rise windows") as conn:
+            windows = self._windows(conn, window_s)
+        with self.lock.use("reading the service state") as conn:
+            meta = dict(conn.execute("SELECT key, value FROM alert_service_state").fetchall())
+            live = meta.get("live")
+            if live is None:
+                # Never recorded (a first start): the stream was live if ingest stored its
+                # newest reading within the live window of that reading's time.
+                row = conn.execute(
+                    "SELECT coalesce(bool_or(updated_at - time <= make_interval(secs => %s)), "
+                    "false) FROM (SELECT updated_at, time FROM latest_readings "
+                    "ORDER BY updated_at DESC LIMIT 1) newest",
+                    [live_window_s],
+                ).fetchone()
+                live = bool(row and row[0])
+        published = int(meta.get("published_event_id", 0))
+        return Snapshot(
+            sensors=sensors,
+            states=states,
+            open_alerts=open_alerts,
+            gauges=gauges,
+            windows=windows,
+            clock_us=int(meta.get("clock_us", 0)),
+            published_event_id=published,
+            unpublished=self.events_after(published),
+            live=bool(live),
+        )
+
+    @staticmethod
+    def _states(
+        conn: psycopg.Connection[Any], sensors: dict[str, SensorInfo]
+    ) -> dict[StateKey, tuple[int, dict[str, Any]]]:
         states: dict[StateKey, tuple[int, dict[str, Any]]] = {
             (sensor_id, rule): (to_micros(observed_at), state)
             for sensor_id, rule, observed_at, state in conn.execute(
@@ -149,7 +167,11 @@ class AlertStore:
             key = (sensor_id, Rule.OFFLINE.value)
             if sensor_id in sensors and key not in states:
                 states[key] = (to_micros(newest), {"last_seen": to_micros(newest)})
-        open_alerts = {
+        return states
+
+    @staticmethod
+    def _open_alerts(conn: psycopg.Connection[Any]) -> dict[StateKey, OpenAlert]:
+        return {
             (sensor_id, rule): OpenAlert(
                 level=level,
                 opened_us=to_micros(opened_at),
@@ -165,7 +187,10 @@ class AlertStore:
                 )
             )
         }
-        gauges = {
+
+    @staticmethod
+    def _gauges(conn: psycopg.Connection[Any]) -> dict[str, GaugeStatus]:
+        return {
             row[0]: GaugeStatus(
                 sensor_id=row[0],
                 level=row[1],
@@ -181,6 +206,11 @@ class AlertStore:
                 "next_level_at FROM gauge_status"
             )
         }
+
+    @staticmethod
+    def _windows(
+        conn: psycopg.Connection[Any], window_s: float
+    ) -> dict[str, list[tuple[int, float]]]:
         windows: dict[str, list[tuple[int, float]]] = {}
         for sensor_id, at, value in conn.execute(
             """
@@ -189,57 +219,124 @@ class AlertStore:
             JOIN readings r ON r.sensor_id = l.sensor_id AND r.metric = l.metric
                 AND r.time > l.time - make_interval(secs => %s) AND r.time <= l.time
             WHERE l.metric = 'water_level'
+              -- Suspect readings moved nothing and feed no fit.
+              AND NOT EXISTS (SELECT 1 FROM reading_flags f WHERE f.sensor_id = r.sensor_id
+                              AND f.metric = r.metric AND f.time = r.time)
             ORDER BY r.time
             """,
             [window_s],
         ):
             windows.setdefault(sensor_id, []).append((to_micros(at), value))
-        meta = dict(conn.execute("SELECT key, value FROM alert_service_state").fetchall())
-        published = int(meta.get("published_event_id", 0))
-        return Snapshot(
-            sensors=sensors,
-            states=states,
-            open_alerts=open_alerts,
-            gauges=gauges,
-            windows=windows,
-            clock_us=int(meta.get("clock_us", 0)),
-            published_event_id=published,
-            unpublished=self.events_after(published),
-        )
+        return windows
 
     def events_after(self, event_id: int) -> list[dict[str, Any]]:
         """Committed alert events after ``event_id`` (to publish what a crash left unsent)."""
-        cur = self.conn.cursor(row_factory=psycopg.rows.dict_row)
+        with self.lock.use("reading unpublished events") as conn:
+            return self._events_after(conn, event_id)
+
+    @staticmethod
+    def _events_after(conn: psycopg.Connection[Any], event_id: int) -> list[dict[str, Any]]:
+        """Committed alert events after ``event_id`` (to publish what a crash left unsent)."""
+        cur = conn.cursor(row_factory=psycopg.rows.dict_row)
         rows = cur.execute(
             "SELECT * FROM alert_events WHERE id > %s AND change <> 'acknowledged' ORDER BY id",
             [event_id],
         ).fetchall()
         return [event_json(row) for row in rows]
 
+    # ----------------------------------------------------------------- warning-post commands
+
+    def last_warnings(self) -> dict[str, dict[str, Any]]:
+        """The last warning-post command recorded for each gauge."""
+        with self.lock.use("reading the last warning-post commands") as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT ON (gauge_id) gauge_id, command FROM warning_commands "
+                "ORDER BY gauge_id, id DESC"
+            ).fetchall()
+        return {gauge: command for gauge, command in rows}
+
+    def record_warnings(self, commands: list[tuple[str, dict[str, Any], list[int]]]) -> None:
+        """Record warning-post commands (gauge, command, alerts whose changes led to it)
+        before they are published, in one statement."""
+        rows = [{"gauge_id": g, "command": c, "alert_ids": sorted(set(a))} for g, c, a in commands]
+        with self.lock.use("recording warning-post commands") as conn:
+            conn.execute(
+                """
+                INSERT INTO warning_commands (gauge_id, command, alert_ids)
+                SELECT gauge_id, command, alert_ids FROM jsonb_to_recordset(%s::jsonb)
+                    AS x(gauge_id text, command jsonb, alert_ids bigint[])
+                """,
+                [orjson.dumps(rows).decode()],
+            )
+
     # ------------------------------------------------------------------------------- commit
 
     def commit(self, outcome: Outcome, *, published_event_id: int) -> list[Transition]:
         """Commit a batch's transitions, rule states, gauge statuses and clock in one
         transaction; returns the transitions stored (with their alert and event ids)."""
-        conn = self.conn
         stored: list[Transition] = []
-        try:
-            with conn.transaction():
-                for transition in outcome.transitions:
-                    if self._write(conn, transition):
-                        stored.append(transition)
-                self._write_states(conn, outcome)
-                conn.execute(
-                    """
-                    INSERT INTO alert_service_state (key, value, updated_at)
-                    VALUES ('clock_us', %s, now()), ('published_event_id', %s, now())
-                    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
-                    """,
-                    [Jsonb(outcome.clock_us), Jsonb(published_event_id)],
-                )
-        except psycopg.OperationalError as error:
-            raise LockLostError(f"database connection failed: {error}") from None
+        with self.lock.use("committing a batch") as conn, conn.transaction():
+            if outcome.transitions:
+                lock_event_order(conn)  # readers see its changes in id order
+            for transition in outcome.transitions:
+                if self._write(conn, transition):
+                    stored.append(transition)
+            self._write_states(conn, outcome)
+            self._write_flags(conn, outcome)
+            conn.execute(
+                """
+                INSERT INTO alert_service_state (key, value, updated_at)
+                VALUES ('clock_us', %s, now()), ('published_event_id', %s, now()),
+                       ('live', %s, now())
+                ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
+                """,
+                [Jsonb(outcome.clock_us), Jsonb(published_event_id), Jsonb(outcome.live)],
+            )
         return stored
+
+    def _write_flags(self, conn: psycopg.Connection[Any], outcome: Outcome) -> None:
+        if outcome.unflagged:
+            # Suspect readings since believed (a real step): no longer suspect.
+            conn.execute(
+                """
+                DELETE FROM reading_flags f USING jsonb_to_recordset(%s::jsonb)
+                    AS x(sensor_id text, metric text, time timestamptz)
+                WHERE f.sensor_id = x.sensor_id AND f.metric = x.metric AND f.time = x.time
+                """,
+                [
+                    orjson.dumps(
+                        [
+                            {"sensor_id": s, "metric": m, "time": _iso(t)}
+                            for s, m, t in outcome.unflagged
+                        ]
+                    ).decode()
+                ],
+            )
+        if outcome.flags:
+            rows = [
+                {
+                    "sensor_id": f.sensor_id, "metric": f.metric, "time": _iso(f.time_us),
+                    "value": f.value, "reason": f.reason, "reference_time": _iso(f.reference_us),
+                    "reference_value": f.reference_value,
+                }
+                for f in outcome.flags.values()
+            ]  # fmt: skip
+            # A reading delivered again keeps what it was found to be; only a series that came
+            # back turns its readings into spikes.
+            conn.execute(
+                """
+                INSERT INTO reading_flags (sensor_id, metric, time, value, reason,
+                                           reference_time, reference_value)
+                SELECT * FROM jsonb_to_recordset(%s::jsonb) AS x(
+                    sensor_id text, metric text, time timestamptz, value double precision,
+                    reason text, reference_time timestamptz, reference_value double precision)
+                ON CONFLICT (sensor_id, metric, time) DO UPDATE SET reason = EXCLUDED.reason,
+                    reference_time = EXCLUDED.reference_time,
+                    reference_value = EXCLUDED.reference_value, flagged_at = now()
+                WHERE EXCLUDED.reason = 'spike'
+                """,
+                [orjson.dumps(rows).decode()],
+            )
 
     def _write(self, conn: psycopg.Connection[Any], t: Transition) -> bool:
         target = t.target

@@ -36,4 +36,7 @@ def serve(
         port=port if port is not None else settings.api.port,
         log_config=None,
         access_log=settings.api.access_log,
+        # The app believes forwarded headers from `PANTAU_API__TRUSTED_PROXIES` itself; the
+        # server's own rule (FORWARDED_ALLOW_IPS) would apply before it, with other addresses.
+        proxy_headers=False,
     )

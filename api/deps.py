@@ -35,19 +35,23 @@ def _session_sql(settings: Settings) -> str:
     return f"SET TimeZone = 'UTC'; SET statement_timeout = {timeout_ms}"
 
 
-def _pool_options(settings: Settings) -> dict[str, Any]:
+def _pool_options(settings: Settings, max_size: int | None = None) -> dict[str, Any]:
+    size = settings.api.pool_max_size if max_size is None else max_size
     return {
         "conninfo": settings.require_database_url(),
-        "min_size": min(2, settings.api.pool_max_size),
-        "max_size": settings.api.pool_max_size,
+        "min_size": min(2, size),
+        "max_size": size,
         "kwargs": {"autocommit": True},
         "timeout": settings.api.pool_timeout_s,
         "open": False,
     }
 
 
-def make_pool(settings: Settings) -> ConnectionPool:
-    """The pool of the routes that run in worker threads (opened by the caller)."""
+def make_pool(
+    settings: Settings, *, name: str = "api", max_size: int | None = None
+) -> ConnectionPool:
+    """The pool of the routes that run in worker threads (opened by the caller); ``name`` and
+    ``max_size`` for another pool of the same kind (the exports')."""
     session = _session_sql(settings)
 
     def configure(conn: psycopg.Connection) -> None:
@@ -56,7 +60,9 @@ def make_pool(settings: Settings) -> ConnectionPool:
     def reset(conn: psycopg.Connection) -> None:
         conn.row_factory = tuple_row
 
-    return ConnectionPool(configure=configure, reset=reset, name="api", **_pool_options(settings))
+    return ConnectionPool(
+        configure=configure, reset=reset, name=name, **_pool_options(settings, max_size)
+    )
 
 
 def make_async_pool(settings: Settings) -> AsyncConnectionPool:
@@ -131,6 +137,43 @@ async def async_connection(
         yield conn
     finally:
         await pool.putconn(conn)
+
+
+class Exports:
+    """The CSV exports' own connections, ``size`` at most at once: an export holds its
+    connection for as long as its client takes to download it, so exports never take the
+    connections of the other routes, and one more than ``size`` is refused at once (503) rather
+    than waiting for a slow download to end."""
+
+    RETRY_AFTER_S = 10
+
+    def __init__(self, pool: ConnectionPool, size: int) -> None:
+        self.pool = pool
+        self.size = size
+        self._slots = threading.BoundedSemaphore(size)
+
+    @contextmanager
+    def connection(self, timeout_s: float) -> Iterator[psycopg.Connection]:
+        """A connection of the exports' pool, or a 503 problem while all are in use."""
+        if not self._slots.acquire(blocking=False):
+            raise Problem(
+                503,
+                f"{self.size} exports are being downloaded from this server already; retry in "
+                f"{self.RETRY_AFTER_S} s",
+                kind="too-many-exports",
+                headers={"Retry-After": str(self.RETRY_AFTER_S)},
+            )
+        try:
+            with connection(self.pool, timeout_s) as conn:
+                yield conn
+        finally:
+            self._slots.release()
+
+
+def make_exports(settings: Settings) -> Exports:
+    """The exports' pool and limit (the pool opened by the caller)."""
+    size = settings.api.export_connections
+    return Exports(make_pool(settings, name="api-export", max_size=size), size)
 
 
 def get_conn(request: Request) -> Iterator[psycopg.Connection]:

@@ -16,11 +16,13 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from api import errors, schemas
-from api.deps import TtlCache, make_async_pool, make_pool
+from api.deps import TtlCache, make_async_pool, make_exports, make_pool
 from api.middleware import CachedAnswers, HeadAsGet, Metrics, PoolCollector, RateLimit
 from api.routes import (
+    alert_work,
     alerts,
     catalogue,
     city,
@@ -28,7 +30,9 @@ from api.routes import (
     latest,
     operator,
     pages,
+    quality,
     readings,
+    rivers,
     sensors,
     sta,
     stream,
@@ -78,15 +82,19 @@ def create_app(settings: Settings) -> FastAPI:
         pool.open(wait=False)
         async_pool = make_async_pool(settings)
         await async_pool.open(wait=False)
+        exports = make_exports(settings)
+        exports.pool.open(wait=False)
         app.state.pool = pool
         app.state.async_pool = async_pool
-        pool_collector.pools = (pool, async_pool)
+        app.state.exports = exports
+        pool_collector.pools = (pool, async_pool, exports.pool)
         try:
             yield
         finally:
             pool_collector.pools = ()
             await async_pool.close()
             pool.close()
+            exports.pool.close()
 
     app = FastAPI(
         title="Pantau open data",
@@ -102,9 +110,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics_registry = metrics_registry
     errors.install(app)
     _install_docs(app)
-    for module in (health, catalogue, sensors, latest, readings, city):
+    for module in (health, catalogue, sensors, latest, readings, city, rivers):
         app.include_router(module.router)
-    for module in (alerts, stream, operator, sta, pages):
+    for module in (alerts, alert_work, stream, operator, quality, sta, pages):
         app.include_router(module.router)
 
     # Added innermost first: the metrics see every answer, limits included.
@@ -114,6 +122,7 @@ def create_app(settings: Settings) -> FastAPI:
         RateLimit,
         rate=settings.api.rate_limit_per_s,
         burst=settings.api.rate_limit_burst,
+        max_clients=settings.api.rate_limit_clients_max,
     )
     # Level 4: most of the size of level 9 at several times its speed (CSV exports).
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=4)
@@ -126,6 +135,9 @@ def create_app(settings: Settings) -> FastAPI:
         max_age=3600,
     )
     app.add_middleware(Metrics, registry=metrics_registry)
+    # Outermost: everything inside (the rate limit, the access log, URLs of links) sees the
+    # client a trusted proxy forwarded, not the proxy. The server's own is off (see api.cli).
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.api.trusted_proxies)
 
     build = app.openapi
 

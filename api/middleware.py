@@ -3,6 +3,7 @@ answers served again from the answer cache."""
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections.abc import Iterable
@@ -17,14 +18,18 @@ from starlette.requests import Request
 from api.deps import TtlCache
 from api.errors import ASGIApp, Receive, Scope, Send, problem_response, raw_path_of
 from api.responses import Answer, answer_key
+from pantau.ratelimit import TokenBuckets
 
 # Probes and scrapes are never limited, and their own traffic is not what the metrics are for.
 UNMETERED = frozenset({"/healthz", "/readyz", "/metrics"})
+# The block of IPv6 addresses one subscriber is given, as a rule.
+IPV6_CLIENT_PREFIX = 64
 
 
 class PoolCollector(Collector):
     """The connection pools' usage, labelled by pool (``api``: routes in worker threads,
-    ``api-async``: routes on the event loop), read from psycopg_pool at scrape time."""
+    ``api-async``: routes on the event loop, ``api-export``: CSV exports), read from
+    psycopg_pool at scrape time."""
 
     def __init__(self) -> None:
         self.pools: tuple[ConnectionPool | AsyncConnectionPool, ...] = ()
@@ -95,42 +100,51 @@ class Metrics:
 
 
 class RateLimit:
-    """A token bucket per client address: ``rate`` requests per second, ``burst`` at once."""
+    """A token bucket per client: ``rate`` requests per second, ``burst`` at once, for at most
+    ``max_clients`` clients at a time (:class:`pantau.ratelimit.TokenBuckets`).
 
-    def __init__(self, app: ASGIApp, *, rate: float, burst: int) -> None:
+    The client is ``scope["client"]``: the socket's peer, or the address a trusted proxy
+    forwarded (``ProxyHeadersMiddleware`` outside this one). An IPv6 client counts by its /64,
+    the block one subscriber is given: rotating addresses within it gains nothing.
+    """
+
+    def __init__(self, app: ASGIApp, *, rate: float, burst: int, max_clients: int) -> None:
         self.app = app
         self.rate = rate
-        self.burst = float(burst)
-        self.buckets: dict[str, tuple[float, float]] = {}
+        self.buckets = (
+            TokenBuckets(rate_per_s=rate, burst=burst, max_keys=max_clients) if rate > 0 else None
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.rate <= 0 or scope["path"] in UNMETERED:
+        if scope["type"] != "http" or self.buckets is None or scope["path"] in UNMETERED:
             await self.app(scope, receive, send)
             return
         client = scope.get("client")
-        key = client[0] if client else "unknown"
-        now = time.monotonic()
-        tokens, last = self.buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens < 1.0:
-            self.buckets[key] = (tokens, now)
-            wait = max(1, math.ceil((1.0 - tokens) / self.rate))
+        wait = self.buckets.take(client_key(client[0]) if client else "unknown")
+        if wait > 0:
+            seconds = max(1, math.ceil(wait))
             response = problem_response(
                 None,
                 429,
-                f"more than {self.rate:g} requests per second from this address; retry in {wait} s",
+                f"more than {self.rate:g} requests per second from this address; "
+                f"retry in {seconds} s",
                 kind="rate-limited",
-                headers={"Retry-After": str(wait)},
+                headers={"Retry-After": str(seconds)},
                 instance=raw_path_of(scope),
             )
             await response(scope, receive, send)
             return
-        if len(self.buckets) > 10_000:
-            # Forget clients whose bucket has refilled: they start full again anyway.
-            full = now - self.burst / self.rate
-            self.buckets = {k: v for k, v in self.buckets.items() if v[1] > full}
-        self.buckets[key] = (tokens - 1.0, now)
         await self.app(scope, receive, send)
+
+
+def client_key(host: str) -> str:
+    """What the rate limit counts ``host`` as: an IPv4 address itself, an IPv6 one its /64."""
+    if ":" not in host:
+        return host
+    try:
+        return str(ipaddress.IPv6Network((host, IPV6_CLIENT_PREFIX), strict=False))
+    except ValueError:
+        return host
 
 
 class HeadAsGet:

@@ -1,16 +1,23 @@
-"""Pre-serialised JSON answers with validators, so that pollers get 304 Not Modified, and the
-answers the answer cache serves again by URL."""
+"""Pre-serialised JSON answers with validators, so that pollers get 304 Not Modified, the
+answers the answer cache serves again by URL, and downloads no client can stall."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import orjson
 from fastapi import Request, Response
+from starlette.responses import StreamingResponse
+from starlette.types import Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
 
 JSON = "application/json"
 
@@ -99,3 +106,39 @@ def json_response(
     value: Any, *, media_type: str = JSON, headers: dict[str, str] | None = None
 ) -> Response:
     return Response(orjson.dumps(value), media_type=media_type, headers=headers)
+
+
+class DownloadResponse(StreamingResponse):
+    """A streamed download that no client can stall: a part it does not take within
+    ``send_timeout_s`` ends the download (the server then closes the connection, so the client
+    sees a cut-off file, never a complete-looking one), and however it ends, ``close``, which
+    frees what feeds it (a database connection), runs in a worker thread."""
+
+    def __init__(
+        self,
+        content: Iterable[bytes],
+        *,
+        send_timeout_s: float,
+        close: Callable[[], None],
+        media_type: str,
+        headers: dict[str, str],
+    ) -> None:
+        super().__init__(content, media_type=media_type, headers=headers)
+        self.send_timeout_s = send_timeout_s
+        self.close = close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def bounded(message: Message) -> None:
+            with anyio.fail_after(self.send_timeout_s):
+                await send(message)
+
+        try:
+            await super().__call__(scope, receive, bounded)
+        except TimeoutError:
+            log.warning(
+                "a download's client took more than %g s to take its next part: cut off",
+                self.send_timeout_s,
+            )
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.close)

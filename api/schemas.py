@@ -96,6 +96,12 @@ class Health(_Model):
 # Catalogue
 
 
+class MetricState(_Model):
+    value: int
+    label: str = Field(examples=["menyala"])
+    label_en: str = Field(examples=["on"])
+
+
 class MetricInfo(_Model):
     name: str = Field(examples=["water_level"])
     unit: str = Field(description="SenML unit symbol where one exists.", examples=["m"])
@@ -105,6 +111,17 @@ class MetricInfo(_Model):
     integer: bool = Field(description="Whole numbers only.")
     sdm_entity: str = Field(description="FIWARE Smart Data Models entity.")
     sdm_attribute: str = Field(description="Attribute of that entity.")
+    label: str = Field(description="Its name in Indonesian.", examples=["Tinggi muka air"])
+    label_en: str = Field(description="Its name in English.", examples=["Water level"])
+    symbol: str = Field(
+        description="Unit as Indonesian pages write it, after multiplying by `scale` (empty for "
+        "counts and states).",
+        examples=["m"],
+    )
+    symbol_en: str = Field(description="Unit as English pages write it.", examples=["m"])
+    scale: float = Field(description="Factor from the stored value to the shown one.")
+    decimals: int = Field(description="Decimals shown.")
+    states: list[MetricState] = Field(description="Names of the values of a state (lamps).")
 
 
 class FamilyInfo(_Model):
@@ -142,7 +159,11 @@ class Sensor(_Model):
     river_km: float | None = None
     thresholds: ThresholdsOut | None = None
     flood_level: Literal["Normal", "Waspada", "Siaga", "Awas"] | None = Field(
-        default=None, description="Level of the latest water level (flood gauges)."
+        default=None,
+        description="Level of the latest water level against the thresholds (flood gauges), "
+        "as measured (before the alert service's quality control: `/city/status` gives the "
+        "confirmed level); absent once that reading is older than the gauge's offline "
+        "deadline.",
     )
     road: str | None = None
     road_class: str | None = None
@@ -260,13 +281,47 @@ class SensorReadings(_Model):
 # City status
 
 
+FloodLabel = Literal["Normal", "Waspada", "Siaga", "Awas"]
+FloodSource = Literal["gauge_status", "latest_water_level"]
+
+
+class GaugeState(_Model):
+    sensor_id: str
+    level: int | None = Field(
+        ge=0, le=3, description="0 Normal .. 3 Awas; null when the gauge has no current data."
+    )
+    label: FloodLabel | None
+    value: float | None = Field(description="The water level (m) the level is from.")
+    observed_at: datetime | None = Field(description="Time of the reading the level is from.")
+    source: FloodSource | None
+    no_data: bool = Field(
+        description="True when the gauge's newest reading is older than its offline deadline "
+        "(`PANTAU_ALERTS__OFFLINE_INTERVALS_K` reporting intervals), or the alert service has "
+        "not evaluated it within that time: its last level is history, not the state now."
+    )
+    no_data_reason: Literal["silent", "not_evaluated", "never_reported"] | None = Field(
+        description="`silent`: no reading within the deadline; `not_evaluated`: readings "
+        "arrive but the alert service has not evaluated them; `never_reported`."
+    )
+    last_reading_at: datetime | None = Field(description="Time of the gauge's newest reading.")
+
+
 class FloodStatus(_Model):
-    level: int = Field(ge=0, le=3, description="0 Normal, 1 Waspada, 2 Siaga, 3 Awas.")
-    label: Literal["Normal", "Waspada", "Siaga", "Awas"]
-    sensor_id: str = Field(description="The gauge at that level.")
-    source: Literal["gauge_status", "latest_water_level"]
-    observed_at: datetime
+    level: int | None = Field(
+        ge=0,
+        le=3,
+        description="The worst level of the gauges with current data: 0 Normal, 1 Waspada, "
+        "2 Siaga, 3 Awas; null when none has current data (see `no_data`).",
+    )
+    label: FloodLabel | None
+    sensor_id: str | None = Field(description="The gauge at that level.")
+    source: FloodSource | None
+    observed_at: datetime | None = Field(
+        description="Time of the reading at that level; with no data, of the newest reading."
+    )
     gauges: int = Field(description="Gauges with a current level in the kecamatan.")
+    no_data: bool = Field(description="No gauge of the kecamatan has current data.")
+    by_gauge: list[GaugeState] = Field(description="Every flood gauge of the kecamatan.")
 
 
 class TrafficStatus(_Model):

@@ -1,8 +1,9 @@
 """Decoding stage: wire payloads to readings and rejection records, against the sensor registry.
 
 The protocol itself lives in :mod:`pantau.payload`; this stage adds what a running service
-needs around it: the registry (reloaded, at a bounded rate, when an unknown sensor shows up, so a
-newly registered sensor is accepted without a restart), per-device sequence-gap counting, and
+needs around it: the registry of sensors and gateways (reloaded, at a bounded rate, when an
+unknown sensor or a reading a device may not report shows up, so a newly registered sensor,
+gateway or gateway link is accepted without a restart), per-device sequence-gap counting, and
 rejection records ready to be stored.
 """
 
@@ -18,24 +19,27 @@ from pathlib import Path
 
 from ingest.source import Inbound
 from pantau.catalogue import Family
+from pantau.db.registry import Snapshot
 from pantau.db.store import RejectedPayload
 from pantau.logs import get_logger
-from pantau.payload import DecodeLimits, NameCache, Reading, decode
+from pantau.payload import Decoded, DecodeLimits, NameCache, Reading, Reason, decode
 
 log = get_logger(__name__)
 
 
 class SensorRegistry:
-    """Sensor id to family, reloaded on a miss at most every ``refresh_s`` seconds.
+    """Sensor id to family and gateway id to its sensors, reloaded on a miss at most every
+    ``refresh_s`` seconds.
 
     With a ``cache_path`` the last registry loaded is kept on disk, so that ingest restarted
-    during a database outage still recognises its sensors (and can spool their readings).
+    during a database outage still recognises its sensors and gateways (and can spool their
+    readings).
     """
 
     def __init__(
         self,
         *,
-        load: Callable[[], dict[str, Family]],
+        load: Callable[[], Snapshot],
         refresh_s: float,
         cache_path: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -45,6 +49,7 @@ class SensorRegistry:
         self._cache_path = cache_path
         self._clock = clock
         self._families: dict[str, Family] = {}
+        self._gateways: dict[str, frozenset[str]] = {}
         self._last_attempt: float | None = None
         # Counts the registries loaded, so that what was resolved against an older one is dropped.
         self.generation = 0
@@ -68,9 +73,9 @@ class SensorRegistry:
             log.warning(
                 "sensor registry unavailable; using the cached copy",
                 error=str(error),
-                sensors=len(cached),
+                sensors=len(cached.families),
             )
-            self._families = cached
+            self._families, self._gateways = cached.families, cached.gateways
             self.generation += 1
             return False
 
@@ -85,17 +90,26 @@ class SensorRegistry:
             return False
         self._last_attempt = now
         try:
-            families = self._load()
+            loaded = self._load()
         except Exception as error:
             if raise_errors:
                 raise
             log.warning("sensor registry reload failed", error=str(error))
             return False
-        added = set(families) - set(self._families)
-        self._families = families
+        added = set(loaded.families) - set(self._families)
+        linked = sum(
+            len(sensors - self._gateways.get(gateway, frozenset()))
+            for gateway, sensors in loaded.gateways.items()
+        )
+        self._families, self._gateways = loaded.families, loaded.gateways
         self.generation += 1
-        if added and self._last_attempt is not None:
-            log.info("sensor registry reloaded", sensors=len(families), added=len(added))
+        if added or linked:
+            log.info(
+                "sensor registry reloaded",
+                sensors=len(loaded.families),
+                added=len(added),
+                gateway_links_added=linked,
+            )
         self._write_cache()
         return True
 
@@ -105,13 +119,24 @@ class SensorRegistry:
             family = self._families.get(sensor_id)
         return family
 
-    def _read_cache(self) -> dict[str, Family] | None:
+    @property
+    def gateways(self) -> dict[str, frozenset[str]]:
+        """Gateway id to the sensors it may report for, as last loaded."""
+        return self._gateways
+
+    def _read_cache(self) -> Snapshot | None:
         if self._cache_path is None or not self._cache_path.exists():
             return None
         try:
             raw = json.loads(self._cache_path.read_text())
-            return {str(k): Family(v) for k, v in raw.items()}
-        except (OSError, ValueError) as error:
+            if isinstance(raw.get("sensors"), dict):
+                return Snapshot(
+                    families={str(k): Family(v) for k, v in raw["sensors"].items()},
+                    gateways={str(k): frozenset(map(str, v)) for k, v in raw["gateways"].items()},
+                )
+            # Written before gateways were registered: sensors only, every device for itself.
+            return Snapshot(families={str(k): Family(v) for k, v in raw.items()}, gateways={})
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             log.warning("ignoring unreadable registry cache", error=str(error))
             return None
 
@@ -119,8 +144,12 @@ class SensorRegistry:
         if self._cache_path is None:
             return
         temporary = self._cache_path.with_suffix(".tmp")
+        document = {
+            "sensors": {k: v.value for k, v in self._families.items()},
+            "gateways": {k: sorted(v) for k, v in self._gateways.items()},
+        }
         try:
-            temporary.write_text(json.dumps({k: v.value for k, v in self._families.items()}))
+            temporary.write_text(json.dumps(document))
             os.replace(temporary, self._cache_path)
         except OSError as error:
             log.warning("cannot write the registry cache", error=str(error))
@@ -181,10 +210,31 @@ class Decoder:
 
     def decode(self, message: Inbound) -> DecodedMessage:
         received_at = datetime.fromtimestamp(message.received_at, tz=UTC)
+        decoded = self._decode(message, received_at)
+        if any(r.reason is Reason.FOREIGN_SENSOR for r in decoded.rejections) and (
+            self._registry.refresh()
+        ):
+            # Perhaps a gateway link registered since the last load: decide again against the
+            # reloaded registry (reloads stay rate-limited, whatever a device sends).
+            decoded = self._decode(message, received_at)
+        for sensor_id, seq in decoded.sequences:
+            self._sequences.observe(sensor_id, seq)
+        rejected = [
+            RejectedPayload(
+                topic=storable(message.topic),
+                payload=message.payload,
+                received_at=received_at,
+                rejection=type(rejection)(rejection.reason, storable(rejection.detail)),
+            )
+            for rejection in decoded.rejections
+        ]
+        return DecodedMessage(message=message, readings=decoded.readings, rejected=rejected)
+
+    def _decode(self, message: Inbound, received_at: datetime) -> Decoded:
         if self._names_generation != self._registry.generation:
             self._names.clear()
             self._names_generation = self._registry.generation
-        decoded = decode(
+        return decode(
             message.payload,
             topic=message.topic,
             topic_root=self._topic_root,
@@ -192,24 +242,13 @@ class Decoder:
             received_at=received_at,
             limits=self._limits,
             names=self._names,
+            gateways=self._registry.gateways,
         )
-        for sensor_id, seq in decoded.sequences:
-            self._sequences.observe(sensor_id, seq)
-        rejected = [
-            RejectedPayload(
-                topic=_storable(message.topic),
-                payload=message.payload,
-                received_at=received_at,
-                rejection=type(rejection)(rejection.reason, _storable(rejection.detail)),
-            )
-            for rejection in decoded.rejections
-        ]
-        return DecodedMessage(message=message, readings=decoded.readings, rejected=rejected)
 
 
-def _storable(text: str) -> str:
-    # PostgreSQL text holds neither NUL nor lone surrogates (which JSON can spell): a hostile
-    # payload must not make its own rejection record unstorable.
+def storable(text: str) -> str:
+    """``text`` as PostgreSQL text can hold it: no NUL, no lone surrogates (JSON can spell
+    both), so a hostile payload cannot make its own rejection record unstorable."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

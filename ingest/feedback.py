@@ -2,9 +2,10 @@
 
 A second MQTT client of its own (client id ``CLIENT_ID-feedback``, no persistent session), so
 that the uplink session and its acknowledgements never wait for it. Only rejections reach it:
-accepted readings never pass through here. A device gets at most ``per_minute`` notices a
-minute; the rest, and anything beyond a bounded outgoing queue while the broker is away, are
-counted and dropped (every rejection is still stored in ``rejected_payloads``).
+accepted readings never pass through here. A device gets at most ``per_minute`` notices at
+once, then ``per_minute`` a minute (a token bucket); the rest, and anything beyond a bounded
+outgoing queue while the broker is away, are counted and dropped (every rejection is still
+stored in ``rejected_payloads``).
 """
 
 from __future__ import annotations
@@ -27,36 +28,16 @@ from pantau.feedback import (
 )
 from pantau.logs import get_logger
 from pantau.mqtt import mqtt_client
+from pantau.ratelimit import TokenBuckets
 from pantau.settings import MqttSettings
 
 log = get_logger(__name__)
 
 # Notices held while the broker is away, at most; later ones are dropped.
 _MAX_QUEUED = 1_000
-# Devices tracked by the rate limiter before windows that ended are forgotten.
-_PRUNE_AT = 10_000
-_WINDOW_S = 60.0
-
-
-class RateLimiter:
-    """At most ``per_minute`` events per key in each key's one-minute window."""
-
-    def __init__(self, *, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self._limit = per_minute
-        self._clock = clock
-        self._windows: dict[str, list[float]] = {}  # key: [window start, count]
-
-    def allow(self, key: str) -> bool:
-        now = self._clock()
-        window = self._windows.get(key)
-        if window is None or now - window[0] >= _WINDOW_S:
-            if len(self._windows) >= _PRUNE_AT:
-                self._windows = {k: w for k, w in self._windows.items() if now - w[0] < _WINDOW_S}
-            window = self._windows[key] = [now, 0]
-        if window[1] >= self._limit:
-            return False
-        window[1] += 1
-        return True
+# Devices the rate limit tracks at once; beyond them the one heard from least recently is
+# forgotten (pantau.ratelimit).
+_MAX_DEVICES = 10_000
 
 
 class FeedbackPublisher:
@@ -70,7 +51,14 @@ class FeedbackPublisher:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
-        self._limiter = RateLimiter(per_minute=per_minute, clock=clock)
+        # `per_minute` at once, then as many a minute; 0: none at all.
+        self._limiter = (
+            TokenBuckets(
+                rate_per_s=per_minute / 60, burst=per_minute, max_keys=_MAX_DEVICES, clock=clock
+            )
+            if per_minute > 0
+            else None
+        )
         self.published = 0
         self.limited = 0
         self.dropped = 0
@@ -97,7 +85,7 @@ class FeedbackPublisher:
             device = device_of(record.topic, root)
             if device is None:
                 continue  # no device to tell (e.g. bad_topic)
-            if not self._limiter.allow(device):
+            if self._limiter is None or self._limiter.take(device) > 0:
                 self.limited += 1
                 continue
             notice = Notice(

@@ -26,9 +26,8 @@ from ingest.receiver import ProcessSource
 from ingest.source import Inbound, MqttSource, SourceBase, SourceError
 from ingest.spool import Spool
 from ingest.writer import Database, Writer
-from pantau.catalogue import Family
 from pantau.db import registry as db_registry
-from pantau.db.migrate import MigrationError, maintain
+from pantau.db.migrate import MigrationError, NotOwnerError, maintain
 from pantau.logs import get_logger
 from pantau.settings import Settings
 
@@ -118,6 +117,7 @@ class IngestService:
             retry_max_s=max(ingest.retry_max_ms, ingest.retry_initial_ms) / 1000,
             connections=ingest.writer_connections,
             is_stale=self._stale,
+            topic_root=settings.mqtt.topic_root,
         )
         self._server: MetricsServer | None = None
         if ingest.metrics_port:
@@ -288,11 +288,11 @@ class IngestService:
 
     # -- database housekeeping -----------------------------------------------------------------
 
-    def _load_registry(self) -> dict[str, Family]:
+    def _load_registry(self) -> db_registry.Snapshot:
         with psycopg.connect(
             self._url, connect_timeout=max(1, round(self.settings.ingest.db_connect_timeout_s))
         ) as conn:
-            return dict(db_registry.sensor_families(conn))
+            return db_registry.snapshot(conn)
 
     def _start_registry(self) -> bool:
         delay = max(0.05, self.settings.ingest.retry_initial_ms / 1000)
@@ -329,6 +329,11 @@ class IngestService:
                 changes = {k: v for k, v in (done or {}).items() if v and k not in routine}
                 if changes:
                     log.info("storage maintenance", **changes)
+            except NotOwnerError as error:
+                # TimescaleDB under ingest's own login: its policies keep the aggregates, and
+                # the catch-up is left to `pantau db maintain` run by the owner.
+                log.info("storage maintenance left to the owner", reason=str(error))
+                return
             except (psycopg.Error, MigrationError) as error:
                 log.warning("storage maintenance failed", error=str(error)[:300])
             self._stop.wait(min(refresh_s, partitions_s))

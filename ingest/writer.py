@@ -15,8 +15,10 @@ ingest keeps draining the broker; once the database answers, the spool is replay
 (by one thread at a time) before that thread writes anything newer.
 
 A batch the database refuses for its data (never expected: decoding validates everything) is
-split in halves until the offending rows are isolated; those are logged and counted, and the
-rest is stored, so one bad row cannot stall the stream.
+split in halves until the offending rows are isolated, and the rest is stored, so one bad row
+cannot stall the stream. Each refused row is recorded in ``rejected_payloads`` as ``db_refused``
+with the database's error (a reading as an observation of its sensor, which an operator can
+replay once the cause is fixed), counted, and only then acknowledged with its batch.
 """
 
 from __future__ import annotations
@@ -26,19 +28,22 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
+import orjson
 import psycopg
 
 from ingest.acker import Acker
 from ingest.batcher import Batch
+from ingest.decoder import storable
 from ingest.metrics import IngestMetrics
 from ingest.source import Inbound
 from ingest.spool import Spool
 from pantau.db import store as db_store
 from pantau.db.store import RejectedPayload, StagedReadings, StoreResult
 from pantau.logs import get_logger
-from pantau.payload import Reading
+from pantau.payload import Reading, Reason, Rejection
 
 log = get_logger(__name__)
 
@@ -174,6 +179,7 @@ class Writer:
         connections: int = 1,
         is_stale: Callable[[Batch], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        topic_root: str = "pantau",
     ) -> None:
         if connections < 1:
             raise ValueError("connections must be at least 1")
@@ -186,6 +192,7 @@ class Writer:
         self._backoff = _Backoff(retry_initial_s, retry_max_s)
         self._is_stale = is_stale
         self._clock = clock
+        self._topic_root = topic_root
         # One batch waits while the others are written: decoding overlaps the commits.
         self._queue: queue.Queue[object] = queue.Queue(maxsize=1)
         self._submitted = 0  # batches numbered in submission order
@@ -332,6 +339,11 @@ class Writer:
                 return
             replayed = 0
             for record in spool.records(self._replay_offset):
+                if record.corrupt:
+                    log.error(
+                        "spool record damaged; recording it as spool_corrupt",
+                        detail=record.rejected[0].rejection.detail,
+                    )
                 if self._abandon.is_set() or not self._write(
                     db, record.readings, record.rejected, readings=record.readings.copy
                 ):
@@ -399,6 +411,41 @@ class Writer:
         m.publish_to_commit.observe_many(np.maximum(now - stamps, 0.0))
         return True
 
+    def _store_refusal(
+        self, db: Database, row: Reading | RejectedPayload, error: UnstorableDataError
+    ) -> StoreResult:
+        """Record the one row the database refused as a ``db_refused`` rejection."""
+        reason = storable(str(error))[:500]
+        if isinstance(row, Reading):
+            r = row
+            topic = f"{self._topic_root}/up/{r.sensor_id}"
+            body = {"sensor": r.sensor_id, "ts": r.time.isoformat(), "values": {r.metric: r.value}}
+            received_at = datetime.now(UTC)
+            payload, what = orjson.dumps(body), f"the reading {r.metric} of {r.sensor_id}"
+        else:
+            j = row
+            topic, payload, received_at = storable(j.topic), j.payload, j.received_at
+            what = f"the {j.rejection.reason.value} record of this payload"
+        record = RejectedPayload(
+            topic=topic,
+            payload=payload,
+            received_at=received_at,
+            rejection=Rejection(Reason.DB_REFUSED, f"the database refused {what}: {reason}"),
+        )
+        try:
+            db.store([], [record])
+        except UnstorableDataError as again:
+            log.error(
+                "database refused a row, and its rejection record too; dropping it",
+                error=reason[:300], again=str(again)[:300], topic=topic,
+            )  # fmt: skip
+            self._metrics.unstorable.inc()
+            return StoreResult(staged=0, inserted=0, rejected=0)
+        log.warning("database refused a row; recorded as db_refused", error=reason[:300],
+                    topic=topic)  # fmt: skip
+        self._metrics.rejected.labels(reason=Reason.DB_REFUSED.value).inc()
+        return StoreResult(staged=0, inserted=0, rejected=1)
+
     def _store_splitting(
         self, db: Database, readings: list[Reading], rejected: list[RejectedPayload]
     ) -> StoreResult:
@@ -416,14 +463,10 @@ class Writer:
     ) -> StoreResult:
         """Rows the database refused (with ``error``) stored in halves, down to the bad row."""
         rows = len(readings) + len(rejected)
-        if rows <= 1:
-            log.error(
-                "database refused a row; dropping it", error=str(error)[:300],
-                reading=repr(readings[0]) if readings else None,
-                rejection_topic=rejected[0].topic if rejected else None,
-            )  # fmt: skip
-            self._metrics.unstorable.inc()
+        if rows == 0:
             return StoreResult(staged=0, inserted=0, rejected=0)
+        if rows == 1:
+            return self._store_refusal(db, readings[0] if readings else rejected[0], error)
         half_r, half_j = len(readings) // 2, len(rejected) // 2
         if half_r == 0 and half_j == 0:
             half_r = len(readings)  # one reading and one rejection: split between them

@@ -8,9 +8,18 @@ feeds expect:
 * ``opened`` is an ``Alert``;
 * ``escalated`` and ``de-escalated`` are an ``Update`` whose ``references`` list every earlier
   message of the same alert;
-* ``resolved`` is an ``Update`` with ``responseType`` ``AllClear``, ``urgency`` ``Past`` and a
-  short ``expires``. ``Cancel`` means "the earlier message was wrong" to CAP consumers; a river
-  that went down again is not that, so Pantau never sends it.
+* ``resolved`` is a ``Cancel`` of those earlier messages (CAP 1.2: "cancels the earlier
+  message(s) identified in <references>"; a message that was wrong would be an ``Error``),
+  with ``responseType`` ``AllClear``, ``urgency`` ``Past`` and a short ``expires``, so that a
+  reader that shows it at all shows it as the all-clear.
+
+Every message meets the rules of Google's public-alert CAP profile (``GoogleProfile.java`` of
+google/cap-library; tests/pantau/test_cap_profile.py re-expresses each one): an ``info`` in
+each language with a ``description``, ``web``, ``expires`` (``effective`` never after it),
+urgency, severity and certainty, ``senderName``, ``instruction``, ``responseType``, a headline
+of at most 140 characters, times with their offset, and an ``area`` with a circle around the
+gauge and the kecamatan as ``geocode``. A warning expires ``Publisher.expires`` after its last
+change: an Update or the Cancel follows well before, unless Pantau itself has stopped.
 
 Urgency, severity and certainty (CAP 1.2, section 3.2.2):
 
@@ -37,6 +46,7 @@ from typing import Any
 from lxml import etree
 
 from pantau.city import FloodLevel, Thresholds
+from pantau.levels import level_label
 
 CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
 ATOM_NS = "http://www.w3.org/2005/Atom"
@@ -47,6 +57,11 @@ ATOM_MEDIA_TYPE = "application/atom+xml"
 FLOOD_RULES = frozenset({"flood_level", "rising_fast", "upstream"})
 # Changes that are CAP messages; an operator's acknowledgement is not news to the public.
 CAP_CHANGES = frozenset({"opened", "escalated", "de-escalated", "resolved"})
+# Google's profile recommends headlines under 140 characters.
+HEADLINE_MAX = 140
+# The Atom feed stays small (Google asks for feeds under 100 KB, never over 900 KB): the CAP
+# messages of the first entries go inline up to this size, the others are linked only.
+FEED_INLINE_BYTES = 90_000
 
 # CAP times carry a numeric offset, never "Z" (CAP 1.2, section 3.3.2); Pasuruan is on WIB.
 WIB = timezone(timedelta(hours=7), "WIB")
@@ -150,9 +165,12 @@ class Publisher:
     """Who sends the messages and where their web pages are."""
 
     sender: str
+    base_url: str
     sender_name: str = "Pantau"
     area_radius_km: float = 2.0
-    base_url: str = ""
+    # How long a warning holds after its last change unless updated or cancelled.
+    expires: timedelta = timedelta(hours=12)
+    contact: str | None = None
 
 
 def cap_time(moment: datetime) -> str:
@@ -217,8 +235,17 @@ def response_type(change: AlertChange) -> str:
 
 
 def msg_type(change: AlertChange) -> str:
-    """Alert for an opening, Update for every later change (see the module's notes)."""
-    return "Alert" if change.change == "opened" else "Update"
+    """Alert for an opening, Cancel for the end, Update for every change between."""
+    if change.change == "opened":
+        return "Alert"
+    return "Cancel" if change.change == "resolved" else "Update"
+
+
+def headline(text: str) -> str:
+    """At most :data:`HEADLINE_MAX` characters, cut at a word with an ellipsis if longer."""
+    if len(text) <= HEADLINE_MAX:
+        return text
+    return text[: HEADLINE_MAX - 1].rsplit(" ", 1)[0].rstrip(" ,;:") + "…"
 
 
 def _sub(parent: etree._Element, tag: str, text: str | None = None) -> etree._Element:
@@ -266,10 +293,15 @@ def _describe(change: AlertChange, gauge: Gauge, english: bool) -> str:
     return " ".join(parts) or (change.message_en if english else change.message)
 
 
-def _parameters(info: etree._Element, change: AlertChange, gauge: Gauge) -> None:
+def _parameters(info: etree._Element, change: AlertChange, gauge: Gauge, *, english: bool) -> None:
     _pair(info, "parameter", "rule", change.rule)
     _pair(info, "parameter", "change", change.change)
     _pair(info, "parameter", "sensor_id", gauge.id)
+    # The level's name in this block's language, whatever the rule (pantau.levels).
+    shown = 0 if change.change == "resolved" else change.level
+    _pair(
+        info, "parameter", "level_label", level_label(change.rule, shown, "en" if english else "id")
+    )
     if change.rule == "flood_level":
         level = FloodLevel(0 if change.change == "resolved" else max(0, min(3, change.level)))
         _pair(info, "parameter", "level", level.label)
@@ -314,15 +346,16 @@ def _info(
     _sub(info, "effective", cap_time(change.recorded_at))
     onset = change.predicted_at if change.predicted_at and change.change != "resolved" else None
     _sub(info, "onset", cap_time(onset or change.observed_at))
-    if change.change == "resolved":
-        _sub(info, "expires", cap_time(change.recorded_at + ALL_CLEAR_EXPIRES))
+    lasts = ALL_CLEAR_EXPIRES if change.change == "resolved" else publisher.expires
+    _sub(info, "expires", cap_time(change.recorded_at + lasts))
     _sub(info, "senderName", publisher.sender_name)
-    _sub(info, "headline", change.message_en if english else change.message)
+    _sub(info, "headline", headline(change.message_en if english else change.message))
     _sub(info, "description", _describe(change, gauge, english))
     _sub(info, "instruction", _INSTRUCTIONS[response][1 if english else 0])
-    if publisher.base_url:
-        _sub(info, "web", f"{publisher.base_url.rstrip('/')}/alerts/{change.alert_id}")
-    _parameters(info, change, gauge)
+    _sub(info, "web", f"{publisher.base_url.rstrip('/')}/alerts/{change.alert_id}")
+    if publisher.contact:
+        _sub(info, "contact", publisher.contact)
+    _parameters(info, change, gauge, english=english)
     area = _sub(info, "area")
     _sub(
         area,
@@ -333,6 +366,7 @@ def _info(
     )
     # CAP circles are "lat,lon radius" in WGS 84 with the radius in kilometres.
     _sub(area, "circle", f"{gauge.lat:.5f},{gauge.lon:.5f} {publisher.area_radius_km:g}")
+    _pair(area, "geocode", "kecamatan", gauge.kecamatan)
 
 
 def cap_alert(
@@ -342,20 +376,23 @@ def cap_alert(
     earlier: Sequence[AlertChange] = (),
 ) -> etree._Element:
     """The CAP 1.2 ``alert`` element of one change; ``earlier``: the alert's earlier messages."""
-    alert = etree.Element(f"{{{CAP_NS}}}alert", nsmap={None: CAP_NS})  # type: ignore[dict-item]
-    _sub(alert, "identifier", identifier(change))
-    _sub(alert, "sender", publisher.sender)
-    _sub(alert, "sent", cap_time(change.recorded_at))
-    _sub(alert, "status", "Actual")
-    _sub(alert, "msgType", msg_type(change))
-    _sub(alert, "source", "Pantau")
-    _sub(alert, "scope", "Public")
     references = [
         f"{publisher.sender},{identifier(e)},{cap_time(e.recorded_at)}"
         for e in earlier
         if e.is_cap and e.id < change.id
     ]
-    if references and msg_type(change) != "Alert":
+    # An Update or Cancel must say what it updates (CAP 1.2, Google's profile): without an
+    # earlier message to refer to, the change is announced as a new Alert.
+    kind = msg_type(change) if references else "Alert"
+    alert = etree.Element(f"{{{CAP_NS}}}alert", nsmap={None: CAP_NS})  # type: ignore[dict-item]
+    _sub(alert, "identifier", identifier(change))
+    _sub(alert, "sender", publisher.sender)
+    _sub(alert, "sent", cap_time(change.recorded_at))
+    _sub(alert, "status", "Actual")
+    _sub(alert, "msgType", kind)
+    _sub(alert, "source", "Pantau")
+    _sub(alert, "scope", "Public")
+    if kind != "Alert":
         _sub(alert, "references", " ".join(references))
     _sub(alert, "incidents", incident(change.alert_id))
     _info(alert, change, gauge, publisher, english=False)
@@ -391,8 +428,10 @@ def atom_feed(
     feed_url: str,
     title: str = "Pantau: peringatan banjir (CAP 1.2)",
     now: datetime,
+    inline_bytes: int = FEED_INLINE_BYTES,
 ) -> bytes:
-    """An Atom feed (RFC 4287) with one entry per alert, its newest CAP message inline.
+    """An Atom feed (RFC 4287) with one entry per alert, its newest CAP message inline while
+    the messages inlined stay within ``inline_bytes`` (every entry links to its message).
 
     Entry ids stay the same across an alert's updates (the entry is updated, as RFC 4287
     intends); the CAP message inside carries the message's own identifier.
@@ -409,6 +448,7 @@ def atom_feed(
     link.set("rel", "self")
     link.set("type", ATOM_MEDIA_TYPE)
     link.set("href", feed_url)
+    inline = 0
     for item in entries:
         change = item.change
         entry = _atom(feed, "entry")
@@ -421,7 +461,10 @@ def atom_feed(
         alternate.set("href", f"{base}/alerts/{change.alert_id}/cap.xml")
         summary = _atom(entry, "summary", change.message_en)
         summary.set("{http://www.w3.org/XML/1998/namespace}lang", "en")
-        content = _atom(entry, "content")
-        content.set("type", CAP_MEDIA_TYPE)
-        content.append(cap_alert(change, item.gauge, publisher, item.earlier))
+        message = cap_alert(change, item.gauge, publisher, item.earlier)
+        inline += len(etree.tostring(message))
+        if inline <= inline_bytes:  # beyond it, readers follow the link to the message
+            content = _atom(entry, "content")
+            content.set("type", CAP_MEDIA_TYPE)
+            content.append(message)
     return to_xml(feed)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import signal
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -15,7 +17,13 @@ from pantau import logs, stack
 from pantau.catalogue import catalogue_markdown
 from pantau.cli_support import city_or_exit
 from pantau.db import registry
-from pantau.db.migrate import MigrationError, maintain, migrate, set_login_password
+from pantau.db.migrate import (
+    MigrationError,
+    NotOwnerError,
+    maintain,
+    migrate,
+    set_login_password,
+)
 from pantau.db.status import format_age, format_compression, job_cells, status
 from pantau.settings import Settings, SettingsError, get_settings, settings_table
 
@@ -26,8 +34,12 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema, maintenance and status.", no_args_is_help=True)
 city_app = typer.Typer(help="City files and the sensor registry.", no_args_is_help=True)
+alertmanager_app = typer.Typer(
+    help="Notifications through Prometheus Alertmanager (docs/alerts.md).", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(city_app, name="city")
+app.add_typer(alertmanager_app, name="alertmanager")
 app.add_typer(importlib.import_module("pantau.keys").app, name="keys")
 app.add_typer(importlib.import_module("pantau.devices_cli").app, name="devices")
 app.add_typer(importlib.import_module("pantau.devices_cli").broker_app, name="broker")
@@ -74,6 +86,8 @@ def db_migrate() -> None:
         for login, password in (
             ("pantau_reader", settings.readonly_password),
             ("pantau_api", settings.api_password),
+            ("pantau_ingest", settings.ingest_password),
+            ("pantau_alerts", settings.alerts_password),
         ):
             if password is not None:
                 set_login_password(url, login, password.get_secret_value())
@@ -89,19 +103,38 @@ def db_migrate() -> None:
 
 
 @db_app.command("maintain")
-def db_maintain() -> None:
+def db_maintain(
+    every_s: Annotated[
+        float,
+        typer.Option(
+            "--every-s",
+            min=0,
+            help="Keep going: maintain again every so many seconds until stopped (0: once).",
+        ),
+    ] = 0.0,
+) -> None:
     """Refresh the rollups, create partitions ahead and apply retention (plain PostgreSQL);
     catch the aggregates up with late readings (TimescaleDB, whose policies do the rest)."""
     settings = _settings()
-    try:
-        done = maintain(_database_url(settings), settings.storage)
-    except (MigrationError, psycopg.Error) as error:
-        err.print(f"[red]maintenance failed:[/red] {error}")
-        raise typer.Exit(1) from None
-    if done is not None and "rollups_caught_up" in done:
-        console.print(f"TimescaleDB: {done['rollups_caught_up']} aggregate(s) caught up")
-    else:
-        console.print(done)
+    url = _database_url(settings)
+    stop = threading.Event()
+    if every_s:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+    while True:
+        try:
+            done = maintain(url, settings.storage)
+        except (MigrationError, psycopg.Error) as error:
+            err.print(f"[red]maintenance failed:[/red] {error}")
+            if not every_s or isinstance(error, NotOwnerError):
+                raise typer.Exit(1) from None
+        else:
+            if done is not None and "rollups_caught_up" in done:
+                console.print(f"TimescaleDB: {done['rollups_caught_up']} aggregate(s) caught up")
+            else:
+                console.print(done)
+        if not every_s or stop.wait(every_s):
+            return
 
 
 @db_app.command("status")
@@ -182,6 +215,37 @@ def city_show(
     for s in city.sensors:
         table.add_row(s.id, s.family.value, s.kecamatan, s.name, f"{s.interval_s:g} s")
     console.print(table)
+
+
+@alertmanager_app.command("config")
+def alertmanager_config(
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Directory to write alertmanager.yml and pantau.tmpl into.", file_okay=False
+        ),
+    ] = Path("alertmanager"),
+    check: Annotated[
+        bool, typer.Option(help="Only report whether the files there are in step (exit 1 if not).")
+    ] = False,
+) -> None:
+    """Write Alertmanager's configuration (routes, receivers, inhibition) and the message
+    templates for the current settings (PANTAU_NOTIFY__*)."""
+    from pantau.alertmanager import AlertmanagerConfigError, write_config
+
+    settings = _settings(use_stack=False)
+    try:
+        stale = write_config(settings.notify, out, check=check)
+    except AlertmanagerConfigError as error:
+        err.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+    if check:
+        if stale:
+            err.print(f"[red]out of step with the settings: {', '.join(stale)}[/red]")
+            raise typer.Exit(1)
+        err.print("in step with the settings")
+        return
+    err.print(f"wrote {', '.join(stale) or 'nothing (already in step)'} in {out}")
 
 
 @app.command("config")

@@ -3,8 +3,9 @@
 A device logs in with its own id as user name; the broker's ACL lets it publish only to
 ``ROOT/up/<id>`` and read only ``ROOT/down/<id>/#``. Its secret is random, shown once, and
 stored only as a hash in the broker's password file. A sensor gets an account together with
-its registry entry (from the city file); a gateway, which publishes SenML packs for the
-sensors of its kecamatan, and a village warning post get an account alone.
+its registry entry (from the city file); a gateway, which publishes SenML packs for other
+sensors, together with its registry entry and the sensors it may report for (ingest refuses
+any other reading on its uplink); a village warning post gets an account alone.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import psycopg
 import yaml
 
 from pantau.broker import editing_password_file, hash_password, new_secret, read_password_file
-from pantau.city import SENSOR_ID_PATTERN, City
+from pantau.city import SENSOR_ID_PATTERN, City, Gateway
 from pantau.db import registry
+from pantau.db.registry import RegistryError
 from pantau.settings import Settings
 
 Kind = Literal["sensor", "gateway", "warning-post", "service"]
@@ -38,6 +40,15 @@ def gateway_id(kecamatan: str) -> str:
     """The account of the gateway that serves a kecamatan (it publishes SenML packs)."""
     slug = "".join(c if c.isalnum() else "-" for c in kecamatan.lower()).strip("-")
     return f"gw-{slug}"[:63]
+
+
+def load_gateway_id(index: int) -> str:
+    """The gateway whose uplink load process ``index`` sends its SenML packs on.
+
+    It is no device of the city: whoever runs the load registers it as a gateway of the
+    sensors (``pantau devices link``), or its packs are refused as ``foreign_sensor``.
+    """
+    return f"gw-load-{index}"
 
 
 def service_accounts(settings: Settings) -> set[str]:
@@ -87,6 +98,50 @@ def register_sensor(conn: psycopg.Connection, city: City | None, sensor_id: str)
     return conn.execute("SELECT 1 FROM sensors WHERE id = %s", [sensor_id]).fetchone() is not None
 
 
+def _city_gateway(city: City | None, gateway_id: str) -> Gateway | None:
+    return next((g for g in city.gateways if g.id == gateway_id), None) if city else None
+
+
+def link_gateway(
+    conn: psycopg.Connection, city: City | None, gateway_id: str, sensors: list[str]
+) -> list[str]:
+    """Register a gateway and let it report for ``sensors`` (and those the city file lists for
+    it); returns the links added. Each sensor must be in the city file or the registry."""
+    entry = _city_gateway(city, gateway_id)
+    wanted = sorted(set(sensors) | set(entry.sensors if entry else ()))
+    if not wanted:
+        raise DeviceError(
+            f"{gateway_id}: name the sensors it reports for (--sensor), or list it under "
+            "`gateways:` in the city file"
+        )
+    if (city is not None and any(s.id == gateway_id for s in city.sensors)) or conn.execute(
+        "SELECT 1 FROM sensors WHERE id = %s", [gateway_id]
+    ).fetchone():
+        raise DeviceError(f"{gateway_id} is a sensor: a sensor reports only for itself")
+    unknown = [s for s in wanted if not register_sensor(conn, city, s)]
+    if unknown:
+        raise DeviceError(
+            f"neither in the city file nor in the sensor registry: {', '.join(unknown)}"
+        )
+    try:
+        return registry.register_gateway(
+            conn,
+            gateway_id,
+            wanted,
+            name=entry.name if entry else None,
+            kecamatan=entry.kecamatan if entry else None,
+        )
+    except RegistryError as error:
+        raise DeviceError(str(error)) from None
+
+
+def unlink_gateway(conn: psycopg.Connection, gateway_id: str, sensors: list[str]) -> list[str]:
+    """Stop a gateway reporting for ``sensors``; returns the links removed."""
+    if not conn.execute("SELECT 1 FROM gateways WHERE id = %s", [gateway_id]).fetchone():
+        raise DeviceError(f"{gateway_id} is not a registered gateway")
+    return registry.unlink_gateway(conn, gateway_id, sensors)
+
+
 def add_device(
     settings: Settings,
     device_id: str,
@@ -94,11 +149,13 @@ def add_device(
     kind: Kind = "sensor",
     city: City | None = None,
     conn: psycopg.Connection | None = None,
+    sensors: list[str] | None = None,
 ) -> str:
-    """Create the account (and, for a sensor with ``conn``, its registry entry); the secret.
+    """Create the account (and, with ``conn``, the registry entry of a sensor or a gateway with
+    the ``sensors`` it reports for); the secret.
 
-    A sensor must be in the city file or already in the registry. Without ``conn`` the
-    registry is not touched.
+    A sensor must be in the city file or already in the registry; so must a gateway's sensors.
+    Without ``conn`` the registry is not touched.
     """
     _check_name(settings, device_id, kind)
     path = _password_file(settings)
@@ -109,6 +166,8 @@ def add_device(
             f"{device_id} is neither in the city file nor in the sensor registry: add it to "
             "the city file first (or give --gateway for a gateway)"
         )
+    if kind == "gateway" and conn is not None:
+        link_gateway(conn, city, device_id, sensors or [])
     secret = new_secret()
     with editing_password_file(path) as accounts:
         if device_id in accounts:  # added by someone else meanwhile
@@ -148,6 +207,7 @@ class DeviceRow:
     registered: bool | None  # None: the registry was not consulted
     family: str | None = None
     kecamatan: str | None = None
+    reports_for: tuple[str, ...] = ()  # a gateway's sensors
 
 
 def list_devices(
@@ -156,28 +216,43 @@ def list_devices(
     """Every account, and every sensor of the registry (or city file) with or without one."""
     accounts = set(read_password_file(_password_file(settings)))
     sensors: dict[str, tuple[str, str]] = {}
+    # Gateway id: (kecamatan, sensors it reports for).
+    gateways: dict[str, tuple[str | None, tuple[str, ...]]] = {}
     kecamatan: set[str] = set()
     if conn is not None:
         rows = conn.execute("SELECT id, family, kecamatan FROM sensors").fetchall()
         sensors = {sensor_id: (family, place) for sensor_id, family, place in rows}
         kecamatan = {name for (name,) in conn.execute("SELECT name FROM kecamatan")}
+        gateways = {
+            gateway: (place, tuple(linked))
+            for gateway, place, linked in conn.execute(
+                "SELECT g.id, g.kecamatan, coalesce(array_agg(l.sensor_id ORDER BY l.sensor_id) "
+                "FILTER (WHERE l.sensor_id IS NOT NULL), '{}') "
+                "FROM gateways g LEFT JOIN gateway_sensors l ON l.gateway_id = g.id GROUP BY g.id"
+            ).fetchall()
+        }
     elif city is not None:
         sensors = {s.id: (s.family.value, s.kecamatan) for s in city.sensors}
+        gateways = {g.id: (g.kecamatan, tuple(sorted(g.sensors))) for g in city.gateways}
     if city is not None:
         kecamatan |= {k.name for k in city.kecamatan}
-    gateways = {gateway_id(name) for name in kecamatan}
+    # Accounts named like a kecamatan's gateway but not (yet) registered as one: they report
+    # for nobody until they are (`pantau devices link`).
+    unregistered = {gateway_id(name) for name in kecamatan} - set(sensors)
     out = []
-    for name in sorted(accounts | set(sensors)):
+    for name in sorted(accounts | set(sensors) | set(gateways)):
         kind: Kind = "sensor"
         if name in service_accounts(settings):
             kind = "service"
         elif name in settings.broker.warning_users:
             kind = "warning-post"
-        elif name in gateways and name not in sensors:
+        elif name in gateways or name in unregistered:
             kind = "gateway"
-        family, place = sensors.get(name, (None, None))
-        registered = (name in sensors) if conn is not None else None
-        out.append(DeviceRow(name, kind, name in accounts, registered, family, place))
+        place, linked = gateways.get(name, (None, ()))
+        family, place = sensors.get(name, (None, place))
+        known = name in sensors or name in gateways
+        registered = known if conn is not None else None
+        out.append(DeviceRow(name, kind, name in accounts, registered, family, place, linked))
     return out
 
 
@@ -192,10 +267,10 @@ class ImportResult:
 
 
 def city_accounts(city: City, *, gateways: bool) -> list[str]:
-    """The device accounts a city needs: every sensor, and a gateway per kecamatan in use."""
+    """The device accounts a city needs: every sensor, and every gateway of the file."""
     names = [s.id for s in city.sensors]
     if gateways:
-        names += sorted({gateway_id(s.kecamatan) for s in city.sensors})
+        names += sorted(g.id for g in city.gateways)
     return names
 
 

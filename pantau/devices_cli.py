@@ -26,9 +26,11 @@ from pantau.devices import (
     Kind,
     add_device,
     import_city,
+    link_gateway,
     list_devices,
     remove_device,
     rotate_device,
+    unlink_gateway,
 )
 from pantau.settings import Settings
 
@@ -143,12 +145,26 @@ def _show_secret(device_id: str, secret: str) -> None:
     typer.echo(secret)
 
 
+Sensors = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--sensor",
+        help="A sensor the gateway may report for (repeat it); the city file's list is added.",
+    ),
+]
+
+
 @app.command("add")
 def add(
     device_id: Annotated[str, typer.Argument(help="Device id, which is its user name.")],
     gateway: Annotated[
-        bool, typer.Option(help="A gateway: an account without a registry entry.")
+        bool,
+        typer.Option(
+            help="A gateway: registered with the sensors it may report for (the city file's "
+            "`gateways:` entry and --sensor)."
+        ),
     ] = False,
+    sensor: Sensors = None,
     warning_post: Annotated[
         bool, typer.Option(help="A village warning post listed in PANTAU_BROKER__WARNING_USERS.")
     ] = False,
@@ -161,11 +177,51 @@ def add(
     """Create a device's account and registry entry (from the city file); print its secret."""
     settings = _settings(password_file, reload_command, pid_file)
     kind: Kind = "gateway" if gateway else "warning-post" if warning_post else "sensor"
-    the_city = city_or_exit(settings, city) if kind == "sensor" else None
+    if sensor and kind != "gateway":
+        raise _fail(DeviceError("--sensor is for a gateway (--gateway)"))
+    the_city = city_or_exit(settings, city) if kind in ("sensor", "gateway") else None
     with _broker_change(settings, DeviceError, PasswordFileError, psycopg.Error):
-        with _connection(settings, registry and kind == "sensor") as conn:
-            secret = add_device(settings, device_id, kind=kind, city=the_city, conn=conn)
+        with _connection(settings, registry and kind in ("sensor", "gateway")) as conn:
+            secret = add_device(
+                settings, device_id, kind=kind, city=the_city, conn=conn, sensors=sensor
+            )
         _show_secret(device_id, secret)
+
+
+GatewayArgument = Annotated[str, typer.Argument(help="Gateway id (its user name).")]
+SensorArguments = Annotated[list[str], typer.Argument(help="Sensor ids.")]
+
+
+@app.command("link")
+def link(
+    gateway: GatewayArgument,
+    sensors: SensorArguments,
+    city: CityOption = None,
+) -> None:
+    """Let a gateway report for more sensors (registering it if new); applies without a
+    restart: ingest reloads the registry when a reading it would refuse arrives."""
+    settings = _settings()
+    the_city = city_or_exit(settings, city)
+    try:
+        with _connection(settings, True) as conn:
+            assert conn is not None
+            added = link_gateway(conn, the_city, gateway, sensors)
+    except (DeviceError, psycopg.Error) as error:
+        raise _fail(error) from None
+    err.print(f"{gateway} may report for {', '.join(added) or 'no new sensor'} from now on")
+
+
+@app.command("unlink")
+def unlink(gateway: GatewayArgument, sensors: SensorArguments) -> None:
+    """Stop a gateway reporting for sensors (a lost gateway: `remove` its account too)."""
+    settings = _settings()
+    try:
+        with _connection(settings, True) as conn:
+            assert conn is not None
+            removed = unlink_gateway(conn, gateway, sensors)
+    except (DeviceError, psycopg.Error) as error:
+        raise _fail(error) from None
+    err.print(f"{gateway} no longer reports for {', '.join(removed) or 'any of them'}")
 
 
 @app.command("rotate")
@@ -222,6 +278,11 @@ def list_command(
             row.kecamatan or "",
         )
     console.print(table)
+    # Whom each gateway may report for: a line each, which a narrow table would cut.
+    for row in rows:
+        if row.kind == "gateway":
+            sensors = ", ".join(row.reports_for) or "nobody (`pantau devices link` it)"
+            console.print(f"{row.id} reports for: {sensors}", soft_wrap=True)
 
 
 @app.command("import-city")
@@ -238,7 +299,7 @@ def import_city_command(
         ),
     ] = None,
     gateways: Annotated[
-        bool, typer.Option(help="Also an account per kecamatan gateway (SenML packs).")
+        bool, typer.Option(help="Also an account for every gateway of the file (SenML packs).")
     ] = True,
     registry: Registry = True,
     password_file: PasswordFile = None,

@@ -26,6 +26,7 @@ from pantau.settings import SettingsError, get_settings
 
 KEY_PREFIX = "pantau_"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+HOLDER_MAX_CHARS = 100
 # Characters of a key kept in clear, so an operator can tell keys apart in a listing.
 _SHOWN = len(KEY_PREFIX) + 6
 
@@ -40,6 +41,7 @@ class ApiKey:
 
     id: int
     name: str
+    holder: str | None
     key_prefix: str
     created_at: datetime
     last_used_at: datetime | None
@@ -52,6 +54,13 @@ class Operator:
 
     key_id: int
     name: str
+    holder: str | None = None
+
+    @property
+    def display_name(self) -> str:
+        """Who acted, as acknowledgements and the alert trail record it: the key's holder, else
+        the key's name."""
+        return self.holder or self.name
 
 
 def digest(key: str) -> bytes:
@@ -64,17 +73,30 @@ def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def add_key(conn: psycopg.Connection, name: str) -> str:
-    """Store a new key for ``name`` and return it (the only time it is seen)."""
+def check_holder(holder: str) -> str:
+    """``holder`` trimmed, or an :class:`ApiKeyError` saying why it cannot name a person."""
+    text = holder.strip()
+    if not 1 <= len(text) <= HOLDER_MAX_CHARS or any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise ApiKeyError(
+            f"invalid holder {holder!r}: 1 to {HOLDER_MAX_CHARS} characters, no control characters"
+        )
+    return text
+
+
+def add_key(conn: psycopg.Connection, name: str, *, holder: str | None = None) -> str:
+    """Store a new key for ``name`` (held by the person ``holder``, if given) and return it
+    (the only time it is seen)."""
     if not NAME_PATTERN.match(name):
         raise ApiKeyError(
             f"invalid name {name!r}: letters, digits and . _ @ - (up to 64, no leading symbol)"
         )
+    held_by = None if holder is None else check_holder(holder)
     key = new_key()
     try:
         conn.execute(
-            "INSERT INTO pantau_private.api_keys (name, key_hash, key_prefix) VALUES (%s, %s, %s)",
-            [name, digest(key), key[:_SHOWN]],
+            "INSERT INTO pantau_private.api_keys (name, holder, key_hash, key_prefix) "
+            "VALUES (%s, %s, %s, %s)",
+            [name, held_by, digest(key), key[:_SHOWN]],
         )
     except psycopg.errors.UniqueViolation:
         raise ApiKeyError(f"a key named {name!r} exists already (revoke it first)") from None
@@ -85,7 +107,7 @@ def list_keys(conn: psycopg.Connection) -> list[ApiKey]:
     """Every key, revoked ones included, oldest first."""
     with conn.cursor(row_factory=class_row(ApiKey)) as cur:
         return cur.execute(
-            "SELECT id, name, key_prefix, created_at, last_used_at, revoked_at "
+            "SELECT id, name, holder, key_prefix, created_at, last_used_at, revoked_at "
             "FROM pantau_private.api_keys ORDER BY id"
         ).fetchall()
 
@@ -112,13 +134,13 @@ def check_key(conn: psycopg.Connection, key: str) -> KeyCheck:
     """Who ``key`` belongs to; records when it was last used (at most once a minute)."""
     with conn.cursor(row_factory=tuple_row) as cur:
         row = cur.execute(
-            "SELECT id, name, revoked_at IS NOT NULL FROM pantau_private.api_keys "
+            "SELECT id, name, holder, revoked_at IS NOT NULL FROM pantau_private.api_keys "
             "WHERE key_hash = %s",
             [digest(key)],
         ).fetchone()
     if row is None:
         return KeyCheck(operator=None)
-    key_id, name, revoked = row
+    key_id, name, holder, revoked = row
     if revoked:
         return KeyCheck(operator=None, revoked=True)
     conn.execute(
@@ -126,7 +148,7 @@ def check_key(conn: psycopg.Connection, key: str) -> KeyCheck:
         "AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
         [key_id],
     )
-    return KeyCheck(operator=Operator(key_id=key_id, name=name))
+    return KeyCheck(operator=Operator(key_id=key_id, name=name, holder=holder))
 
 
 # --- `pantau keys` ----------------------------------------------------------------------------
@@ -157,17 +179,25 @@ def _schema_error(error: psycopg.Error) -> None:
 @app.command("add")
 def add_command(
     name: Annotated[str, typer.Argument(help="Who the key is for, e.g. an operator's login")],
+    holder: Annotated[
+        str | None,
+        typer.Option(
+            help='The person the key is given to, e.g. "Budi Santoso (BPBD)": '
+            "acknowledgements and the alert trail record this name."
+        ),
+    ] = None,
 ) -> None:
     """Make a key and print it once."""
     with _connect() as conn:
         try:
-            key = add_key(conn, name)
+            key = add_key(conn, name, holder=holder)
         except ApiKeyError as error:
             _err.print(f"[red]{error}[/red]")
             raise typer.Exit(2) from None
         except psycopg.Error as error:
             _schema_error(error)
-    _err.print(f"key for {name} (shown only now; send it in the X-API-Key header):")
+    held = f", held by {holder.strip()}" if holder else ""
+    _err.print(f"key for {name}{held} (shown only now; send it in the X-API-Key header):")
     typer.echo(key)
 
 
@@ -180,11 +210,12 @@ def list_command() -> None:
         except psycopg.Error as error:
             _schema_error(error)
     table = Table(title="API keys")
-    for column in ("name", "key", "created", "last used", "revoked"):
+    for column in ("name", "holder", "key", "created", "last used", "revoked"):
         table.add_column(column)
     for k in keys:
         table.add_row(
             k.name,
+            k.holder or "",
             f"{k.key_prefix}…",
             f"{k.created_at:%Y-%m-%d %H:%M}",
             f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "never",

@@ -7,6 +7,10 @@ A device publishes JSON to ``ROOT/up/DEVICE_ID`` in one of three shapes:
 * a SenML pack (RFC 8428), for gateways that speak for many sensors: records named
   ``SENSOR_ID/METRIC`` (usually ``bn`` carries ``SENSOR_ID/``).
 
+A device speaks only for itself: a reading for sensor S on ``ROOT/up/D`` is kept only if S is D
+or D is a gateway registered for S (an observation names S in its optional ``sensor`` field;
+without it, S is D). Anything else is rejected as ``foreign_sensor``, in every shape.
+
 Decoding never raises: every problem becomes a :class:`Rejection` with a reason code, and the
 good readings of a partly bad payload are kept.
 """
@@ -15,10 +19,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import orjson
@@ -51,6 +56,10 @@ class Reason(StrEnum):
     BAD_TIME = "bad_time"
     FUTURE_TIME = "future_time"
     TOO_OLD = "too_old"
+    FOREIGN_SENSOR = "foreign_sensor"
+    # Not the decoder's: ingest's write path records these.
+    DB_REFUSED = "db_refused"
+    SPOOL_CORRUPT = "spool_corrupt"
 
 
 _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -141,8 +150,14 @@ class _ProblemError(Exception):
 
 
 SensorLookup = Callable[[str], Family | None]
-# SenML names ("SENSOR_ID/METRIC") already resolved to their sensor and metric.
+# SenML names ("SENSOR_ID/METRIC") already resolved to their sensor and metric. Resolving says
+# nothing about who may report for the sensor: that is checked on every record, so one device's
+# resolved names never authorise another device.
 NameCache = dict[str, tuple[str, Metric]]
+# Gateway id to the sensors it may report for (besides itself).
+GatewayMap = Mapping[str, Collection[str]]
+_NOBODY: frozenset[str] = frozenset()
+_NO_GATEWAYS: GatewayMap = MappingProxyType({})
 
 
 def device_from_topic(topic: str, topic_root: str) -> str | None:
@@ -163,11 +178,14 @@ def decode(
     received_at: datetime,
     limits: DecodeLimits = DecodeLimits(),
     names: NameCache | None = None,
+    gateways: GatewayMap | None = None,
 ) -> Decoded:
     """Decode one message into readings and rejections; never raises on bad input.
 
-    ``names`` keeps the SenML names that resolved from one call to the next; whoever passes it
-    clears it when what ``sensors`` knows changes.
+    ``gateways`` says which sensors each gateway may report for; the topic's device may report
+    for itself and, if it is a gateway there, for those. ``names`` keeps the SenML names that
+    resolved from one call to the next; whoever passes it clears it when what ``sensors``
+    knows changes.
     """
     lookup: SensorLookup = sensors.get if isinstance(sensors, Mapping) else sensors
     out = Decoded()
@@ -181,6 +199,7 @@ def decode(
             received_at,
             limits,
             {} if names is None else names,
+            _NO_GATEWAYS if gateways is None else gateways,
         )
     except _ProblemError as problem:
         out.rejections.append(Rejection(problem.reason, problem.detail))
@@ -200,6 +219,7 @@ def _decode_into(
     received_at: datetime,
     limits: DecodeLimits,
     names: NameCache,
+    gateways: GatewayMap,
 ) -> None:
     if len(payload) > limits.max_payload_bytes:
         raise _ProblemError(
@@ -210,11 +230,12 @@ def _decode_into(
         raise _ProblemError(Reason.BAD_TOPIC, f"expected {topic_root}/up/DEVICE_ID, got {topic!r}")
     document = _parse_json(payload)
     clock = _Clock(received_at=received_at, limits=limits)
+    speaker = _Speaker(device, gateways.get(device, _NOBODY))
     if isinstance(document, dict):
-        _observation(out, document, device, lookup, clock)
+        _observation(out, document, speaker, lookup, clock)
     elif isinstance(document, list) and document:
         if all(isinstance(r, dict) for r in document) and _looks_like_senml(document):
-            _senml(out, document, lookup, clock, names)
+            _senml(out, document, speaker, lookup, clock, names)
         else:
             for index, item in enumerate(document):
                 if not isinstance(item, dict):
@@ -222,7 +243,7 @@ def _decode_into(
                         Rejection(Reason.BAD_SHAPE, f"[{index}]: expected an object")
                     )
                     continue
-                _observation(out, item, device, lookup, clock, where=f"[{index}]")
+                _observation(out, item, speaker, lookup, clock, where=f"[{index}]")
     else:
         raise _ProblemError(
             Reason.BAD_SHAPE, "expected an observation object, a list of them, or a SenML pack"
@@ -240,6 +261,25 @@ def _parse_json(payload: bytes) -> Any:
         return json.loads(payload)
     except (ValueError, RecursionError) as error:
         raise _ProblemError(Reason.MALFORMED_JSON, str(error)[:300]) from None
+
+
+class _Speaker:
+    """The device of the topic, and whom it may report for."""
+
+    __slots__ = ("device", "others")
+
+    def __init__(self, device: str, others: Collection[str]) -> None:
+        self.device = device
+        self.others = others
+
+    def check(self, sensor_id: str) -> None:
+        """Raise ``foreign_sensor`` unless the device may report for ``sensor_id``."""
+        if sensor_id != self.device and sensor_id not in self.others:
+            raise _ProblemError(
+                Reason.FOREIGN_SENSOR,
+                f"{self.device[:80]} may not report for {sensor_id[:80]!r} "
+                "(not itself, and not a sensor of its gateway)",
+            )
 
 
 def _looks_like_senml(records: list[dict[str, Any]]) -> bool:
@@ -332,15 +372,26 @@ def _value(metric: Metric, raw: Any) -> float:
 def _observation(
     out: Decoded,
     obj: dict[str, Any],
-    device: str,
+    speaker: _Speaker,
     lookup: SensorLookup,
     clock: _Clock,
     where: str = "",
 ) -> None:
     prefix = f"{where}: " if where else ""
+    device = obj.get("sensor")
+    if device is None:  # nearly every device: it reports for itself
+        device = speaker.device
+    else:
+        try:
+            if not isinstance(device, str) or not device:
+                raise _ProblemError(Reason.BAD_SHAPE, "`sensor` must be a sensor id")
+            speaker.check(device)
+        except _ProblemError as problem:
+            out.rejections.append(Rejection(problem.reason, prefix + problem.detail))
+            return
     family = lookup(device)
     if family is None:
-        out.rejections.append(Rejection(Reason.UNKNOWN_SENSOR, f"{prefix}{device}"))
+        out.rejections.append(Rejection(Reason.UNKNOWN_SENSOR, f"{prefix}{device[:80]}"))
         return
     values = obj.get("values")
     if not isinstance(values, dict) or not values:
@@ -381,6 +432,7 @@ def _observation(
 def _senml(
     out: Decoded,
     records: list[dict[str, Any]],
+    speaker: _Speaker,
     lookup: SensorLookup,
     clock: _Clock,
     known: NameCache,
@@ -400,7 +452,16 @@ def _senml(
             if "bv" in record:
                 base_value = _number(record["bv"], "bv")
             reading = _senml_record(
-                record, base_name, base_time, base_unit, base_value, lookup, clock, known, refused
+                record,
+                base_name,
+                base_time,
+                base_unit,
+                base_value,
+                speaker,
+                lookup,
+                clock,
+                known,
+                refused,
             )
         except _ProblemError as problem:
             out.rejections.append(Rejection(problem.reason, f"[{index}]: {problem.detail}"))
@@ -412,10 +473,13 @@ def _senml(
         out.rejections.append(Rejection(Reason.BAD_SHAPE, "SenML pack has no record with a value"))
 
 
-def _resolve(name: str, lookup: SensorLookup) -> tuple[str, Metric]:
+def _resolve(name: str, speaker: _Speaker, lookup: SensorLookup) -> tuple[str, Metric]:
     sensor_id, _, metric_name = name.rpartition("/")
     if not sensor_id or not metric_name:
         raise _ProblemError(Reason.BAD_SHAPE, f"name must be SENSOR_ID/METRIC, got {name[:80]!r}")
+    # Who may report comes before whether the sensor exists: a foreign name is refused as
+    # such, and does not make the registry reload.
+    speaker.check(sensor_id)
     family = lookup(sensor_id)
     if family is None:
         raise _ProblemError(Reason.UNKNOWN_SENSOR, sensor_id[:80])
@@ -434,6 +498,7 @@ def _senml_record(
     base_time: float,
     base_unit: str | None,
     base_value: float | None,
+    speaker: _Speaker,
     lookup: SensorLookup,
     clock: _Clock,
     known: NameCache,
@@ -461,11 +526,14 @@ def _senml_record(
         if name in refused:
             raise refused[name]
         try:
-            resolved = known[name] = _resolve(name, lookup)
+            resolved = known[name] = _resolve(name, speaker, lookup)
         except _ProblemError as problem:
             refused[name] = problem
             raise
     sensor_id, metric = resolved
+    if sensor_id != speaker.device and sensor_id not in speaker.others:
+        # Resolved for another device earlier (the cache is shared): refuse it for this one.
+        speaker.check(sensor_id)
     unit = base_unit if (unit := get("u", _ABSENT)) is _ABSENT else _text(unit, "u")
     if unit is not None and unit != metric.unit:
         raise _ProblemError(

@@ -1,4 +1,4 @@
-"""Private PostgreSQL and Mosquitto servers on free loopback ports.
+"""Private PostgreSQL, Mosquitto and Alertmanager servers on free loopback ports.
 
 `pantau up` runs the platform on them when no database or broker is configured, and tests that
 stop or reconfigure a server start their own. PostgreSQL refuses to run as root, so as root the
@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -24,7 +25,10 @@ import psycopg
 INSTALL_HINT = {
     "postgres": "apt-get install postgresql (Debian/Ubuntu)",
     "mosquitto": "apt-get install mosquitto (Debian/Ubuntu)",
+    "alertmanager": "apt-get install prometheus-alertmanager (Debian/Ubuntu)",
 }
+# Debian names the binary prometheus-alertmanager; the upstream release calls it alertmanager.
+ALERTMANAGER_PROGRAMS = ("prometheus-alertmanager", "alertmanager")
 
 
 class MissingProgramError(RuntimeError):
@@ -319,6 +323,101 @@ class PrivateMosquitto:
 
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
         """Stop the broker; SIGTERM saves its persistence file first."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+def alertmanager_binary() -> str:
+    """Path of the Alertmanager program, or MissingProgramError saying what to install."""
+    for name in ALERTMANAGER_PROGRAMS:
+        found = shutil.which(name)
+        if found:
+            return found
+    raise MissingProgramError(f"Alertmanager not found: {INSTALL_HINT['alertmanager']}")
+
+
+@dataclass(kw_only=True)
+class PrivateAlertmanager:
+    """An Alertmanager of our own on 127.0.0.1:``port``, clustering off, its configuration
+    ``files`` (name: text, as :func:`pantau.alertmanager.config_files` gives them) and its
+    state (notification log, silences) in ``directory``, kept across restarts."""
+
+    directory: Path
+    files: dict[str, str]
+    port: int = 0
+    external_url: str | None = None
+    start_timeout_s: float = 20.0
+
+    def __post_init__(self) -> None:
+        self.directory = self.directory.resolve()
+        self.port = self.port or free_port()
+        self.binary = alertmanager_binary()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "alertmanager.log"
+
+    def write(self) -> None:
+        """Write the configuration files (before a start, or before :meth:`reload`)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for name, text in self.files.items():
+            path = self.directory / name
+            path.write_text(text, encoding="utf-8")
+            path.chmod(0o600)  # it may hold an SMTP password or a bot token
+
+    def start(self) -> str:
+        if port_open("127.0.0.1", self.port):
+            raise RuntimeError(f"cannot start Alertmanager: port {self.port} is already in use")
+        self.write()
+        argv = [
+            self.binary,
+            f"--config.file={self.directory / 'alertmanager.yml'}",
+            f"--storage.path={self.directory / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--cluster.listen-address=",  # one instance: no gossip port
+        ]
+        if self.external_url:
+            argv.append(f"--web.external-url={self.external_url}")
+        self.process = subprocess.Popen(
+            argv,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log.open("ab"),
+            start_new_session=True,
+        )
+        wait_until(self.ready, timeout_s=self.start_timeout_s, what=f"Alertmanager on {self.port}")
+        return self.url
+
+    def ready(self) -> bool:
+        """Answers ``/-/ready`` (raises if the process exited)."""
+        if self.process is None or self.process.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-800:] if self.log.exists() else ""
+            raise RuntimeError(f"alertmanager exited: {tail}")
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as answer:
+                return bool(answer.status == 200)
+        except OSError:
+            return False
+
+    def reload(self) -> None:
+        """Write the files again and make it re-read them."""
+        self.write()
+        request = urllib.request.Request(f"{self.url}/-/reload", method="POST")
+        with urllib.request.urlopen(request, timeout=5):
+            pass
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Stop it; SIGTERM first saves its notification log and silences."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(sig)
             try:

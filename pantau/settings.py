@@ -8,6 +8,8 @@ environment. An invalid value stops the process with a message that names the op
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import re
 from datetime import timedelta
 from functools import lru_cache
@@ -17,6 +19,7 @@ from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Field,
     PositiveFloat,
     PositiveInt,
@@ -181,8 +184,9 @@ class IngestSettings(BaseModel):
     feedback_per_minute: int = Field(
         default=6,
         ge=0,
-        description="Rejection notices published to a device's `ROOT/down/DEVICE_ID/rejected` "
-        "per minute at most (0: none); the rest are only stored and counted.",
+        description="Rejection notices published to a device's `ROOT/down/DEVICE_ID/rejected`: "
+        "this many at once at most, then this many a minute (0: none); the rest are only "
+        "stored and counted.",
     )
 
 
@@ -285,6 +289,16 @@ class AlertSettings(BaseModel):
         ge=0,
         description="A standby instance tries to take over the evaluation this often.",
     )
+    lock_timeout_s: float = Field(
+        default=20.0,
+        ge=1,
+        le=300,
+        description="Bound on losing the evaluation lock unnoticed: the database ends the "
+        "lock's session once idle this long (the active instance confirms the lock four times "
+        "as often), and the active instance stops publishing and exits (status 1) once it "
+        "could not confirm the lock for three quarters of it. A standby takes over within "
+        "about this time plus `LOCK_RETRY_S` when the active instance is cut off.",
+    )
     tick_s: float = Field(
         default=5.0,
         gt=0,
@@ -321,6 +335,32 @@ class AlertSettings(BaseModel):
         default=600.0,
         ge=0,
         description="A gauge steps down only after its readings stayed lower for this long.",
+    )
+    flood_confirm_readings: int = Field(
+        default=2,
+        ge=1,
+        le=10,
+        description="A gauge rises to a level (and `rising_fast` to a forecast) only once this "
+        "many consecutive accepted readings reach it; it costs that many reporting intervals "
+        "less one of lead time.",
+    )
+    qc_max_rate_m_per_h: float = Field(
+        default=3.0,
+        gt=0,
+        description="Quality control: a water level moving faster than this from the last "
+        "accepted reading is suspect (a gauge's `quality.max_rate_m_per_h` overrides it) ...",
+    )
+    qc_tolerance_m: float = Field(
+        default=0.1,
+        ge=0,
+        description="... give or take this much (noise, waves) on top of the rate.",
+    )
+    qc_step_readings: int = Field(
+        default=3,
+        ge=2,
+        le=60,
+        description="Suspect readings staying this many in a row on the same side of the last "
+        "accepted one are believed (a real step); a series that comes back sooner is a spike.",
     )
     rise_window_s: float = Field(
         default=1_800.0, gt=0, description="Span of readings the rise-rate fit uses."
@@ -450,6 +490,18 @@ class ApiSettings(BaseModel):
     rate_limit_burst: PositiveInt = Field(
         default=200, description="Requests a client may make at once before the rate applies."
     )
+    rate_limit_clients_max: PositiveInt = Field(
+        default=50_000,
+        description="Client addresses the rate limit tracks at once in each API process (about "
+        "400 bytes each); beyond them the one seen least recently is forgotten.",
+    )
+    trusted_proxies: list[str] = Field(
+        default=["127.0.0.1", "::1"],
+        description="Addresses or networks (CIDR) of the reverse proxies in front of the API. "
+        "Only a request whose peer is one of them has its `X-Forwarded-For` and "
+        "`X-Forwarded-Proto` believed: the client is the right-most forwarded address that is "
+        "not a trusted proxy, and the rate limit counts it. `[]`: believe no proxy.",
+    )
     page_rows_max: PositiveInt = Field(
         default=10_000, description="Largest `limit` of one page of readings."
     )
@@ -457,6 +509,17 @@ class ApiSettings(BaseModel):
         default=["*"], description="Origins allowed to read the API from a browser (CORS)."
     )
     access_log: bool = Field(default=True, description="Log one line per request.")
+    export_connections: PositiveInt = Field(
+        default=2,
+        description="CSV exports served at once by each API process, each on a database "
+        "connection of their own pool (never one of the other routes'); one more is answered "
+        "503 with `Retry-After`.",
+    )
+    export_send_timeout_s: PositiveFloat = Field(
+        default=30.0,
+        description="A CSV export whose client does not take the next part within this long is "
+        "cut off, and its database connection freed.",
+    )
     workers: PositiveInt = Field(
         default=1,
         description="API processes; more use more cores, each with its own database pools "
@@ -487,6 +550,11 @@ class ApiSettings(BaseModel):
         description="A live-stream client that takes longer than this to accept one event is "
         "disconnected.",
     )
+    stream_clients_max: PositiveInt = Field(
+        default=500,
+        description="Live-stream clients at once in each API process; one more is answered 503 "
+        "with `Retry-After`.",
+    )
     cap_sender: str = Field(
         default="pantau",
         pattern=r"^[^\s,<&]+$",
@@ -495,6 +563,23 @@ class ApiSettings(BaseModel):
     )
     cap_area_radius_km: PositiveFloat = Field(
         default=2.0, description="Radius of the circle around a gauge that its CAP warnings cover."
+    )
+    cap_sender_name: str = Field(
+        default="Pantau",
+        min_length=1,
+        max_length=200,
+        description="CAP `senderName`: the agency people know, e.g. `BPBD Kabupaten Pasuruan`.",
+    )
+    cap_contact: str | None = Field(
+        default=None,
+        max_length=200,
+        description="CAP `contact`: whom people reach about a warning (a phone number or "
+        "address); unset: none given.",
+    )
+    cap_expires_h: PositiveFloat = Field(
+        default=12.0,
+        description="A CAP warning expires this long after its last change unless an Update "
+        "or its Cancel comes first (they do, unless Pantau has stopped).",
     )
     sta_page_size: PositiveInt = Field(
         default=100,
@@ -505,6 +590,240 @@ class ApiSettings(BaseModel):
         description="SensorThings API: most entities in one answer, expanded ones included; a "
         "larger `$top` is cut to it and the answer carries an `@iot.nextLink`.",
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item)
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is neither an IP address nor a network such as 172.30.80.0/24"
+                ) from None
+        return value
+
+
+# Rules whose alerts are flood warnings: what a receiver is sent unless it asks for others.
+FLOOD_RULES = ("flood_level", "rising_fast", "upstream")
+ALERT_RULES = (
+    *FLOOD_RULES,
+    "congestion",
+    "lamp",
+    "air_quality",
+    "offline",
+    "stuck",
+    "rejected",
+)
+_RECEIVER = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_PLACE = r"^[A-Za-z][A-Za-z .'-]{0,63}$"  # a kecamatan name, safe inside a matcher's regex
+
+
+class Receiver(BaseModel):
+    """A group of people notified alike: where their messages go and what they are sent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=_RECEIVER, description="Receiver name in Alertmanager.")
+    emails: list[str] = Field(default=[], description="E-mail addresses.")
+    telegram_chat_ids: list[int] = Field(default=[], description="Telegram chats (group ids).")
+    webhook_urls: list[str] = Field(
+        default=[], description="Webhooks (an SMS or WhatsApp gateway) sent Alertmanager's JSON."
+    )
+    min_level: int = Field(
+        default=1,
+        ge=1,
+        le=3,
+        description="Lowest level sent: 1 Waspada, 2 Siaga, 3 Awas (for forecasts, the level "
+        "expected).",
+    )
+    kecamatan: list[str] = Field(default=[], description="Only alerts there (empty: anywhere).")
+    rules: list[str] = Field(default=list(FLOOD_RULES), description="Only these rules' alerts.")
+
+    @field_validator("kecamatan")
+    @classmethod
+    def _places(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.fullmatch(_PLACE, name):
+                raise ValueError(f"{name!r} is not a kecamatan name")
+        return value
+
+    @field_validator("rules")
+    @classmethod
+    def _rules(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(ALERT_RULES))
+        if unknown or not value:
+            raise ValueError(f"rules must be some of {', '.join(ALERT_RULES)}")
+        return value
+
+    @field_validator("emails")
+    @classmethod
+    def _emails(cls, value: list[str]) -> list[str]:
+        for address in value:
+            if not re.fullmatch(r"[^@\s,<>\"]+@[^@\s,<>\"]+", address):
+                raise ValueError(f"{address!r} is not an e-mail address")
+        return value
+
+    @field_validator("webhook_urls")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            _http_url(url)
+        return value
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError(f"{value!r}: expected http(s)://HOST[:PORT][/PATH]")
+    return value.rstrip("/")
+
+
+def _default_receivers() -> list[Receiver]:
+    return [
+        Receiver(name="duty-officer", min_level=1),
+        Receiver(name="everyone", min_level=3),
+    ]
+
+
+class NotifySettings(BaseModel):
+    """Notifications through Prometheus Alertmanager: what the alert service sends it, and the
+    configuration `pantau alertmanager config` writes for it (docs/alerts.md)."""
+
+    alertmanager_url: str | None = Field(
+        default=None,
+        description="Alertmanager the alert service sends every open alert to, e.g. "
+        "`http://127.0.0.1:9093`; unset: no notifications. `pantau up` starts one where it is "
+        "installed.",
+    )
+    alertmanager_external_url: str | None = Field(
+        default=None,
+        description="Alertmanager's address as operators reach it (its UI, silences): the "
+        "control page links to it; unset hides the link.",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="Public address of the city page: notifications link to the sensor there; "
+        "unset: no link.",
+    )
+    resend_interval_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Every open alert (and each recent end) is sent again this often, so that "
+        "a restart of either side loses nothing; well within `RESOLVE_TIMEOUT_S`.",
+    )
+    request_timeout_s: float = Field(
+        default=5.0, gt=0, description="Longest wait for Alertmanager to answer one request."
+    )
+    retry_initial_s: float = Field(
+        default=0.5, gt=0, description="First wait before sending again after a failure ..."
+    )
+    retry_max_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="... doubling up to this (and never longer than `RESEND_INTERVAL_S`).",
+    )
+    resolved_resend_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="An alert's end is sent again for this long after Alertmanager took it: "
+        "Alertmanager keeps alerts in memory only, and one restarted meanwhile still learns of "
+        "it. At least twice `GROUP_INTERVAL_S`.",
+    )
+    resolve_timeout_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="Alertmanager (`resolve_timeout`): an alert not sent again for this long "
+        "counts as ended.",
+    )
+    group_wait_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="Alertmanager (`group_wait`): how long a new warning waits before it is "
+        "sent (a higher level arriving meanwhile silences the lower one).",
+    )
+    group_interval_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Alertmanager (`group_interval`): how often a warning's changes, its end "
+        "included, are sent at most.",
+    )
+    repeat_interval_s: float = Field(
+        default=7_200.0,
+        gt=0,
+        description="Alertmanager (`repeat_interval`): a warning still in force is sent again "
+        "this often.",
+    )
+    smtp_smarthost: str | None = Field(
+        default=None, description="SMTP server for e-mail, `host:port`."
+    )
+    smtp_from: str = Field(default="pantau@localhost", description="Sender of the e-mails.")
+    smtp_username: str | None = Field(default=None, description="SMTP login, if it asks.")
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP password.")
+    smtp_require_tls: bool = Field(
+        default=True, description="Refuse an SMTP server that does not offer STARTTLS."
+    )
+    telegram_bot_token: SecretStr | None = Field(
+        default=None, description="Telegram bot token (from @BotFather) for the Telegram chats."
+    )
+    telegram_api_url: str = Field(
+        default="https://api.telegram.org", description="Telegram Bot API address."
+    )
+    receivers: list[Receiver] = Field(
+        default_factory=_default_receivers,
+        description='Who is told what, as JSON: `[{"name": "everyone", "emails": [...], '
+        '"telegram_chat_ids": [...], "webhook_urls": [...], "min_level": 3, '
+        '"kecamatan": [...], "rules": [...]}]`; the defaults have no addresses yet.',
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_unset(cls, data: object) -> object:
+        # A deployment passes every variable, empty where it has no value (compose does).
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (isinstance(v, str) and v == "")}
+        return data
+
+    @field_validator(
+        "alertmanager_url", "alertmanager_external_url", "public_url", "telegram_api_url"
+    )
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value)
+
+    @field_validator("smtp_smarthost")
+    @classmethod
+    def _smarthost(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[^\s:]+:\d{1,5}", value):
+            raise ValueError("expected host:port")
+        return value
+
+    @field_validator("receivers")
+    @classmethod
+    def _unique(cls, value: list[Receiver]) -> list[Receiver]:
+        names = [r.name for r in value]
+        if len(names) != len(set(names)):
+            raise ValueError("receiver names must differ")
+        return value
+
+    @model_validator(mode="after")
+    def _timing(self) -> Self:
+        if self.resend_interval_s * 3 > self.resolve_timeout_s:
+            raise ValueError(
+                "PANTAU_NOTIFY__RESOLVE_TIMEOUT_S must be at least three times "
+                "PANTAU_NOTIFY__RESEND_INTERVAL_S"
+            )
+        if self.resolved_resend_s < 2 * self.group_interval_s:
+            raise ValueError(
+                "PANTAU_NOTIFY__RESOLVED_RESEND_S must be at least twice "
+                "PANTAU_NOTIFY__GROUP_INTERVAL_S"
+            )
+        if self.repeat_interval_s < self.group_interval_s:
+            raise ValueError(
+                "PANTAU_NOTIFY__REPEAT_INTERVAL_S must not be shorter than "
+                "PANTAU_NOTIFY__GROUP_INTERVAL_S"
+            )
+        return self
 
 
 _ACCOUNT = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # no `/`, `+`, `#`: names go into ACL topics
@@ -613,6 +932,18 @@ class Settings(BaseSettings):
         "writes only what operators change through it (acknowledgements, the registry, "
         "replays); unset leaves it unable to log in.",
     )
+    ingest_password: SecretStr | None = Field(
+        default=None,
+        description="Password of the login `pantau_ingest` a deployment's ingest uses: it "
+        "inserts readings, latest values and rejections (plain PostgreSQL: keeps the rollups "
+        "and partitions) and changes nothing else; unset leaves it unable to log in.",
+    )
+    alerts_password: SecretStr | None = Field(
+        default=None,
+        description="Password of the login `pantau_alerts` a deployment's alert service uses: "
+        "it reads, and writes only its alerts, their events and its own state; unset leaves "
+        "it unable to log in.",
+    )
     city_file: Path = Field(
         default=DEFAULT_CITY_FILE, description="City file (YAML) describing the deployment."
     )
@@ -630,6 +961,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
 
     @field_validator("database_url")
     @classmethod
@@ -680,7 +1012,12 @@ def settings_table() -> str:
                 walk(annotation, f"{prefix}{name.upper()}__")
                 continue
             if info.default_factory is not None:
-                default = str(info.default_factory())  # type: ignore[call-arg]
+                made = info.default_factory()  # type: ignore[call-arg]
+                default = (
+                    _json_default(made)
+                    if isinstance(made, list) and made and isinstance(made[0], BaseModel)
+                    else str(made)
+                )
             elif info.default is None:
                 default = "unset"
             elif isinstance(info.default, Path) and info.default == DEFAULT_CITY_FILE:
@@ -694,6 +1031,11 @@ def settings_table() -> str:
 
     walk(Settings, "PANTAU_")
     return "\n".join(rows)
+
+
+def _json_default(models: list[BaseModel]) -> str:
+    """A list of models as the JSON one would set, with only what differs from the defaults."""
+    return json.dumps([m.model_dump(exclude_defaults=True) for m in models])
 
 
 def _iso_duration(value: timedelta) -> str:

@@ -1,6 +1,7 @@
 """`pantau up`: the whole platform on one machine, for trying Pantau and for field engineers.
 
-Where no database or broker is configured it starts private ones under the state directory,
+Where no database or broker is configured it starts private ones under the state directory
+(and an Alertmanager for the notifications, where one is installed and none is configured),
 then migrates, loads the city file, and supervises ingest, the API, the alert service and a
 city simulator until Ctrl-C. One stack runs per state directory (a lock file says so); its
 addresses are recorded in ``STATE_DIR/stack.json`` (:mod:`pantau.stack`) for the other commands.
@@ -30,11 +31,13 @@ from rich.console import Console
 from rich.table import Table
 
 from pantau import stack
+from pantau.alertmanager import AlertmanagerConfigError, config_files
 from pantau.city import CityFileError, load_city
 from pantau.db import registry
 from pantau.db.migrate import MigrationError, migrate
 from pantau.services import (
     MissingProgramError,
+    PrivateAlertmanager,
     PrivateMosquitto,
     PrivatePostgres,
     free_port,
@@ -216,6 +219,48 @@ def _local(host: str) -> str:
     return "127.0.0.1" if host in {"0.0.0.0", "", "::"} else host
 
 
+def _alertmanager(
+    settings: Settings,
+    state: Path,
+    exits: ExitStack,
+    processes: dict[str, tuple[int, str | None]],
+    *,
+    public_url: str,
+) -> tuple[str, dict[str, str]]:
+    """A private Alertmanager with the configuration of the settings, where none is configured
+    and the program is installed. Returns the banner's line and what the services are told."""
+    notify = settings.notify
+    env = {} if notify.public_url else {"PANTAU_NOTIFY__PUBLIC_URL": public_url}
+    if notify.alertmanager_url is not None:
+        return f"{notify.alertmanager_url} (Alertmanager, configured)", env
+    try:
+        server = PrivateAlertmanager(
+            directory=state / "alertmanager",
+            files=config_files(notify),
+            port=_stable_port(state / "alertmanager.port", 9093),
+            external_url=notify.alertmanager_external_url,
+        )
+        console.print(f"starting a private Alertmanager on port {server.port} ...")
+        server.start()
+    except MissingProgramError as error:
+        return f"off: {error} (the alerts are still on MQTT, the pages and the CAP feed)", env
+    except (AlertmanagerConfigError, RuntimeError, TimeoutError) as error:
+        console.print(f"[yellow]no notifications: {error}[/yellow]")
+        return f"off: {error}", env
+    exits.callback(server.stop)
+    assert server.process is not None
+    processes["alertmanager"] = (server.process.pid, stack.process_start(server.process.pid))
+    env["PANTAU_NOTIFY__ALERTMANAGER_URL"] = server.url
+    if notify.alertmanager_external_url is None:
+        env["PANTAU_NOTIFY__ALERTMANAGER_EXTERNAL_URL"] = server.url
+    receivers = ", ".join(r.name for r in notify.receivers) or "none"
+    return (
+        f"{server.url} (Alertmanager; receivers: {receivers}; "
+        f"`amtool --alertmanager.url={server.url} alert` lists what it holds)",
+        env,
+    )
+
+
 def run_platform(settings: Settings, *, scenario: str, speed: float, simulate: bool) -> int:
     """Bring everything up, supervise it until interrupted; returns the exit code."""
 
@@ -315,6 +360,8 @@ def _run(
         if "port" in settings.api.model_fields_set
         else _stable_port(state / "api.port", settings.api.port)
     )
+    api = f"http://{_local(settings.api.host)}:{api_port}"
+    notifications, notify_env = _alertmanager(settings, state, exits, processes, public_url=api)
     ingest_metrics = (
         settings.ingest.metrics_port
         if "metrics_port" in settings.ingest.model_fields_set
@@ -335,6 +382,7 @@ def _run(
             "PANTAU_API__PORT": str(api_port),
             "PANTAU_INGEST__METRICS_PORT": str(ingest_metrics),
             "PANTAU_ALERTS__METRICS_PORT": str(alerts_metrics),
+            **notify_env,
         }
     )
     python = sys.executable
@@ -359,7 +407,6 @@ def _run(
         assert one.process is not None
         processes[one.name] = (one.process.pid, stack.process_start(one.process.pid))
 
-    api = f"http://{_local(settings.api.host)}:{api_port}"
     try:
         wait_until(
             lambda: _api_answers(api), timeout_s=API_READY_TIMEOUT_S, what=f"the API at {api}"
@@ -397,6 +444,7 @@ def _run(
     table.add_row(
         "broker", mqtt_url + f"  (devices publish to {settings.mqtt.uplink_topic('DEVICE_ID')})"
     )
+    table.add_row("notifications", notifications)
     if simulate:
         table.add_row("simulator", f"scenario {scenario!r} at {speed:g}x")
     table.add_row("logs", str(logs))

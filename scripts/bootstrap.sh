@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Pantau needs on a Debian/Ubuntu machine: system packages (as root, with apt-get;
 # otherwise it prints the command), then a virtualenv in .venv with the project and its tools.
-# With --test, also what only the test suite needs: Chromium for the browser tests and the
-# `grafana` extra for the Grafana push tests.
+# With --test, also what only the test suite needs: Chromium for the browser tests, Prometheus
+# Alertmanager for the notification tests, and the `grafana` extra for the Grafana push tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 testing=false
@@ -16,6 +16,9 @@ command -v mosquitto_passwd >/dev/null || missing+=(mosquitto-clients)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if $testing; then
   command -v chromium >/dev/null || missing+=(chromium)
+  # The notification tests run the real Alertmanager (Debian 12 ships 0.25) and amtool.
+  command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null \
+    || missing+=(prometheus-alertmanager)
 fi
 
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -142,6 +142,12 @@ def simulate(
         bool, typer.Option(help="Silent devices keep readings and flush them on return.")
     ] = False,
     out_of_range: Annotated[float, typer.Option(help="Rate of out-of-range values.")] = 0.0,
+    spikes: Annotated[
+        float, typer.Option(help="Rate of flood-gauge readings that start a spike (1-2 wild).")
+    ] = 0.0,
+    dropouts: Annotated[
+        float, typer.Option(help="Rate of flood-gauge readings that start a dropout (1-5 lost).")
+    ] = 0.0,
     manifest: Annotated[
         Path | None, typer.Option(help="Write a manifest of everything sent (for verify).")
     ] = None,
@@ -165,6 +171,8 @@ def simulate(
             silent=silent,
             burst_after_reconnect=burst_after_reconnect,
             out_of_range=out_of_range,
+            spikes=spikes,
+            dropouts=dropouts,
         )
         config = RunConfig(
             scenario=scenario,

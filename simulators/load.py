@@ -22,6 +22,7 @@ import orjson
 
 from pantau.catalogue import Metric, metrics_of
 from pantau.city import City
+from pantau.devices import load_gateway_id
 from pantau.settings import MqttSettings
 from simulators.config import SHAPES, Shape
 from simulators.manifest import ManifestWriter
@@ -304,7 +305,7 @@ def _publish_share(job: _Job, counter: Synchronized[int]) -> tuple[int, int, int
     messages = readings = 0
     cursor = 0  # round robin over sensors (and, for SenML, their metrics)
     sequence: dict[str, int] = {}  # each device numbers its own messages (`seq`)
-    gateway_topic = f"{root}/up/gw-load-{job.index}"
+    gateway_topic = f"{root}/up/{load_gateway_id(job.index)}"
     started = time.time()
     began = time.monotonic()
     finished = False

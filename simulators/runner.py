@@ -17,9 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from pantau.catalogue import Metric, metrics_of
+from pantau.catalogue import Family, Metric, metrics_of
 from pantau.city import City
-from pantau.devices import gateway_id
 from pantau.settings import MqttSettings
 from simulators.clock import SimClock
 from simulators.config import WIB, RunConfig
@@ -107,7 +106,9 @@ class Simulation:
             self.scenario.fastest_interval_s = config.fastest_interval_s
         self.fleet = Fleet(city, seed=config.seed)
         self.families = {s.id: s.family for s in city.sensors}
-        self.kecamatan = {s.id: s.kecamatan for s in city.sensors}
+        # SenML packs go out through the sensor's gateway in the city file; a sensor without
+        # one sends its own packs (a device may always report for itself).
+        self.gateway = {s.id: city.gateway_of(s.id) or s.id for s in city.sensors}
         self.start, self.end, self.clock = self._plan(wall)
         self.scenario.apply(self.fleet, self.start)
         self.injector = FaultInjector(config.faults, seed=config.seed)
@@ -253,6 +254,15 @@ class Simulation:
         self._silent_now.discard(sensor_id)
         if self._backlog.get(sensor_id):
             self._flush_backlog(sensor_id)
+        if self.families[sensor_id] is Family.FLOOD_GAUGE and (faults.spikes or faults.dropouts):
+            thresholds = self.city.sensor(sensor_id).thresholds
+            assert thresholds is not None  # every flood gauge has them
+            glitched, fault = injector.glitch(obs, thresholds)
+            if fault is not None:
+                self._fault(fault[0], sensor_id, fault[1], expect_rejected=False)
+            if glitched is None:
+                return
+            obs = glitched
         skew = injector.skew_s(sensor_id)
         if skew:
             if sensor_id not in self._skew_noted:
@@ -289,7 +299,7 @@ class Simulation:
         if self.config.shape == "senml":
             for obs in backlog:
                 self._to_pack(obs, force=False)
-            self._flush_pack(gateway_id(self.kecamatan[sensor_id]))
+            self._flush_pack(self.gateway[sensor_id])
             return
         for offset in range(0, len(backlog), BURST_CHUNK):
             self._send_list(sensor_id, backlog[offset : offset + BURST_CHUNK])
@@ -336,7 +346,7 @@ class Simulation:
             self._send_list(sensor_id, observations)
 
     def _to_pack(self, obs: Observation, *, force: bool) -> None:
-        gateway = gateway_id(self.kecamatan[obs.sensor_id])
+        gateway = self.gateway[obs.sensor_id]
         pack = self._packs[gateway]
         pack.append(obs)
         records = sum(len(o.values) for o in pack)

@@ -7,7 +7,10 @@ pytest_plugins = [
     "tests.fixtures.ingest",
     "tests.fixtures.simulator",
     "tests.fixtures.api",
+    "tests.fixtures.alertmanager",
     "tests.fixtures.alerts",
     "tests.fixtures.operators",
+    "tests.fixtures.flood",
     "tests.fixtures.browser",
+    "tests.fixtures.netproxy",
 ]

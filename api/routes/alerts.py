@@ -1,4 +1,5 @@
-"""Alerts from the alert service: active and recent, acknowledgement, the CAP feed."""
+"""Alerts from the alert service: active and recent, one alert with its changes, polling, the
+CAP feed (acknowledging, assigning and the history: api/routes/alert_work.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,7 @@ from api.deps import ConnDep, SettingsDep
 from api.errors import Problem
 from api.routes.readings import parse_time
 from api.schemas import ATOM, CAP_XML, alternatives, text_schema
-from api.security import AUTH_RESPONSES, OperatorDep
-from pantau import cap
+from pantau import cap, levels
 from pantau.city import SENSOR_ID_PATTERN, Thresholds
 from pantau.settings import Settings
 
@@ -34,18 +34,8 @@ Rule = Literal[
     "rejected",
 ]
 RULES: tuple[str, ...] = get_args(Rule)
-_LEVEL_LABELS = {
-    "flood_level": {1: "Waspada", 2: "Siaga", 3: "Awas"},
-    "air_quality": {1: "Tidak Sehat", 2: "Sangat Tidak Sehat", 3: "Berbahaya"},
-}
-_RULE_LEVELS = {1: "advisory", 2: "warning", 3: "severe"}
 MAX_ID = 2**63 - 1
 AlertId = Annotated[int, Path(ge=1, le=MAX_ID, description="The alert's id.")]
-
-
-def level_label(rule: str, level: int) -> str:
-    """The level's name: Waspada/Siaga/Awas for floods, ISPU words for air, else a severity."""
-    return _LEVEL_LABELS.get(rule, _RULE_LEVELS).get(level, str(level))
 
 
 class _Model(BaseModel):
@@ -63,16 +53,24 @@ class Alert(_Model):
     )
     level: int = Field(ge=1, le=3, description="1 to 3; see `level_label`.")
     level_label: str = Field(
-        description="Waspada/Siaga/Awas for flood_level; Tidak Sehat/Sangat Tidak Sehat/"
-        "Berbahaya for air_quality; advisory/warning/severe for the other rules.",
+        description="The level's name in Indonesian: Waspada/Siaga/Awas for flood_level; "
+        "Tidak Sehat/Sangat Tidak Sehat/Berbahaya for air_quality; the rule's own words for "
+        "the others (such as `Naik cepat, menuju Awas` for rising_fast).",
         examples=["Siaga"],
+    )
+    level_label_en: str = Field(
+        description="The level's name in English.", examples=["Siaga (standby)"]
     )
     state: Literal["open", "resolved"]
     opened_at: datetime = Field(description="Observation time that opened it.")
     updated_at: datetime = Field(description="Observation time of its latest change.")
     resolved_at: datetime | None
     acknowledged_at: datetime | None
-    acknowledged_by: str | None = Field(description="Name of the operator key that acknowledged.")
+    acknowledged_by: str | None = Field(
+        description="The operator who acknowledged: the key's holder, else the key's name."
+    )
+    assigned_to: str | None = Field(description="The person handling the alert now.")
+    assigned_at: datetime | None = Field(description="When it was assigned to them.")
     value: float | None
     predicted_level: int | None = Field(description="The level expected next, if predicted.")
     predicted_at: datetime | None = Field(description="When it is expected.")
@@ -124,8 +122,8 @@ class AtomResponse(Response):
 
 _ALERT_COLUMNS = """
 a.id, a.sensor_id, s.family, s.kecamatan, a.rule, a.level, a.state, a.opened_at, a.updated_at,
-a.resolved_at, a.acknowledged_at, a.acknowledged_by, a.value, a.predicted_level, a.predicted_at,
-a.message, a.message_en, a.details
+a.resolved_at, a.acknowledged_at, a.acknowledged_by, a.assigned_to, a.assigned_at, a.value,
+a.predicted_level, a.predicted_at, a.message, a.message_en, a.details
 """
 _EVENT_COLUMNS = """
 id, alert_id, sensor_id, rule, change, level, previous_level, value, observed_at, recorded_at,
@@ -158,8 +156,15 @@ def one_row(conn: psycopg.Connection, query: str, params: Any = None) -> dict[st
     return found[0] if found else None
 
 
+def _labels(row: dict[str, Any]) -> dict[str, str]:
+    return {
+        "level_label": levels.level_label(row["rule"], row["level"], "id"),
+        "level_label_en": levels.level_label(row["rule"], row["level"], "en"),
+    }
+
+
 def _alert(row: dict[str, Any]) -> Alert:
-    return Alert(**row, level_label=level_label(row["rule"], row["level"]))
+    return Alert(**row, **_labels(row))
 
 
 def _known(conn: psycopg.Connection, table: str, column: str, value: str, what: str) -> None:
@@ -239,7 +244,9 @@ def alert_events(
     ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000, description="Changes per page.")] = 100,
 ) -> AlertEventPage:
-    """Every change (opened, escalated, de-escalated, resolved, acknowledged) in id order."""
+    """Every change (opened, escalated, de-escalated, resolved, acknowledged) in id order.
+    Changes become visible in id order, so asking again with `after_id` set to the last id
+    seen never skips one (ids of rolled-back changes are never used)."""
     rows = dict_rows(
         conn,
         f"SELECT {_EVENT_COLUMNS} FROM alert_events WHERE id > %s ORDER BY id LIMIT %s",
@@ -280,8 +287,11 @@ LEFT JOIN LATERAL (
 def _publisher(request: Request, settings: Settings) -> cap.Publisher:
     return cap.Publisher(
         sender=settings.api.cap_sender,
-        area_radius_km=settings.api.cap_area_radius_km,
         base_url=str(request.base_url).rstrip("/"),
+        sender_name=settings.api.cap_sender_name,
+        area_radius_km=settings.api.cap_area_radius_km,
+        expires=timedelta(hours=settings.api.cap_expires_h),
+        contact=settings.api.cap_contact,
     )
 
 
@@ -345,7 +355,9 @@ def cap_feed(
     alerts = dict_rows(
         conn,
         "SELECT id, sensor_id FROM alerts WHERE rule = ANY(%s) "
-        "AND (state = 'open' OR resolved_at >= %s) ORDER BY updated_at DESC, id DESC LIMIT 200",
+        "AND (state = 'open' OR resolved_at >= %s) "
+        # Warnings in force first: they keep their messages inline however full the feed is.
+        "ORDER BY state = 'open' DESC, updated_at DESC, id DESC LIMIT 200",
         [sorted(cap.FLOOD_RULES), since],
     )
     sensors = {r["id"]: r["sensor_id"] for r in alerts}
@@ -417,7 +429,8 @@ def cap_message(
 # --- one alert ---------------------------------------------------------------------------------
 
 
-def _detail(conn: psycopg.Connection, alert_id: int) -> AlertDetail:
+def find_alert(conn: psycopg.Connection, alert_id: int) -> Alert:
+    """One alert, or a 404 problem."""
     row = one_row(
         conn,
         f"SELECT {_ALERT_COLUMNS} FROM alerts a JOIN sensors s ON s.id = a.sensor_id "
@@ -426,47 +439,21 @@ def _detail(conn: psycopg.Connection, alert_id: int) -> AlertDetail:
     )
     if row is None:
         raise Problem(404, f"no alert {alert_id}", kind="unknown-alert")
+    return _alert(row)
+
+
+def detail(conn: psycopg.Connection, alert_id: int) -> AlertDetail:
+    """One alert with every change it went through, or a 404 problem."""
+    alert = find_alert(conn, alert_id)
     events = dict_rows(
         conn,
         f"SELECT {_EVENT_COLUMNS} FROM alert_events WHERE alert_id = %s ORDER BY id",
         [alert_id],
     )
-    return AlertDetail(
-        **row,
-        level_label=level_label(row["rule"], row["level"]),
-        events=[AlertEvent(**e) for e in events],
-    )
+    return AlertDetail(**alert.model_dump(), events=[AlertEvent(**e) for e in events])
 
 
 @router.get("/{alert_id}", summary="One alert with its changes", response_model=AlertDetail)
 def get_alert(conn: ConnDep, alert_id: AlertId) -> AlertDetail:
     """The alert and every change it went through."""
-    return _detail(conn, alert_id)
-
-
-_ACK = """
-WITH acked AS (
-    UPDATE alerts SET acknowledged_at = now(), acknowledged_by = %(by)s
-    WHERE id = %(id)s AND acknowledged_at IS NULL
-    RETURNING id, sensor_id, rule, level, value
-)
-INSERT INTO alert_events (alert_id, sensor_id, rule, change, level, value, observed_at,
-                          message, message_en, details)
-SELECT id, sensor_id, rule, 'acknowledged', level, value, now(),
-       'Diketahui oleh operator ' || %(by)s, 'Acknowledged by operator ' || %(by)s,
-       jsonb_build_object('by', %(by)s)
-FROM acked
-"""
-
-
-@router.post(
-    "/{alert_id}/ack",
-    summary="Acknowledge an alert (operator key)",
-    response_model=AlertDetail,
-    responses=AUTH_RESPONSES,
-)
-def acknowledge(conn: ConnDep, alert_id: AlertId, operator: OperatorDep) -> AlertDetail:
-    """Mark the alert as seen by the operator; repeating it changes nothing (idempotent)."""
-    with conn.transaction():
-        conn.execute(_ACK, {"id": alert_id, "by": operator.name})
-        return _detail(conn, alert_id)
+    return detail(conn, alert_id)

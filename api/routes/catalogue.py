@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from api.responses import Body, cached_json
-from api.schemas import Catalogue, FamilyInfo, MetricInfo
+from api.schemas import Catalogue, FamilyInfo, MetricInfo, MetricState
 from pantau.catalogue import CATALOGUE
 
 router = APIRouter(tags=["sensors"])
@@ -25,6 +25,16 @@ CATALOGUE_BODY = Body.of(
                         integer=m.integer,
                         sdm_entity=m.sdm_entity,
                         sdm_attribute=m.sdm_attribute,
+                        label=m.label,
+                        label_en=m.label_en,
+                        symbol=m.symbol,
+                        symbol_en=m.shown_unit_en,
+                        scale=m.scale,
+                        decimals=m.decimals,
+                        states=[
+                            MetricState(value=v, label=text, label_en=text_en)
+                            for v, text, text_en in m.states
+                        ],
                     )
                     for m in metrics.values()
                 ],

@@ -1,7 +1,11 @@
 """The city at a glance, per kecamatan: flood level, congestion, lamps, air quality.
 
-- Flood: the worst level of the kecamatan's gauges, from the alert service's ``gauge_status``
-  where it has rows, else from each gauge's latest water level against its current thresholds.
+- Flood: the worst level of the kecamatan's gauges with current data, from the alert service's
+  ``gauge_status`` where it has rows, else from each gauge's latest water level against its
+  current thresholds. A gauge whose newest reading is older than its offline deadline
+  (``pantau.freshness``, the same one the alert service's `offline` rule uses), or whose
+  readings the alert service has not evaluated within that time, shows no level: "no data",
+  with the time of its last reading. A stale level is never shown as current.
 - Congestion index (0 free flow .. 1 jammed) of a counter: its latest occupancy scaled so that
   50 % occupancy is 1, averaged with ``1 - speed / free-flow speed`` of its road class (national
   60, provincial 50, town 35 km/h) when vehicles passed; a kecamatan's index is the mean of its
@@ -10,7 +14,7 @@
 - Air: ISPU of the latest PM2.5 and PM10 (worst pollutant, worst node); an indication from
   current readings, not the regulation's 24-hour average.
 
-Readings older than an hour are left out: a silent sensor says nothing about now.
+Other readings older than an hour are left out: a silent sensor says nothing about now.
 """
 
 from __future__ import annotations
@@ -22,11 +26,11 @@ import psycopg
 from fastapi import APIRouter, Query, Request, Response
 from psycopg.rows import tuple_row
 
-from api.deps import CacheDep, Registry, RegistryDep, SettingsDep, connection
+from api.deps import CacheDep, Registry, RegistryDep, SensorInfo, SettingsDep, connection
 from api.responses import Body, cached_json
 from api.routes.latest import Latest, cached_latest
 from api.schemas import GEOJSON, CityStatus, CityStatusCollection, KecamatanCollection, alternatives
-from pantau import ispu
+from pantau import freshness, ispu
 from pantau.catalogue import Family
 from pantau.city import FloodLevel
 
@@ -56,21 +60,98 @@ def congestion_category(index: float) -> str:
     return "macet"
 
 
-def _gauge_status(conn: psycopg.Connection) -> dict[str, tuple[int, datetime, float]]:
+# The alert service's word on a gauge: level, observation time, value, when it wrote it.
+GaugeRow = tuple[int, datetime, float, datetime]
+
+
+def _gauge_status(conn: psycopg.Connection) -> dict[str, GaugeRow]:
     """The alert service's gauge levels, when its table exists (empty otherwise)."""
     with conn.cursor(row_factory=tuple_row) as cur:
         exists = cur.execute("SELECT to_regclass('gauge_status') IS NOT NULL").fetchone()
         if not exists or not exists[0]:
             return {}
-        rows = cur.execute("SELECT sensor_id, level, observed_at, value FROM gauge_status")
-        return {sid: (int(level), at, value) for sid, level, at, value in rows}
+        rows = cur.execute(
+            "SELECT sensor_id, level, observed_at, value, updated_at FROM gauge_status"
+        )
+        return {sid: (int(level), at, value, updated) for sid, level, at, value, updated in rows}
+
+
+def gauge_state(
+    sensor: SensorInfo,
+    reading: tuple[float, datetime] | None,
+    status: GaugeRow | None,
+    *,
+    use_status: bool,
+    now: datetime,
+    intervals_k: float,
+) -> dict[str, Any]:
+    """One flood gauge as shown (the ``GaugeState`` schema): its level only while current."""
+
+    def current(at: datetime | None) -> bool:
+        return freshness.is_current(at, now, interval_s=sensor.interval_s, intervals_k=intervals_k)
+
+    last = max((t for t in (reading and reading[1], status and status[1]) if t), default=None)
+    level: int | None = None
+    value: float | None = None
+    observed: datetime | None = None
+    reason: str | None = None
+    if use_status:
+        if status is not None:
+            level, observed, value = status[0], status[1], status[2]
+            if not (current(status[1]) and current(status[3])):
+                reason = "not_evaluated" if reading and current(reading[1]) else "silent"
+    elif reading is not None and sensor.thresholds is not None:
+        value, observed = reading
+        level = int(sensor.thresholds.level(value))
+        if not current(observed):
+            reason = "silent"
+    if level is None and reason is None:
+        reason = "never_reported" if last is None else "not_evaluated"
+    shown = reason is None
+    return {
+        "sensor_id": sensor.id,
+        "level": level if shown else None,
+        "label": FloodLevel(level).label if shown and level is not None else None,
+        "value": value if shown else None,
+        "observed_at": observed if shown else None,
+        "source": ("gauge_status" if use_status else "latest_water_level") if shown else None,
+        "no_data": not shown,
+        "no_data_reason": reason,
+        "last_reading_at": last,
+    }
+
+
+def _flood(states: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A kecamatan's flood status from its gauges' (None: it has no flood gauge)."""
+    if not states:
+        return None
+    current = [g for g in states if not g["no_data"]]
+    if not current:
+        newest = max((g["last_reading_at"] for g in states if g["last_reading_at"]), default=None)
+        return {
+            "level": None, "label": None, "sensor_id": None, "source": None,
+            "observed_at": newest, "gauges": 0, "no_data": True, "by_gauge": states,
+        }  # fmt: skip
+    worst = max(current, key=lambda g: (g["level"], g["observed_at"]))
+    return {
+        "level": worst["level"],
+        "label": worst["label"],
+        "sensor_id": worst["sensor_id"],
+        "source": worst["source"],
+        "observed_at": worst["observed_at"],
+        "gauges": len(current),
+        "no_data": False,
+        "by_gauge": states,
+    }
 
 
 def city_status(
     registry: Registry,
     latest: Latest,
-    gauges: dict[str, tuple[int, datetime, float]],
+    gauges: dict[str, GaugeRow],
     now: datetime,
+    *,
+    intervals_k: float,
 ) -> list[dict[str, Any]]:
     """Status of every kecamatan (the ``KecamatanStatus`` schema)."""
     since = now - FRESH_FOR
@@ -82,30 +163,20 @@ def city_status(
     out = []
     for name, kec in registry.kecamatan.items():
         sensors = [s for s in registry.sensors.values() if s.kecamatan == name]
-        flood: dict[str, Any] | None = None
-        levels = []
-        for s in sensors:
-            if s.family is not Family.FLOOD_GAUGE:
-                continue
-            if gauges:
-                status = gauges.get(s.id)
-                if status is not None:
-                    levels.append((status[0], s.id, "gauge_status", status[1]))
-                continue
-            reading = fresh(s.id, "water_level")
-            if reading is not None and s.thresholds is not None:
-                level = int(s.thresholds.level(reading[0]))
-                levels.append((level, s.id, "latest_water_level", reading[1]))
-        if levels:
-            level, sensor_id, source, at = max(levels, key=lambda item: (item[0], item[3]))
-            flood = {
-                "level": level,
-                "label": FloodLevel(level).label,
-                "sensor_id": sensor_id,
-                "source": source,
-                "observed_at": at,
-                "gauges": len(levels),
-            }
+        flood = _flood(
+            [
+                gauge_state(
+                    s,
+                    latest.get(s.id, {}).get("water_level"),
+                    gauges.get(s.id),
+                    use_status=bool(gauges),
+                    now=now,
+                    intervals_k=intervals_k,
+                )
+                for s in sensors
+                if s.family is Family.FLOOD_GAUGE
+            ]
+        )
         traffic: dict[str, Any] | None = None
         indices = []
         times = []
@@ -211,7 +282,9 @@ async def status(
         with connection(request.app.state.pool, settings.api.pool_timeout_s) as conn:
             gauges = _gauge_status(conn)
         now = datetime.now(UTC)
-        rows = city_status(registry, latest, gauges, now)
+        rows = city_status(
+            registry, latest, gauges, now, intervals_k=settings.alerts.offline_intervals_k
+        )
         if format == "geojson":
             return Body.of(
                 {

@@ -52,7 +52,7 @@ def _stored_sensor(conn: psycopg.Connection, sensor_id: str) -> Sensor | None:
         conn,
         """
         SELECT s.id, s.family, s.name, s.kecamatan, s.lat, s.lon, s.interval_s, s.river,
-               s.river_km, s.road, s.road_class, s.downstream, s.travel_time_min,
+               s.river_km, s.road, s.road_class, s.downstream, s.travel_time_min, s.quality,
                t.waspada, t.siaga, t.awas
         FROM sensors s LEFT JOIN current_flood_thresholds t ON t.sensor_id = s.id
         WHERE s.id = %s
@@ -378,6 +378,7 @@ def replay_rejected(
         )
         conn.row_factory = tuple_row
         families = registry.sensor_families(conn)
+        gateways = registry.gateway_sensors(conn)
         conn.row_factory = dict_row  # type: ignore[assignment]
         decoded = decode(
             payload,
@@ -386,6 +387,7 @@ def replay_rejected(
             sensors=families,
             received_at=received_at,
             limits=decode_limits(settings),
+            gateways=gateways,
         )
         problems = [RejectionReason(reason=r.reason, detail=r.detail) for r in decoded.rejections]
         if not decoded.readings:

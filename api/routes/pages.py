@@ -6,10 +6,13 @@ the JavaScript libraries are pinned copies from the npm registry (api/web/packag
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse
+
+from api.deps import SettingsDep
 
 router = APIRouter(tags=["pages"])
 
@@ -35,13 +38,24 @@ def city_page() -> HTMLResponse:
     return _page("index.html")
 
 
+# The control page's link to Alertmanager (its UI, where operators see and silence
+# notifications), shown only where PANTAU_NOTIFY__ALERTMANAGER_EXTERNAL_URL says where it is.
+_NOTIFICATIONS = '<p id="notifications" hidden><a id="alertmanager-link" href=""'
+
+
 @router.get(
     "/control",
     response_class=HTMLResponse,
     summary="Control page for operators: acknowledge alerts, offline sensors, rejections",
 )
-def control_page() -> HTMLResponse:
-    return _page("control.html")
+def control_page(settings: SettingsDep) -> HTMLResponse:
+    page = _page("control.html")
+    url = settings.notify.alertmanager_external_url
+    if url is None:
+        return page
+    link = f'<p id="notifications"><a id="alertmanager-link" href="{html.escape(url)}/#/alerts"'
+    body = bytes(page.body).decode("utf-8").replace(_NOTIFICATIONS, link, 1)
+    return HTMLResponse(body, headers={"Cache-Control": _OWN_CACHE})
 
 
 @router.get("/static/{path:path}", include_in_schema=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import itertools
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -21,22 +21,21 @@ import orjson
 import psycopg
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
 from psycopg import sql
 from psycopg.rows import tuple_row
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import AsyncConnectionPool
 
 from api.deps import (
     CacheDep,
+    Exports,
     Registry,
     RegistryDep,
     SensorInfo,
     SettingsDep,
     async_connection,
-    connection,
 )
 from api.errors import Problem, bad_request
-from api.responses import Answer, Body, answer_key, json_response
+from api.responses import Answer, Body, DownloadResponse, answer_key, json_response
 from api.schemas import CSV, ReadingsPage, SensorReadings, alternatives, text_schema
 from pantau.catalogue import Family, find_metric, metrics_of
 from pantau.settings import Settings
@@ -459,15 +458,17 @@ def set_local(conn: psycopg.Connection, session: dict[str, str]) -> None:
 
 
 def stream_csv(
-    pool: ConnectionPool,
+    exports: Exports,
     timeout_s: float,
     statement: sql.Composable,
     params: dict[str, Any],
     session: dict[str, str],
-) -> Iterator[bytes]:
-    """The rows of ``statement`` as CSV, streamed by COPY in chunks: never all in memory.
-    ``session``: settings for the export's transaction (see ``export_session``)."""
-    with connection(pool, timeout_s) as conn, conn.transaction():
+) -> Generator[bytes]:
+    """The rows of ``statement`` as CSV, streamed by COPY in chunks: never all in memory. On a
+    connection of the exports' own (a 503 problem while all are in use); closing the generator
+    cancels the COPY and gives it back. ``session``: settings for the export's transaction
+    (see ``export_session``)."""
+    with exports.connection(timeout_s) as conn, conn.transaction():
         set_local(conn, session)
         copy_sql = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER)").format(statement)
         with conn.cursor() as cur, cur.copy(copy_sql, params) as copy:
@@ -483,20 +484,22 @@ def stream_csv(
 
 def csv_response(
     request: Request, query: HistoryQuery, outer: sql.Composable, params: dict[str, Any], tz: str
-) -> StreamingResponse:
+) -> DownloadResponse:
     settings = request.app.state.settings
     names = "-".join(s.id for s in query.sensors[:3]) + ("-etc" if len(query.sensors) > 3 else "")
     stamp = query.start.astimezone(ZONES[tz]).strftime("%Y%m%dT%H%M")
     filename = f"pantau-{names}-{query.resolution}-{stamp}.csv"
     chunks = stream_csv(
-        request.app.state.pool, settings.api.pool_timeout_s, outer, params,
+        request.app.state.exports, settings.api.pool_timeout_s, outer, params,
         export_session(query, tz),
     )  # fmt: skip
-    # The query starts before the answer does: a failure to start is still a problem detail,
-    # not a cut-off body.
+    # The query starts before the answer does: a failure to start (all export connections in
+    # use included) is still a problem detail, not a cut-off body.
     first = next(chunks, b"")
-    return StreamingResponse(
+    return DownloadResponse(
         itertools.chain([first], chunks),
+        send_timeout_s=settings.api.export_send_timeout_s,
+        close=chunks.close,
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
@@ -607,7 +610,7 @@ async def readings(
     value = "value" if resolution == "raw" else AGG_COLUMN[agg]
     if format == "csv":
 
-        def export() -> StreamingResponse:
+        def export() -> DownloadResponse:
             query = validated()
             outer, params = export_sql(query, value)
             return csv_response(request, query, outer, params, tz)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -12,6 +13,7 @@ from api.errors import bad_request
 from api.responses import Body, cached_json
 from api.routes.latest import Latest, cached_latest, read_latest
 from api.schemas import GEOJSON, Sensor, SensorCollection, alternatives
+from pantau import freshness
 from pantau.catalogue import Family
 
 router = APIRouter(prefix="/sensors", tags=["sensors"])
@@ -41,8 +43,11 @@ def parse_bbox(text: str) -> BBox:
     return min_lon, min_lat, max_lon, max_lat
 
 
-def describe(sensor: SensorInfo, latest: dict[str, Any]) -> dict[str, Any]:
-    """A sensor as the API shows it (the ``Sensor`` schema)."""
+def describe(
+    sensor: SensorInfo, latest: dict[str, Any], *, now: datetime, intervals_k: float
+) -> dict[str, Any]:
+    """A sensor as the API shows it (the ``Sensor`` schema); a gauge's level only while its
+    latest water level is current (``pantau.freshness``)."""
     out: dict[str, Any] = {
         "id": sensor.id,
         "family": sensor.family.value,
@@ -59,7 +64,9 @@ def describe(sensor: SensorInfo, latest: dict[str, Any]) -> dict[str, Any]:
             t = sensor.thresholds
             out["thresholds"] = {"waspada": t.waspada, "siaga": t.siaga, "awas": t.awas}
             level = latest.get("water_level")
-            if level is not None:
+            if level is not None and freshness.is_current(
+                level[1], now, interval_s=sensor.interval_s, intervals_k=intervals_k
+            ):
                 out["flood_level"] = t.level(level[0]).label
     elif sensor.family is Family.TRAFFIC_COUNTER:
         out["road"] = sensor.road
@@ -141,7 +148,11 @@ async def list_sensors(
 
     def build() -> Body:
         latest: Latest = cached_latest(request, cache)
-        sensors = [describe(s, latest.get(s.id, {})) for s in select(registry, family, where, box)]
+        now, k = datetime.now(UTC), settings.alerts.offline_intervals_k
+        sensors = [
+            describe(s, latest.get(s.id, {}), now=now, intervals_k=k)
+            for s in select(registry, family, where, box)
+        ]
         if format == "geojson":
             return Body.of({"type": "FeatureCollection", "features": [feature(s) for s in sensors]})
         return Body.of(sensors)
@@ -165,4 +176,7 @@ def get_sensor(
     sensor = registry.sensor(sensor_id)
     with connection(request.app.state.pool, settings.api.pool_timeout_s) as conn:
         latest = read_latest(conn, [sensor.id]).get(sensor.id, {})
-    return cached_json(request, Body.of(describe(sensor, latest)), max_age_s=0)
+    shown = describe(
+        sensor, latest, now=datetime.now(UTC), intervals_k=settings.alerts.offline_intervals_k
+    )
+    return cached_json(request, Body.of(shown), max_age_s=0)

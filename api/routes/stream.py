@@ -11,27 +11,29 @@ clients never query the database themselves, except once to catch up when they r
   work to every ingest batch) and costs one small query per poll whatever the number of
   clients. The stream carries each metric's newest value; several readings of one metric
   committed between two polls arrive as the newest of them (``/readings`` has them all).
-* ``alert`` events are new ``alert_events`` rows by id. An id missing below the newest seen
-  (a transaction still committing) is looked for again for ``stream_overlap_ms`` before it is
-  given up (a rolled-back insert leaves such gaps for ever).
+* ``alert`` events are new ``alert_events`` rows by id: ids become visible in id order
+  (:mod:`pantau.db.events`), so each poll reads on from the newest id seen, as
+  ``/alerts/events?after_id=`` does, and skips nothing.
 
 Event ids are ``ALERT_ID.READING_US``: the newest alert change and the newest latest-values
 time (microseconds since the Unix epoch) the client has been sent. A client that reconnects
-with ``Last-Event-ID`` first gets every alert change after it and every latest value changed
-since (less the overlap; a value may come twice), then the live events.
+with ``Last-Event-ID`` first gets every alert change after it, however many (read a page at a
+time), and every latest value changed since (less the overlap; a value may come twice), then
+the live events.
 
 Each client has a bounded queue. A client that falls ``stream_client_queue_max`` events behind
 is disconnected once its queue is drained (it resumes losslessly with ``Last-Event-ID``), and
 one that does not accept a send within ``stream_send_timeout_s`` is cut off: a slow client
-never holds up the others nor makes the process hold more than its queue for it.
+never holds up the others nor makes the process hold more than its queue for it. At most
+``stream_clients_max`` clients are served at once; one more is answered 503 with
+``Retry-After``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -41,8 +43,10 @@ from fastapi import APIRouter, Header, Query, Request
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.types import Receive, Scope, Send
 
 from api.deps import RegistryDep, connection
+from api.errors import Problem
 from api.schemas import SSE, alternatives, text_schema
 from pantau.catalogue import Family, find_metric
 from pantau.city import SENSOR_ID_PATTERN
@@ -54,8 +58,10 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["stream"])
 
 EVENT_ID_PATTERN = r"^\d{1,19}\.\d{1,20}$"
-# Alert changes a resuming client is sent at most before it joins the live stream.
-CATCH_UP_ALERTS_MAX = 10_000
+# Alert changes read at once: by a poll, and by a resuming client catching up page by page.
+ALERTS_PAGE = 1_000
+# When a client refused for the cap on clients may try again.
+STREAM_RETRY_AFTER_S = 10
 
 _READINGS = """
 SELECT l.sensor_id, s.family, l.metric, l.time, l.value, l.updated_at
@@ -124,6 +130,10 @@ class Client:
     sensor: str | None
     queue: asyncio.Queue[Event]
     overflowed: bool = False
+    # While it catches up (a resumed client), it reads what it missed from the database.
+    catching_up: bool = False
+    # The newest alert change it was sent: older ones are not queued for it again.
+    sent_alert_id: int = 0
 
     def wants(self, event: Event) -> bool:
         return (self.family is None or event.family == self.family) and (
@@ -156,14 +166,13 @@ class Broadcaster:
     settings: Settings
     clients: set[Client] = field(default_factory=set)
     position: Position | None = None
+    # Clients admitted (from the route's answer to the end of their stream), at most
+    # `stream_clients_max`.
+    admitted: int = 0
     _task: asyncio.Task[None] | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Readings sent within the overlap window (key -> updated_us), not to be sent again.
     _recent: dict[tuple[str, str, int], int] = field(default_factory=dict)
-    # Alert change ids: all up to `_floor` are done; `_seen` above it; gaps first noticed when.
-    _floor: int = 0
-    _seen: set[int] = field(default_factory=set)
-    _gaps: dict[int, float] = field(default_factory=dict)
 
     @property
     def _overlap_us(self) -> int:
@@ -176,15 +185,24 @@ class Broadcaster:
         ):
             return cur.execute(query, params).fetchall()
 
+    def admit(self) -> bool:
+        """Count one more client in, unless the process serves as many as it may."""
+        if self.admitted >= self.settings.api.stream_clients_max:
+            return False
+        self.admitted += 1
+        return True
+
+    def release(self) -> None:
+        """An admitted client's stream ended."""
+        self.admitted -= 1
+
     async def subscribe(self, client: Client) -> Position:
         """Add a client; returns the live position it joins at."""
         async with self._lock:
             if self.position is None:
                 (row,) = await anyio.to_thread.run_sync(self.query, _POSITION, [])
-                alert_id = row["alert_id"]
                 updated = row["updated_at"]
-                self._floor = alert_id
-                self.position = Position(alert_id, to_micros(updated) if updated else 0)
+                self.position = Position(row["alert_id"], to_micros(updated) if updated else 0)
             self.clients.add(client)
             if self._task is None or self._task.done():
                 self._task = asyncio.create_task(self._run(), name="stream-poller")
@@ -208,13 +226,13 @@ class Broadcaster:
         # Nobody listens: the next client starts again from the database's current position.
         self.position = None
         self._recent.clear()
-        self._seen.clear()
-        self._gaps.clear()
 
     def _publish(self, event: Event) -> None:
         for client in list(self.clients):
-            if not client.wants(event):
+            if client.catching_up or not client.wants(event):
                 continue
+            if event.kind == "alert" and event.alert_id <= client.sent_alert_id:
+                continue  # sent while it caught up
             try:
                 client.queue.put_nowait(event)
             except asyncio.QueueFull:
@@ -229,7 +247,7 @@ class Broadcaster:
         since = from_micros(max(0, position.updated_us - self._overlap_us))
         # Both read before any state changes: a failed poll is simply done again.
         readings = self.query(_READINGS, [since])
-        alerts = self.query(_ALERTS, [self._floor, CATCH_UP_ALERTS_MAX])
+        alerts = self.query(_ALERTS, [position.alert_id, ALERTS_PAGE])
         events: list[Event] = []
         newest = position.updated_us
         for row in readings:
@@ -242,28 +260,10 @@ class Broadcaster:
             events.append(event)
         horizon = newest - self._overlap_us
         self._recent = {k: v for k, v in self._recent.items() if v >= horizon}
-        top = position.alert_id
-        for row in alerts:
-            if row["id"] in self._seen:
-                continue
-            self._seen.add(row["id"])
-            top = max(top, row["id"])
-            events.append(_alert(row))
-        self._advance_floor(top)
+        events.extend(_alert(row) for row in alerts)
+        top = alerts[-1]["id"] if alerts else position.alert_id
         self.position = Position(top, newest)
         return events
-
-    def _advance_floor(self, top: int) -> None:
-        now = time.monotonic()
-        patience = self.settings.api.stream_overlap_ms / 1000
-        while self._floor < top:
-            following = self._floor + 1
-            if following in self._seen:
-                self._seen.discard(following)
-            elif now - self._gaps.setdefault(following, now) < patience:
-                break
-            self._gaps.pop(following, None)
-            self._floor = following
 
 
 def _broadcaster(request: Request) -> Broadcaster:
@@ -275,13 +275,21 @@ def _broadcaster(request: Request) -> Broadcaster:
     return found
 
 
-def _catch_up(broadcaster: Broadcaster, since: Position) -> list[Event]:
-    """What a resuming client missed: alert changes after it, latest values changed since."""
+async def _catch_up(broadcaster: Broadcaster, since: Position) -> AsyncIterator[Event]:
+    """What a resuming client missed: every alert change after it (a page at a time, each
+    sent before the next is read), then the latest values changed since."""
+    after = since.alert_id
+    while True:
+        page = await anyio.to_thread.run_sync(broadcaster.query, _ALERTS, [after, ALERTS_PAGE])
+        for row in page:
+            yield _alert(row)
+        if len(page) < ALERTS_PAGE:
+            break
+        after = page[-1]["id"]
     overlap_us = broadcaster.settings.api.stream_overlap_ms * 1000
-    after = from_micros(max(0, since.updated_us - overlap_us))
-    alerts = broadcaster.query(_ALERTS, [since.alert_id, CATCH_UP_ALERTS_MAX])
-    readings = broadcaster.query(_READINGS, [after])
-    return [_alert(r) for r in alerts] + [_reading(r) for r in readings]
+    changed = from_micros(max(0, since.updated_us - overlap_us))
+    for row in await anyio.to_thread.run_sync(broadcaster.query, _READINGS, [changed]):
+        yield _reading(row)
 
 
 def _sse(event: Event, position: Position) -> ServerSentEvent:
@@ -339,34 +347,50 @@ async def stream(
     resume = Position.parse(last_event_id) if last_event_id else None
     broadcaster = _broadcaster(request)
     settings = broadcaster.settings.api
+    if not broadcaster.admit():
+        raise Problem(
+            503,
+            f"this server streams to {settings.stream_clients_max} clients already; retry in "
+            f"{STREAM_RETRY_AFTER_S} s",
+            kind="too-many-streams",
+            headers={"Retry-After": str(STREAM_RETRY_AFTER_S)},
+        )
     client = Client(
         family=family.value if family else None,
         sensor=sensor,
         queue=asyncio.Queue(maxsize=settings.stream_client_queue_max),
+        catching_up=resume is not None,
     )
 
     async def events() -> AsyncIterator[ServerSentEvent]:
-        # Joined before catching up, so nothing committed in between is missed; what both
+        # Joined before catching up, so nothing committed meanwhile is missed; what both
         # deliver is sent once.
         live = await broadcaster.subscribe(client)
         position = resume or live
         # Tells the client it is subscribed (and pushes the headers through any proxy).
         yield ServerSentEvent(comment="ready")
-        sent_alerts = 0
         sent_keys: set[tuple[str, str, int]] = set()
         try:
-            if resume is not None:
-                for event in await anyio.to_thread.run_sync(_catch_up, broadcaster, resume):
+            # However long catching up takes, the live events are not queued for the client
+            # meanwhile (its queue would overflow): once it has caught up, they are, and what
+            # came in between is read once more.
+            for caught_up in (False, True) if resume is not None else ():
+                client.catching_up = not caught_up
+                async for event in _catch_up(broadcaster, position):
                     if not client.wants(event):
                         continue
                     if event.key is not None:
+                        if event.key in sent_keys:
+                            continue
                         sent_keys.add(event.key)
-                    sent_alerts = max(sent_alerts, event.alert_id)
+                    if event.kind == "alert" and event.alert_id <= client.sent_alert_id:
+                        continue
+                    client.sent_alert_id = max(client.sent_alert_id, event.alert_id)
                     position = _advance(position, event)
                     yield _sse(event, position)
             while not (client.overflowed and client.queue.empty()):
                 event = await client.queue.get()
-                if event.kind == "alert" and event.alert_id <= sent_alerts:
+                if event.kind == "alert" and event.alert_id <= client.sent_alert_id:
                     continue
                 if event.key is not None and event.key in sent_keys:
                     continue
@@ -375,9 +399,25 @@ async def stream(
         finally:
             broadcaster.unsubscribe(client)
 
-    return EventSourceResponse(
+    return _AdmittedStream(
         events(),
+        release=broadcaster.release,
         ping=settings.stream_keepalive_s,
         send_timeout=settings.stream_send_timeout_s,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+
+
+class _AdmittedStream(EventSourceResponse):
+    """The stream of an admitted client, which gives its place back however the stream ends
+    (even one whose client left before the first event)."""
+
+    def __init__(self, *args: Any, release: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()

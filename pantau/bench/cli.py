@@ -190,7 +190,8 @@ def alerts_bench(
     rate: Annotated[float, typer.Option(min=1, help="Load, readings per second.")] = 5_000.0,
     duration_s: Annotated[float, typer.Option(min=15, help="Length of the load.")] = 40.0,
 ) -> None:
-    """Publish-to-alert latency (committed and on MQTT) of threshold crossings under load."""
+    """Publish-to-alert latency (committed, on MQTT, and at an Alertmanager webhook) of
+    threshold crossings under load."""
     from pantau.bench.alerts import AlertBenchConfig, run_alert_bench
 
     config = AlertBenchConfig(
@@ -209,6 +210,14 @@ def alerts_bench(
         f"target p99 < {result.target_p99_s:g} s: "
         + ("[green]PASS[/green]" if result.passed else "[red]FAIL[/red]")
     )
+    if result.notified is None:
+        console.print("notifications: not measured (Alertmanager is not installed)")
+    else:
+        console.print(
+            f"notified at the webhook (Alertmanager, group_wait 0): {result.notified}/"
+            f"{result.probes}, p50 {_fmt(result.webhook_p50_s, '{:.3f} s')}, p99 "
+            f"{_fmt(result.webhook_p99_s, '{:.3f} s')}"
+        )
     _print_machine(result.machine)
 
 
@@ -242,4 +251,43 @@ def api_bench(
         print(result.to_json())
         return
     print_api_result(result, console)
+    _print_machine(result.machine)
+
+
+@app.command("pages")
+def pages_bench(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    database_url: Annotated[
+        str | None, typer.Option(help="Admin URL of the server (default PANTAU_DATABASE_URL).")
+    ] = None,
+    city: Annotated[Path, typer.Option(help="City file of the pages.")] = DEFAULT_CITY_FILE,
+    rounds: Annotated[int, typer.Option(min=1, help="Loads of each page.")] = 5,
+) -> None:
+    """First paint of the city page and the control page in Chromium (the browser's timing)."""
+    from pantau.bench.pages import (
+        TARGET_FIRST_PAINT_S,
+        PagesBenchConfig,
+        PagesBenchError,
+        run_pages_bench,
+    )
+
+    config = PagesBenchConfig(
+        admin_url=_server_url(database_url), city_file=city, rounds=rounds,
+        log=err.print if as_json else console.print,
+    )  # fmt: skip
+    result = _measure(partial(run_pages_bench, config), failure=PagesBenchError)
+    if as_json:
+        print(result.to_json())
+        return
+    table = Table(title=f"pantau bench pages ({result.sensors} sensors, {rounds} loads each)")
+    for column in ("page", "first paint median", "first paint max", "drawn median", "drawn max"):
+        table.add_column(column, justify="left" if column == "page" else "right")
+    for row in result.rows:
+        table.add_row(
+            row.path, f"{row.first_paint_median_ms:.0f} ms", f"{max(row.first_paint_ms):.0f} ms",
+            f"{row.drawn_median_ms:.0f} ms", f"{max(row.drawn_ms):.0f} ms",
+        )  # fmt: skip
+    console.print(table)
+    verdict = "[green]PASS[/green]" if result.passed else "[red]FAIL[/red]"
+    console.print(f"target: every first paint under {TARGET_FIRST_PAINT_S:g} s: {verdict}")
     _print_machine(result.machine)

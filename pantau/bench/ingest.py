@@ -46,6 +46,7 @@ from pantau.city import load_city
 from pantau.db import registry
 from pantau.db.migrate import current_mode, migrate, refresh_rollups
 from pantau.db.scratch import temporary_database
+from pantau.devices import load_gateway_id
 from pantau.services import PrivateMosquitto, free_port, tree_memory_bytes, wait_until
 from pantau.settings import DEFAULT_CITY_FILE, StorageSettings
 
@@ -228,7 +229,13 @@ def _database(config: BenchConfig, *, with_city: bool) -> Iterator[str]:
         if with_city:
             migrate(url, StorageSettings(raw_retention=timedelta(days=7), premake_partitions=2))
             with psycopg.connect(url, autocommit=True) as conn:
-                registry.load_city(conn, load_city(config.city_file))
+                city = load_city(config.city_file)
+                registry.load_city(conn, city)
+                # The load's SenML packs come from gateways of its own, for every sensor.
+                for index in range(config.publishers):
+                    registry.register_gateway(
+                        conn, load_gateway_id(index), [s.id for s in city.sensors]
+                    )
         yield url
 
 

@@ -35,6 +35,10 @@ class MigrationError(RuntimeError):
     """The schema could not be brought up to date; the message says why."""
 
 
+class NotOwnerError(MigrationError):
+    """This login may not do the maintenance asked for; only the schema's owner may."""
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int
@@ -62,6 +66,14 @@ def _refreshed_rollups(mode: Mode, storage: StorageSettings) -> str:
     return "SELECT 1" if mode is Mode.TIMESCALEDB else postgres.refreshed_rollups_sql()
 
 
+def _service_logins(mode: Mode, storage: StorageSettings) -> str:
+    logins = _read("0010_service_logins.sql")
+    if mode is Mode.TIMESCALEDB:
+        # The policies keep the aggregates, as the owner; ingest only writes readings.
+        return logins
+    return logins + _read("0010_postgres_maintenance.sql")
+
+
 def _rollup_series_reads(mode: Mode, storage: StorageSettings) -> str:
     if mode is Mode.TIMESCALEDB:
         return _read("0007_timescaledb_rollup_series.sql")
@@ -81,6 +93,13 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "the API's login group", _file("0006_api_role.sql")),
     Migration(7, "rollup series read from the index alone", _rollup_series_reads),
     Migration(8, "no JIT compilation", _file("0008_jit_off.sql")),
+    Migration(9, "gateways and the sensors they report for", _file("0009_gateways.sql")),
+    Migration(10, "the ingest and alert service logins", _service_logins),
+    Migration(11, "reading quality flags", _file("0011_reading_quality.sql")),
+    Migration(12, "what was handed to Alertmanager", _file("0012_alert_notifications.sql")),
+    Migration(
+        13, "key holders, operators' trail, warning commands", _file("0013_control_room.sql")
+    ),
     Migration(14, "storage usage for the dashboards, without XML", _storage_usage),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -194,6 +213,13 @@ def migrate(
                 if mode is Mode.TIMESCALEDB:
                     timescaledb.apply_policies(conn, storage)
                 else:
+                    # The retention maintenance may apply when it does not run as the owner.
+                    conn.execute(
+                        "INSERT INTO pantau_meta (key, value) VALUES ('raw_retention', "
+                        "%s::interval::text) ON CONFLICT (key) DO UPDATE SET value = "
+                        "EXCLUDED.value",
+                        [storage.raw_retention],
+                    )
                     # Schema work only: refreshing is routine maintenance's.
                     postgres.maintain(conn, storage, now or datetime.now(UTC), rollups=False)
                 conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO pantau_readonly")
@@ -236,8 +262,9 @@ def maintain(
     apply retention.
 
     In TimescaleDB mode its policies do most of this; what is left is catching the aggregates
-    up with late readings older than the refresh policies' windows. With ``wait=False`` it
-    returns None at once when another process holds the lock.
+    up with late readings older than the refresh policies' windows, which only the aggregates'
+    owner may do (:class:`NotOwnerError` for another login). With ``wait=False`` it returns
+    None at once when another process holds the lock.
     """
     with _maintenance(conninfo, wait=wait) as conn:
         if conn is None:
@@ -246,6 +273,11 @@ def maintain(
         if mode is None:
             raise MigrationError("database is not migrated: run `pantau db migrate`")
         if mode is Mode.TIMESCALEDB:
+            if not timescaledb.owns_aggregates(conn):
+                raise NotOwnerError(
+                    "catching the continuous aggregates up with late readings needs their "
+                    "owner: run `pantau db maintain` as it"
+                )
             # The policies keep the newest buckets; this catches up everything older: late
             # readings before a policy's window, and ranges a late-running policy skipped.
             return {"rollups_caught_up": timescaledb.refresh_aggregates(conn, catch_up=True)}
@@ -272,7 +304,12 @@ def refresh_rollups(conninfo: str, *, through: datetime | None = None) -> None:
 
 
 # The logins `pantau db migrate` keeps, each in the group role that holds its privileges.
-LOGINS = {"pantau_reader": "pantau_readonly", "pantau_api": "pantau_operator"}
+LOGINS = {
+    "pantau_reader": "pantau_readonly",
+    "pantau_api": "pantau_operator",
+    "pantau_ingest": "pantau_ingester",
+    "pantau_alerts": "pantau_alerter",
+}
 
 
 def set_login_password(conninfo: str, login: str, password: str | None) -> None:

@@ -231,10 +231,6 @@ def _raw_horizon(conn: psycopg.Connection) -> datetime | None:
     return min((lower for lower, _ in _partitions(conn).values()), default=None)
 
 
-def partition_name(lower: datetime) -> str:
-    return "readings_p" + lower.astimezone(UTC).strftime("%Y%m%d_%H%M")
-
-
 def _partitions(conn: psycopg.Connection) -> dict[str, tuple[datetime, datetime]]:
     rows = conn.execute(
         r"""
@@ -272,7 +268,7 @@ def maintain(
     existing = _partitions(conn)
     first = _floor(now - storage.raw_retention, step)
     last = _floor(now, step) + step * storage.premake_partitions
-    created = dropped = 0
+    created = 0
     lower = first
     while lower <= last:
         upper = lower + step
@@ -280,12 +276,11 @@ def maintain(
             _create_partition(conn, lower, upper)
             created += 1
         lower = upper
-    cutoff = now - storage.raw_retention
-    for name, (_, upper) in existing.items():
-        if upper <= cutoff:
-            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
-            dropped += 1
-    conn.execute("DELETE FROM readings_default WHERE time < %s", [cutoff])
+    # As the owner of `readings`, whoever calls (see migration 10).
+    row = conn.execute(
+        "SELECT pantau_drop_readings_before(%s)", [now - storage.raw_retention]
+    ).fetchone()
+    dropped = int(row[0]) if row else 0
     for rollup in ROLLUPS:
         conn.execute(
             sql.SQL("DELETE FROM {} WHERE bucket < %s").format(sql.Identifier(rollup.table)),
@@ -295,33 +290,10 @@ def maintain(
 
 
 def _create_partition(conn: psycopg.Connection, lower: datetime, upper: datetime) -> None:
-    name = sql.Identifier(partition_name(lower))
-    stray = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM readings_default WHERE time >= %s AND time < %s)",
-        [lower, upper],
-    ).fetchone()
-    if stray and stray[0]:
-        # Rows for this range sit in the default partition: move them into the new table
-        # before attaching it, or PostgreSQL refuses the partition.
-        conn.execute(sql.SQL("CREATE TABLE {} (LIKE readings INCLUDING DEFAULTS)").format(name))
-        conn.execute(
-            sql.SQL(
-                "WITH moved AS (DELETE FROM readings_default WHERE time >= %s AND time < %s "
-                "RETURNING *) INSERT INTO {} SELECT * FROM moved"
-            ).format(name),
-            [lower, upper],
-        )
-        conn.execute(
-            sql.SQL("ALTER TABLE readings ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
-                name, sql.Literal(lower), sql.Literal(upper)
-            )
-        )
-    else:
-        conn.execute(
-            sql.SQL("CREATE TABLE {} PARTITION OF readings FOR VALUES FROM ({}) TO ({})").format(
-                name, sql.Literal(lower), sql.Literal(upper)
-            )
-        )
+    # Named readings_pYYYYMMDD_HHMM (UTC) after its lower bound; rows of the range waiting in
+    # the default partition move into it. As the owner of `readings`, whoever calls
+    # (migration 10).
+    conn.execute("SELECT pantau_create_readings_partition(%s, %s)", [lower, upper])
 
 
 def partition_count(conn: psycopg.Connection) -> int:

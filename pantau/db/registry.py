@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from pantau.catalogue import Family
-from pantau.city import City
+from pantau.city import City, Gateway
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,14 +17,16 @@ class LoadResult:
     kecamatan: int
     sensors: int
     thresholds_changed: int
+    gateways: int = 0
 
 
 def load_city(conn: psycopg.Connection, city: City) -> LoadResult:
-    """Upsert a city's kecamatan and sensors; idempotent.
+    """Upsert a city's kecamatan, sensors and gateways; idempotent.
 
     A flood gauge whose thresholds differ from its current ones gets a new threshold version,
     so the history of thresholds is kept. Sensors missing from the file are left in place:
-    their readings still refer to them.
+    their readings still refer to them. A gateway's links are only added: a link the file no
+    longer lists is revoked with :func:`unlink_gateway` (``pantau devices unlink``).
     """
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany(
@@ -37,22 +41,25 @@ def load_city(conn: psycopg.Connection, city: City) -> LoadResult:
         cur.executemany(
             """
             INSERT INTO sensors (id, family, name, kecamatan, lat, lon, interval_s,
-                                 river, river_km, road, road_class, downstream, travel_time_min)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                                 river, river_km, road, road_class, downstream, travel_time_min,
+                                 quality)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
             ON CONFLICT (id) DO UPDATE SET family = EXCLUDED.family, name = EXCLUDED.name,
                 kecamatan = EXCLUDED.kecamatan, lat = EXCLUDED.lat, lon = EXCLUDED.lon,
                 interval_s = EXCLUDED.interval_s, river = EXCLUDED.river,
                 river_km = EXCLUDED.river_km, road = EXCLUDED.road,
                 road_class = EXCLUDED.road_class, downstream = EXCLUDED.downstream,
-                travel_time_min = EXCLUDED.travel_time_min, updated_at = now()
+                travel_time_min = EXCLUDED.travel_time_min, quality = EXCLUDED.quality,
+                updated_at = now()
             WHERE (sensors.family, sensors.name, sensors.kecamatan, sensors.lat, sensors.lon,
                    sensors.interval_s, sensors.river, sensors.river_km, sensors.road,
-                   sensors.road_class, sensors.downstream, sensors.travel_time_min)
+                   sensors.road_class, sensors.downstream, sensors.travel_time_min,
+                   sensors.quality)
                 IS DISTINCT FROM
                   (EXCLUDED.family, EXCLUDED.name, EXCLUDED.kecamatan, EXCLUDED.lat,
                    EXCLUDED.lon, EXCLUDED.interval_s, EXCLUDED.river, EXCLUDED.river_km,
                    EXCLUDED.road, EXCLUDED.road_class, EXCLUDED.downstream,
-                   EXCLUDED.travel_time_min)
+                   EXCLUDED.travel_time_min, EXCLUDED.quality)
             """,
             [
                 (
@@ -69,6 +76,7 @@ def load_city(conn: psycopg.Connection, city: City) -> LoadResult:
                     s.road_class,
                     list(s.downstream),
                     s.travel_time_min,
+                    None if s.quality is None else Jsonb(s.quality.model_dump(exclude_none=True)),
                 )
                 for s in city.sensors
             ],
@@ -90,7 +98,85 @@ def load_city(conn: psycopg.Connection, city: City) -> LoadResult:
                 {"id": sensor.id, "w": t.waspada, "s": t.siaga, "a": t.awas},
             )
             changed += cur.rowcount
-    return LoadResult(len(city.kecamatan), len(city.sensors), changed)
+        for gateway in city.gateways:
+            _upsert_gateway(cur, gateway)
+    return LoadResult(len(city.kecamatan), len(city.sensors), changed, len(city.gateways))
+
+
+def _upsert_gateway(cur: psycopg.Cursor, gateway: Gateway) -> None:
+    cur.execute(
+        """
+        INSERT INTO gateways (id, name, kecamatan) VALUES (%s, %s, %s)
+        ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, kecamatan = EXCLUDED.kecamatan,
+            updated_at = now()
+        WHERE (gateways.name, gateways.kecamatan) IS DISTINCT FROM
+              (EXCLUDED.name, EXCLUDED.kecamatan)
+        """,
+        [gateway.id, gateway.name, gateway.kecamatan],
+    )
+    cur.execute(
+        "INSERT INTO gateway_sensors (gateway_id, sensor_id) SELECT %s, unnest(%s::text[]) "
+        "ON CONFLICT DO NOTHING",
+        [gateway.id, list(gateway.sensors)],
+    )
+
+
+class RegistryError(ValueError):
+    """A registry change cannot be made; the message says why."""
+
+
+def register_gateway(
+    conn: psycopg.Connection,
+    gateway_id: str,
+    sensors: Iterable[str],
+    *,
+    name: str | None = None,
+    kecamatan: str | None = None,
+) -> list[str]:
+    """Register a gateway (if new) and link it to ``sensors``; returns the links added.
+
+    Every sensor must be registered, and the gateway must not be a sensor itself: a device
+    that is a sensor reports only for itself.
+    """
+    wanted = sorted(set(sensors))
+    with conn.transaction(), conn.cursor() as cur:
+        if cur.execute("SELECT 1 FROM sensors WHERE id = %s", [gateway_id]).fetchone():
+            raise RegistryError(f"{gateway_id} is a sensor: a sensor reports only for itself")
+        known = {
+            sensor_id
+            for (sensor_id,) in cur.execute(
+                "SELECT id FROM sensors WHERE id = ANY(%s)", [wanted]
+            ).fetchall()
+        }
+        missing = [s for s in wanted if s not in known]
+        if missing:
+            raise RegistryError(f"not in the sensor registry: {', '.join(missing)}")
+        cur.execute(
+            """
+            INSERT INTO gateways (id, name, kecamatan) VALUES (%s, %s, %s)
+            ON CONFLICT (id) DO UPDATE SET
+                name = coalesce(%s, gateways.name),
+                kecamatan = coalesce(%s, gateways.kecamatan), updated_at = now()
+            """,
+            [gateway_id, name or gateway_id, kecamatan, name, kecamatan],
+        )
+        added = cur.execute(
+            "INSERT INTO gateway_sensors (gateway_id, sensor_id) SELECT %s, unnest(%s::text[]) "
+            "ON CONFLICT DO NOTHING RETURNING sensor_id",
+            [gateway_id, wanted],
+        ).fetchall()
+    return sorted(sensor_id for (sensor_id,) in added)
+
+
+def unlink_gateway(conn: psycopg.Connection, gateway_id: str, sensors: Iterable[str]) -> list[str]:
+    """Revoke a gateway's right to report for ``sensors``; returns the links removed."""
+    with conn.transaction():
+        removed = conn.execute(
+            "DELETE FROM gateway_sensors WHERE gateway_id = %s AND sensor_id = ANY(%s) "
+            "RETURNING sensor_id",
+            [gateway_id, sorted(set(sensors))],
+        ).fetchall()
+    return sorted(sensor_id for (sensor_id,) in removed)
 
 
 def sensor_families(conn: psycopg.Connection) -> dict[str, Family]:
@@ -99,3 +185,31 @@ def sensor_families(conn: psycopg.Connection) -> dict[str, Family]:
         sensor_id: Family(family)
         for sensor_id, family in conn.execute("SELECT id, family FROM sensors").fetchall()
     }
+
+
+def gateway_sensors(conn: psycopg.Connection) -> dict[str, frozenset[str]]:
+    """Each gateway's sensors, for decoding: whom a device may report for besides itself.
+
+    A gateway id that is also a sensor's is left out (a sensor reports only for itself).
+    """
+    links: dict[str, set[str]] = {}
+    for gateway_id, sensor_id in conn.execute(
+        "SELECT gateway_id, sensor_id FROM gateway_sensors "
+        "WHERE gateway_id NOT IN (SELECT id FROM sensors)"
+    ).fetchall():
+        links.setdefault(gateway_id, set()).add(sensor_id)
+    return {gateway_id: frozenset(sensors) for gateway_id, sensors in links.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What decoding needs of the registry: each sensor's family, each gateway's sensors."""
+
+    families: dict[str, Family]
+    gateways: dict[str, frozenset[str]]
+
+
+def snapshot(conn: psycopg.Connection) -> Snapshot:
+    """The registry as decoding needs it, read in one transaction."""
+    with conn.transaction():
+        return Snapshot(sensor_families(conn), gateway_sensors(conn))

@@ -138,6 +138,17 @@ def apply_policies(conn: psycopg.Connection, storage: StorageSettings) -> None:
         )
 
 
+def owns_aggregates(conn: psycopg.Connection) -> bool:
+    """Whether this login may refresh the continuous aggregates: TimescaleDB allows only their
+    owner, and not from a SECURITY DEFINER function either (a refresh commits on its own)."""
+    row = conn.execute(
+        "SELECT coalesce(bool_and(pg_has_role(c.relowner, 'USAGE')), false) FROM pg_class c "
+        "WHERE c.oid IN (SELECT to_regclass(name) FROM unnest(%s::text[]) AS name)",
+        [list(AGGREGATES)],
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def _configured(conn: psycopg.Connection) -> tuple[timedelta | None, dict[str, timedelta | None]]:
     """Raw retention (``drop_after``) and each aggregate's refresh-policy ``start_offset``, as
     the database's own policies have them (None: no such policy, or an open start)."""

@@ -14,7 +14,7 @@ from pantau.city import City, Thresholds
 from pantau.payload import Reading
 from pantau.settings import AlertSettings
 from simulators.scenarios import FloodScenario, get_scenario
-from tests.fixtures.alerts import run_scenario, sensor_infos
+from tests.fixtures.alerts import RULES_ONLY, run_scenario, sensor_infos
 
 US = 1_000_000
 T0 = datetime(2027, 1, 15, 8, tzinfo=UTC)
@@ -69,11 +69,19 @@ def test_a_late_reading_feeds_the_fit_but_never_moves_a_gauge_back(mini_city: Ci
     for minute in range(0, 20):
         _observe(evaluator, minute, "fg-welang-1", "water_level", 1.0 + minute * 0.001)
     evaluator.take()
-    # An old reading far above Awas arrives late: no alert, the gauge's level is unchanged.
-    _observe(evaluator, 5.5, "fg-welang-1", "water_level", 3.0)
+    # An old reading arrives late: it feeds the fit, the gauge's level is unchanged.
+    _observe(evaluator, 5.5, "fg-welang-1", "water_level", 1.1)
+    outcome = evaluator.take()
+    assert outcome.transitions == [] and outcome.flags == {}
+    assert evaluator.gauges["fg-welang-1"].value == 1.0 + 19 * 0.001
+    assert len(evaluator.windows["fg-welang-1"]) == 21
+    # One far above Awas is suspect as well as late: recorded, and kept out of the fit.
+    _observe(evaluator, 6.5, "fg-welang-1", "water_level", 3.0)
     outcome = evaluator.take()
     assert outcome.transitions == []
-    assert evaluator.gauges["fg-welang-1"].value == 1.0 + 19 * 0.001
+    assert [(f.time_us, f.reason) for f in outcome.flags.values()] == [
+        (round((T0 + timedelta(minutes=6.5)).timestamp() * US), "gradient")
+    ]
     assert len(evaluator.windows["fg-welang-1"]) == 21
     # Redelivered in-order readings change nothing either.
     for minute in range(0, 20):
@@ -82,7 +90,7 @@ def test_a_late_reading_feeds_the_fit_but_never_moves_a_gauge_back(mini_city: Ci
 
 
 def test_upstream_travel_time_comes_from_the_city_file_or_river_km(mini_city: City) -> None:
-    evaluator = _evaluator(mini_city, wave_speed_km_per_h=6.0)
+    evaluator = _evaluator(mini_city, wave_speed_km_per_h=6.0, **RULES_ONLY)
     _observe(evaluator, 0, "fg-welang-1", "water_level", 2.1)  # Siaga at km 0
     advisory = next(t for t in evaluator.take().transitions if t.rule is Rule.UPSTREAM)
     assert advisory.sensor_id == "fg-welang-2" and advisory.level == 2
@@ -98,7 +106,7 @@ def test_upstream_travel_time_comes_from_the_city_file_or_river_km(mini_city: Ci
             )
         }
     )
-    evaluator = _evaluator(given)
+    evaluator = _evaluator(given, **RULES_ONLY)
     _observe(evaluator, 0, "fg-welang-1", "water_level", 2.1)
     advisory = next(t for t in evaluator.take().transitions if t.rule is Rule.UPSTREAM)
     assert advisory.target.details["travel_time_min"] == 45
@@ -126,7 +134,7 @@ def test_the_clock_follows_the_stream_and_the_wall_only_when_live(mini_city: Cit
 
 
 def test_the_warning_post_command_follows_the_gauge(mini_city: City) -> None:
-    evaluator = _evaluator(mini_city)
+    evaluator = _evaluator(mini_city, **RULES_ONLY)
     assert evaluator.warning("fg-welang-1")["light"] == "off"
     _observe(evaluator, 0, "fg-welang-1", "water_level", 1.6)
     command = evaluator.warning("fg-welang-1")
@@ -151,7 +159,7 @@ def test_thresholds_in_force_at_the_reading_time_are_used(mini_city: City) -> No
             "thresholds": (*gauge.thresholds, (change_us, recalibrated)),
         }
     )
-    evaluator = Evaluator(settings=AlertSettings(), sensors=sensors)
+    evaluator = Evaluator(settings=AlertSettings(**RULES_ONLY), sensors=sensors)
     _observe(evaluator, 5, "fg-welang-1", "water_level", 1.3)
     assert evaluator.take().transitions == []
     _observe(evaluator, 11, "fg-welang-1", "water_level", 1.3)
@@ -163,7 +171,7 @@ def test_thresholds_in_force_at_the_reading_time_are_used(mini_city: City) -> No
 def test_a_restored_open_alert_is_not_opened_again(mini_city: City) -> None:
     opened = round(T0.timestamp() * US)
     evaluator = Evaluator(
-        settings=AlertSettings(),
+        settings=AlertSettings(**RULES_ONLY),
         sensors=sensor_infos(mini_city),
         open_alerts={
             ("fg-welang-1", "flood_level"): OpenAlert(
@@ -213,3 +221,38 @@ def test_any_delivery_order_only_moves_a_gauge_forward(
     assert evaluator.gauges["fg-welang-1"].observed_us == round(
         (T0 + timedelta(minutes=39)).timestamp() * US
     )
+
+
+def test_a_level_needs_two_readings_and_a_suspect_one_moves_nothing(mini_city: City) -> None:
+    evaluator = _evaluator(mini_city)
+    for minute, value in enumerate([1.45, 1.55]):
+        _observe(evaluator, minute, "fg-welang-1", "water_level", value)
+    assert evaluator.take().transitions == []  # Waspada reached once: not yet confirmed
+    _observe(evaluator, 2, "fg-welang-1", "water_level", 1.62)
+    assert _of(evaluator.take().transitions, "fg-welang-1", Rule.FLOOD_LEVEL) == [
+        (Change.OPENED, 1)
+    ]
+    # A wild reading far above Awas: suspect, no level, no siren; the next one is back.
+    _observe(evaluator, 3, "fg-welang-1", "water_level", 3.4)
+    outcome = evaluator.take()
+    assert outcome.transitions == [] and evaluator.warning("fg-welang-1")["siren"] is False
+    assert [f.reason for f in outcome.flags.values()] == ["gradient"]
+    _observe(evaluator, 4, "fg-welang-1", "water_level", 1.63)
+    outcome = evaluator.take()
+    assert [f.reason for f in outcome.flags.values()] == ["spike"]
+    assert outcome.settled == {"spike": 1}
+    assert evaluator.gauges["fg-welang-1"].value == 1.63
+
+
+def test_an_upstream_advisory_is_folded_once_the_gauge_reaches_it(mini_city: City) -> None:
+    evaluator = _evaluator(mini_city)
+    transitions = run_scenario(evaluator, mini_city, FloodScenario(), hours=18)
+    for gauge in ("fg-welang-2", "fg-welang-3"):
+        advisories = [t for t in transitions if t.sensor_id == gauge and t.rule is Rule.UPSTREAM]
+        announced = max(t.target.predicted_level or 1 for t in advisories)
+        reached = _at(transitions, gauge, Rule.FLOOD_LEVEL, announced)
+        resolved = next(t for t in advisories if t.change is Change.RESOLVED)
+        # Resolved the moment the gauge itself reached what upstream announced, and said so.
+        assert resolved.observed_us == reached, gauge
+        assert resolved.target.message.startswith("Selesai: banjir kiriman dari hulu")
+        assert all(t.observed_us <= reached for t in advisories), gauge

@@ -13,26 +13,42 @@ from typing import Any
 import psycopg
 import pytest
 
+from pantau.catalogue import Family
 from pantau.city import City
+from pantau.db import registry
 from pantau.services import PrivateMosquitto, wait_until
 from pantau.settings import MqttSettings
 from simulators.config import RunConfig
+from simulators.faults import FaultConfig
 from simulators.fleet import Fleet
 from simulators.runner import Simulation
 from simulators.scenarios import OutageScenario
+from simulators.send import send_reading
 from simulators.signals import FloodModel
 from tests.fixtures.alerts import AlertsFactory, AlertWatcher, alert_events
 from tests.fixtures.ingest import IngestFactory
+from tests.fixtures.netproxy import FreezableProxy, through
 
 WELANG = ("fg-welang-1", "fg-welang-2", "fg-welang-3")
 FLOOD_RULES = ("flood_level", "rising_fast", "upstream")
 
 
 def _simulate(
-    city: City, mqtt: MqttSettings, scenario: str, hours: float, seed: int = 3
+    city: City,
+    mqtt: MqttSettings,
+    scenario: str,
+    hours: float,
+    seed: int = 3,
+    faults: FaultConfig | None = None,
 ) -> Simulation:
     length = timedelta(hours=hours)
-    config = RunConfig(scenario=scenario, backfill=length, duration=length, seed=seed)
+    config = RunConfig(
+        scenario=scenario,
+        backfill=length,
+        duration=length,
+        seed=seed,
+        faults=faults or FaultConfig(),
+    )
     simulation = Simulation(city=city, mqtt=mqtt, config=config)
     stats = simulation.run()
     assert stats.errors == 0
@@ -161,6 +177,18 @@ def test_flood_scenario_warns_in_order_ahead_of_time_and_stands_down(
             if topic == f"{root}/status/{gauge}" and d.get("flood_level") == 3
         ]
         assert awas and all(a["alert_id"] is not None for a in awas[0]["alerts"])
+    # Each command that changed was recorded, in the order it went out, with what caused it.
+    with psycopg.connect(city_db) as conn:
+        recorded = conn.execute(
+            "SELECT gauge_id, command, alert_ids FROM warning_commands ORDER BY id"
+        ).fetchall()
+    for gauge in WELANG:
+        sent = [d for topic, d in history if topic == f"{root}/warning/{gauge}"]
+        changes = [d for i, d in enumerate(sent) if i == 0 or d != sent[i - 1]]
+        assert [command for g, command, _ in recorded if g == gauge] == changes
+    own = {(e["sensor_id"], e["alert_id"]) for e in events}
+    assert all((g, a) in own for g, _, ids in recorded for a in ids)
+    assert any(ids for _, command, ids in recorded if command["siren"])
 
 
 def _storm_without_flood_seed(city: City, hours: float) -> int:
@@ -333,3 +361,223 @@ def test_a_standby_takes_over_and_two_instances_never_both_emit(
     second.wait_active(timeout_s=30)
     _finish_flood_run(city_db, watcher, second, simulation, thread)
     assert second.metric("pantau_alerts_messages_received_total") > 0
+
+
+@pytest.mark.slow
+def test_a_frozen_path_to_the_database_hands_over_within_the_bound(
+    city_db: str,
+    db_proxy: FreezableProxy,
+    private_mqtt: MqttSettings,
+    mini_city: City,
+    ingest_factory: IngestFactory,
+    alerts_factory: AlertsFactory,
+) -> None:
+    """The active instance's path to PostgreSQL hangs (not closed: a cut-off host). It stops
+    publishing and exits 1 within its lease; the server ends its session, and with it the
+    lock, so the standby takes over within the bound; nothing is lost or repeated."""
+    mqtt, bound_s, retry_s = private_mqtt, 3.0, 0.2
+    ingest_factory(database_url=city_db, mqtt=mqtt)
+    first = alerts_factory(
+        database_url=through(db_proxy, city_db),
+        mqtt=mqtt,
+        batch_max_messages=20,
+        lock_timeout_s=bound_s,
+    )
+    second = alerts_factory(
+        database_url=city_db, mqtt=mqtt, start=False, batch_max_messages=20, lock_timeout_s=bound_s
+    )
+    second.start(active=False)
+    watcher = AlertWatcher(mqtt)
+    watcher.start()
+    simulation, thread = _run_in_background(mini_city, mqtt, hours=18)
+    wait_until(lambda: len(alert_events(city_db)) >= 8, timeout_s=120, what="the first alerts")
+    assert not second.active()
+
+    frozen_at = time.monotonic()
+    db_proxy.freeze()
+    second.wait_active(timeout_s=60)
+    took_s = time.monotonic() - frozen_at
+    assert first.process is not None
+    assert first.process.wait(timeout=bound_s) == 1
+    # The server let go of the frozen session by itself: the standby evaluates.
+    assert took_s <= bound_s + retry_s + 1.5, took_s
+    log = first.log()
+    assert "evaluation lock lost" in log and "Traceback" not in log
+
+    events = _finish_flood_run(city_db, watcher, second, simulation, thread)
+    keys = [(e["alert_id"], e["change"], e["level"]) for e in events]
+    assert len(keys) == len(set(keys))
+    published, _ = watcher.snapshot()
+    assert {e["id"] for e in published} == {e["id"] for e in events}
+    assert second.metric("pantau_alerts_messages_received_total") > 0
+
+
+def test_a_database_error_in_the_loop_ends_the_instance_cleanly(
+    city_db: str, mqtt_settings: MqttSettings, alerts_factory: AlertsFactory
+) -> None:
+    alerts = alerts_factory(database_url=city_db, mqtt=mqtt_settings, registry_refresh_s=0.2)
+    # The registry reload, inside the loop, now fails with an error of the database.
+    with psycopg.connect(city_db, autocommit=True) as conn:
+        conn.execute("ALTER TABLE flood_thresholds RENAME TO flood_thresholds_gone")
+    assert alerts.process is not None
+    assert alerts.process.wait(timeout=30) == 1
+    log = alerts.log()
+    assert "database error; stopping without emitting more" in log
+    assert "flood_thresholds" in log and "Traceback" not in log
+
+
+# One plausible value of each family, for a sensor that says it is alive.
+ALIVE = {
+    Family.FLOOD_GAUGE: {"water_level": 1.0},
+    Family.TRAFFIC_COUNTER: {"occupancy": 0.2, "avg_speed": 40.0},
+    Family.STREET_NODE: {"lamp_power": 120.0},
+}
+
+
+def test_a_restart_during_a_city_wide_silence_raises_offline_by_the_wall_clock(
+    db_url: str,
+    mqtt_settings: MqttSettings,
+    mini_city: City,
+    alerts_factory: AlertsFactory,
+    alert_watcher: AlertWatcher,
+) -> None:
+    # Sensors reporting every 2 s, offline after 3 intervals: a silence is quickly long.
+    city = mini_city.model_copy(
+        update={
+            "sensors": tuple(s.model_copy(update={"interval_s": 2.0}) for s in mini_city.sensors)
+        }
+    )
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        registry.load_city(conn, city)
+    alerts = alerts_factory(database_url=db_url, mqtt=mqtt_settings, live_window_s=1.0)
+    sent = {}
+    for sensor in city.sensors:
+        _, payload = send_reading(
+            mqtt=mqtt_settings, city=city, sensor_id=sensor.id, values=ALIVE[sensor.family]
+        )
+        sent[sensor.id] = payload
+
+    def seen_live() -> bool:
+        with psycopg.connect(db_url) as conn:
+            seen = conn.execute(
+                "SELECT count(*) FROM alert_rule_state WHERE rule = 'offline'"
+            ).fetchone()
+            live = conn.execute(
+                "SELECT value FROM alert_service_state WHERE key = 'live'"
+            ).fetchone()
+        return seen == (len(city.sensors),) and live == (True,)
+
+    wait_until(seen_live, timeout_s=30, what="the service to see every sensor, live")
+    # Down during the silence, back up: not one reading arrives from now on.
+    alerts.kill()
+    assert alert_events(db_url, rule="offline") == []
+    alerts.start()
+
+    def all_offline() -> bool:
+        opened = {e["sensor_id"] for e in alert_events(db_url, rule="offline")}
+        return opened == {s.id for s in city.sensors}
+
+    wait_until(all_offline, timeout_s=30, what="every silent sensor to go offline")
+    assert alerts.metric("pantau_alerts_messages_received_total") == 0
+    # The retained status says so: no current level, and when the last reading was.
+    root = mqtt_settings.topic_root
+    wait_until(
+        lambda: alert_watcher.snapshot()[1].get(f"{root}/status/fg-welang-1", {}).get("no_data"),
+        timeout_s=10,
+        what="the gauge's retained status to say no data",
+    )
+    status = alert_watcher.snapshot()[1][f"{root}/status/fg-welang-1"]
+    assert status["flood_level"] is None
+    assert status["last_reading_at"] is not None
+    assert [a["rule"] for a in status["alerts"]] == ["offline"]
+
+
+# A glitch on one flood-gauge reading in a hundred: a spike or a dropout.
+GLITCHES = FaultConfig(spikes=0.01, dropouts=0.01)
+
+
+def _unflagged_levels(conninfo: str, gauge: str) -> list[tuple[Any, float]]:
+    """The gauge's stored water levels that quality control did not mark suspect."""
+    with psycopg.connect(conninfo) as conn:
+        return conn.execute(
+            "SELECT r.time, r.value FROM readings r WHERE r.sensor_id = %s "
+            "AND r.metric = 'water_level' AND NOT EXISTS (SELECT 1 FROM reading_flags f "
+            "WHERE (f.sensor_id, f.metric, f.time) = (r.sensor_id, r.metric, r.time)) "
+            "ORDER BY r.time",
+            [gauge],
+        ).fetchall()
+
+
+def _flags(conninfo: str) -> dict[tuple[str, str], int]:
+    with psycopg.connect(conninfo) as conn:
+        rows = conn.execute(
+            "SELECT sensor_id, reason, count(*) FROM reading_flags GROUP BY 1, 2"
+        ).fetchall()
+    return {(sensor, reason): count for sensor, reason, count in rows}
+
+
+def test_a_day_of_spikes_and_dropouts_on_every_gauge_sounds_no_siren(
+    city_db: str,
+    mqtt_settings: MqttSettings,
+    mini_city: City,
+    ingest_factory: IngestFactory,
+    alerts_factory: AlertsFactory,
+    alert_watcher: AlertWatcher,
+) -> None:
+    ingest_factory(database_url=city_db, mqtt=mqtt_settings)
+    alerts = alerts_factory(database_url=city_db, mqtt=mqtt_settings)
+    simulation = _simulate(mini_city, mqtt_settings, "normal", hours=24, faults=GLITCHES)
+    assert simulation.stats.faults["spike"] >= 30 and simulation.stats.faults["dropout"] >= 10
+    _settled(city_db, alert_watcher, alerts, simulation)
+
+    assert [e for e in alert_events(city_db) if e["rule"] in FLOOD_RULES] == []
+    with alert_watcher.lock:
+        commands = [d for topic, d in alert_watcher.history if "/warning/" in topic]
+    assert commands and not any(d["siren"] for d in commands)
+    assert {d["light"] for d in commands} == {"off"}
+    # Every gauge's spikes were recorded as suspect, and counted.
+    flags = _flags(city_db)
+    for gauge in WELANG:
+        assert flags.get((gauge, "spike"), 0) + flags.get((gauge, "range"), 0) > 0, flags
+        thresholds = mini_city.sensor(gauge).thresholds
+        assert thresholds is not None
+        assert all(v < thresholds.waspada for _, v in _unflagged_levels(city_db, gauge))
+    assert alerts.metric("pantau_alerts_suspect_series_total", verdict="spike") > 0
+    assert alerts.metric("pantau_alerts_suspect_readings_total") >= sum(flags.values())
+
+
+def test_a_flood_with_spikes_and_dropouts_still_warns_in_order_and_in_time(
+    city_db: str,
+    mqtt_settings: MqttSettings,
+    mini_city: City,
+    ingest_factory: IngestFactory,
+    alerts_factory: AlertsFactory,
+    alert_watcher: AlertWatcher,
+) -> None:
+    ingest_factory(database_url=city_db, mqtt=mqtt_settings)
+    alerts = alerts_factory(database_url=city_db, mqtt=mqtt_settings, batch_max_messages=20)
+    simulation = _simulate(mini_city, mqtt_settings, "flood", hours=18, faults=GLITCHES)
+    assert simulation.stats.faults["spike"] >= 20
+    _settled(city_db, alert_watcher, alerts, simulation)
+
+    events = alert_events(city_db)
+    assert_chains(events)
+    flood = [e for e in events if e["rule"] == "flood_level"]
+    for gauge in WELANG:
+        assert_flood_cycle(flood, gauge)
+        thresholds = mini_city.sensor(gauge).thresholds
+        assert thresholds is not None
+        # Awas within one reporting interval of the crossing the next reading confirmed.
+        crossing = next(t for t, v in _unflagged_levels(city_db, gauge) if v >= thresholds.awas)
+        awas = _first(events, gauge, "flood_level", level=3)
+        interval = timedelta(seconds=mini_city.sensor(gauge).interval_s * 1.05)
+        assert crossing < awas <= crossing + interval, (gauge, crossing, awas)
+        rising = _first(events, gauge, "rising_fast", change="opened")
+        assert rising <= awas - timedelta(minutes=15), (gauge, rising, awas)
+    # The upstream advisory of a gauge resolves once the gauge itself reached what it announced.
+    for gauge in WELANG[1:]:
+        resolved = _first(events, gauge, "upstream", change="resolved")
+        assert resolved <= _first(events, gauge, "flood_level", level=3), gauge
+    published, _ = alert_watcher.snapshot()
+    sirens = {e["sensor_id"] for e in published if e["rule"] == "flood_level" and e["level"] == 3}
+    assert sirens == set(WELANG)

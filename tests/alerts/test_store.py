@@ -4,6 +4,7 @@ rebuilt from, the evaluation lock, and the contract's tables."""
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,30 +13,37 @@ import pytest
 
 from alerts.evaluator import Evaluator
 from alerts.model import Rule
-from alerts.store import AlertStore, LockLostError, transition_json
+from alerts.store import AlertStore, LockLostError, StoreError, transition_json
 from pantau.city import City, CityFileError, load_city
 from pantau.db import registry
+from pantau.db import store as db_store
 from pantau.payload import Reading
 from pantau.services import free_port
 from pantau.settings import AlertSettings
-from tests.fixtures.alerts import alert_events
+from tests.fixtures.alerts import RULES_ONLY, alert_events
 from tests.fixtures.database import MINI_CITY
+from tests.fixtures.netproxy import FreezableProxy, through
 
 US = 1_000_000
 T0 = datetime(2027, 1, 15, 8, tzinfo=UTC)
 WALL_US = round(T0.timestamp() * US) + 3_600 * US
 
 
+def _unlocked(url: str, *, lock_timeout_s: float = 20) -> AlertStore:
+    return AlertStore(conninfo=url, connect_timeout_s=5, lock_timeout_s=lock_timeout_s)
+
+
 def _store(url: str) -> AlertStore:
-    store = AlertStore(conninfo=url, connect_timeout_s=5)
+    store = _unlocked(url)
     assert store.acquire(retry_s=0.1, stop=lambda: False)
     return store
 
 
 def _evaluator(store: AlertStore) -> Evaluator:
-    snapshot = store.snapshot(window_s=1_800)
+    snapshot = store.snapshot(window_s=1_800, live_window_s=120)
     return Evaluator(
-        settings=AlertSettings(),
+        # Readings a minute apart jump from level to level here: the rules alone.
+        settings=AlertSettings(**RULES_ONLY),
         sensors=snapshot.sensors,
         states=snapshot.states,
         open_alerts=snapshot.open_alerts,
@@ -141,7 +149,7 @@ def test_acknowledgements_are_never_overwritten(city_db: str) -> None:
 
 def test_a_second_instance_waits_until_the_first_lets_go(city_db: str) -> None:
     first = _store(city_db)
-    second = AlertStore(conninfo=city_db, connect_timeout_s=5)
+    second = _unlocked(city_db)
     stop = threading.Event()
     got: list[bool] = []
     waiter = threading.Thread(
@@ -157,9 +165,7 @@ def test_a_second_instance_waits_until_the_first_lets_go(city_db: str) -> None:
     # Told to stop while waiting, a standby gives up.
     holder = _store(city_db)
     try:
-        assert not AlertStore(conninfo=city_db, connect_timeout_s=5).acquire(
-            retry_s=0.05, stop=lambda: True
-        )
+        assert not _unlocked(city_db).acquire(retry_s=0.05, stop=lambda: True)
     finally:
         holder.close()
 
@@ -168,7 +174,7 @@ def test_losing_the_lock_connection_stops_the_commits(city_db: str) -> None:
     store = _store(city_db)
     try:
         evaluator = _evaluator(store)
-        pid = store.conn.info.backend_pid
+        pid = store.lock.backend_pid
         with psycopg.connect(city_db, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", [pid])
         evaluator.observe(_flood([(0, 2.6)]), received_us=WALL_US, wall_us=WALL_US)
@@ -177,6 +183,97 @@ def test_losing_the_lock_connection_stops_the_commits(city_db: str) -> None:
     finally:
         store.close()
     assert alert_events(city_db) == []
+
+
+def test_a_frozen_path_ends_the_lease_and_the_server_frees_the_lock(
+    city_db: str, db_proxy: FreezableProxy
+) -> None:
+    bound_s = 2.0
+    store = _unlocked(through(db_proxy, city_db), lock_timeout_s=bound_s)
+    standby = _unlocked(city_db)
+    try:
+        assert store.acquire(retry_s=0.1, stop=lambda: False)
+        store.lock.keep()
+        assert store.lock.holds()
+        db_proxy.freeze()
+        started = time.monotonic()
+        # The next confirmation hangs on the frozen path: the watchdog cuts it within the lease.
+        time.sleep(store.lock.heartbeat_in_s())
+        with pytest.raises(LockLostError):
+            store.lock.keep()
+        assert time.monotonic() - started <= bound_s * 0.75 + 0.5
+        assert not store.lock.holds()
+        with pytest.raises(LockLostError):
+            store.lock.ensure()
+        # Nobody told the server; it ends the idle session by itself, and the lock with it.
+        assert standby.acquire(retry_s=0.1, stop=lambda: time.monotonic() - started > 30)
+        assert time.monotonic() - started <= bound_s + 1.0
+    finally:
+        store.close()
+        standby.close()
+
+
+def test_a_restart_resumes_the_live_flag_or_infers_it_from_ingest(city_db: str) -> None:
+    store = _store(city_db)
+    try:
+        assert store.snapshot(window_s=1_800, live_window_s=120).live is False  # nothing yet
+        with psycopg.connect(city_db, autocommit=True) as conn:
+            # Ingest stored its newest reading moments after it was taken: a live stream.
+            conn.execute(
+                "INSERT INTO latest_readings (sensor_id, metric, time, value, updated_at) "
+                "VALUES ('fg-welang-1', 'water_level', now() - interval '5 s', 1.0, now())"
+            )
+        assert store.snapshot(window_s=1_800, live_window_s=120).live is True
+        # What the last instance committed wins over the inference.
+        evaluator = _evaluator(store)
+        evaluator.observe(_flood([(0, 1.0)]), received_us=WALL_US, wall_us=WALL_US)
+        outcome = evaluator.take()
+        assert outcome.live is False  # a reading an hour old: a backfill, not live
+        store.commit(outcome, published_event_id=0)
+        assert store.snapshot(window_s=1_800, live_window_s=120).live is False
+    finally:
+        store.close()
+
+
+def _flags(conninfo: str) -> list[tuple[int, str]]:
+    with psycopg.connect(conninfo) as conn:
+        rows = conn.execute("SELECT time, reason FROM reading_flags ORDER BY time").fetchall()
+    return [(round((t - T0).total_seconds() / 60), reason) for t, reason in rows]
+
+
+def test_suspect_readings_are_flagged_relabelled_and_believed(city_db: str) -> None:
+    levels = [(0, 1.0), (1, 1.01), (2, 3.3), (3, 1.02), (4, 1.02), (5, 2.5), (6, 2.52)]
+    with psycopg.connect(city_db, autocommit=True) as conn:
+        db_store.prepare(conn)
+        db_store.store(conn, _flood(levels))
+    store = _store(city_db)
+    try:
+        snapshot = store.snapshot(window_s=1_800, live_window_s=120)
+        evaluator = Evaluator(settings=AlertSettings(), sensors=snapshot.sensors)
+        _feed(store, evaluator, _flood(levels[:3]))
+        assert _flags(city_db) == [(2, "gradient")]
+        _feed(store, evaluator, _flood(levels[3:]))
+        assert _flags(city_db) == [(2, "spike"), (5, "gradient"), (6, "gradient")]
+        # A delivery of the spike again leaves it a spike; the rise fit after a restart
+        # leaves the flagged readings out.
+        _feed(store, evaluator, _flood(levels[2:3]))
+        assert _flags(city_db)[0] == (2, "spike")
+        windows = store.snapshot(window_s=1_800, live_window_s=120).windows["fg-welang-1"]
+        assert [round((t / US - T0.timestamp()) / 60) for t, _ in windows] == [0, 1, 3, 4]
+        # The step stays: believed on its third reading, its readings are no longer suspect.
+        _feed(store, evaluator, _flood([(7, 2.55)]))
+        assert _flags(city_db) == [(2, "spike")]
+    finally:
+        store.close()
+
+
+def test_a_failed_statement_is_a_store_error_not_a_driver_exception(city_db: str) -> None:
+    store = _store(city_db)
+    try:
+        with pytest.raises(StoreError, match="UndefinedTable"), store.lock.use("a test") as conn:
+            conn.execute("SELECT * FROM no_such_table")
+    finally:
+        store.close()
 
 
 def test_the_read_only_role_reads_the_alert_tables(city_db: str) -> None:
@@ -230,7 +327,9 @@ def test_an_unreachable_database_is_waited_for_not_a_crash() -> None:
         return len(attempts) > 3
 
     store = AlertStore(
-        conninfo=f"postgresql://postgres@127.0.0.1:{free_port()}/x", connect_timeout_s=1
+        conninfo=f"postgresql://postgres@127.0.0.1:{free_port()}/x",
+        connect_timeout_s=1,
+        lock_timeout_s=20,
     )
     assert not store.acquire(retry_s=0.01, stop=stop)
     assert len(attempts) > 3

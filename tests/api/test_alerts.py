@@ -45,7 +45,12 @@ def test_list_filters_and_pages(http: httpx.Client, add_alert: AddAlert) -> None
     assert rest["next"] is None
 
     item = http.get("/alerts", params={"sensor": "fg-welang-2"}).json()["items"][0]
-    assert item["level_label"] == "Siaga"
+    assert (item["level_label"], item["level_label_en"]) == ("Siaga", "Siaga (standby)")
+    lamp_item = http.get("/alerts", params={"rule": "lamp"}).json()["items"][0]
+    assert (lamp_item["level_label"], lamp_item["level_label_en"]) == (
+        "Daya tidak wajar",
+        "Abnormal power",
+    )
     assert item["kecamatan"] == "Pohjentrek"
     assert item["family"] == "flood_gauge"
 
@@ -124,7 +129,7 @@ def test_cap_message_of_each_change_validates(http: httpx.Client, add_alert: Add
     assert response.headers["content-type"].startswith("application/cap+xml")
     assert _valid(response.content)
     root = etree.fromstring(response.content)
-    assert root.findtext("cap:msgType", namespaces=NS) == "Update"
+    assert root.findtext("cap:msgType", namespaces=NS) == "Cancel"
     assert root.findtext("cap:info/cap:responseType", namespaces=NS) == "AllClear"
     references = (root.findtext("cap:references", namespaces=NS) or "").split()
     assert len(references) == 3

@@ -46,10 +46,12 @@ def test_city_status_from_latest_readings(http: httpx.Client, conn: psycopg.Conn
     body = http.get("/city/status").json()
     city = _by_name(body)
     bangil = city["Bangil"]
-    assert bangil["flood"] == {
+    flood = bangil["flood"]
+    assert {k: v for k, v in flood.items() if k != "by_gauge"} == {  # type: ignore[attr-defined]
         "level": 2, "label": "Siaga", "sensor_id": "fg-welang-3", "source": "latest_water_level",
-        "observed_at": bangil["flood"]["observed_at"], "gauges": 1,  # type: ignore[index]
+        "observed_at": flood["observed_at"], "gauges": 1, "no_data": False,  # type: ignore[index]
     }  # fmt: skip
+    assert [g["no_data"] for g in flood["by_gauge"]] == [False]  # type: ignore[index]
     assert bangil["lamps"] == {"working_share": 0.5, "on": 2, "working": 1, "off": 0,
                                "reporting": 2}  # fmt: skip
     air = bangil["air"]
@@ -57,7 +59,14 @@ def test_city_status_from_latest_readings(http: httpx.Client, conn: psycopg.Conn
     expected = (congestion(0.5, 0.0, "national") + congestion(0.1, 30.0, "town")) / 2
     assert bangil["traffic"]["congestion_index"] == pytest.approx(expected, abs=1e-3)  # type: ignore[index]
     assert bangil["traffic"]["counters"] == 2  # type: ignore[index]
-    assert city["Purwosari"]["flood"] is None
+    # Purwosari: a stale Awas reading is no data, never Awas now; it says when it was.
+    stale = city["Purwosari"]["flood"]
+    assert (stale["level"], stale["no_data"], stale["gauges"]) == (None, True, 0)  # type: ignore[index]
+    (gauge,) = stale["by_gauge"]  # type: ignore[index]
+    assert (gauge["level"], gauge["no_data_reason"]) == (None, "silent")
+    assert datetime.fromisoformat(gauge["last_reading_at"]) == now - timedelta(hours=3)
+    # Pohjentrek's gauge never reported.
+    assert city["Pohjentrek"]["flood"]["by_gauge"][0]["no_data_reason"] == "never_reported"  # type: ignore[index]
     assert city["Pohjentrek"]["air"] is None
 
     geo = http.get("/city/status", params={"format": "geojson"})
@@ -82,6 +91,40 @@ def test_gauge_status_of_the_alert_service_wins(
     )
     flood = _by_name(http.get("/city/status").json())["Bangil"]["flood"]
     assert flood["label"] == "Awas" and flood["source"] == "gauge_status"  # type: ignore[index]
+
+
+def _gauge(conn: psycopg.Connection, observed: datetime, updated: datetime) -> None:
+    conn.execute(
+        "INSERT INTO gauge_status (sensor_id, level, since, observed_at, value, updated_at) "
+        "VALUES ('fg-welang-3', 3, %s, %s, 3.1, %s) ON CONFLICT (sensor_id) DO UPDATE SET "
+        "observed_at = EXCLUDED.observed_at, updated_at = EXCLUDED.updated_at",
+        [observed, observed, updated],
+    )
+
+
+def test_a_stale_gauge_or_a_stopped_alert_service_shows_no_data(
+    http: httpx.Client, conn: psycopg.Connection
+) -> None:
+    now = datetime.now(UTC)
+    # Its deadline: 3 intervals of 60 s. A dead gauge's last Awas, four minutes old.
+    _store(conn, Reading.at(now - timedelta(minutes=4), "fg-welang-3", "water_level", 3.1))
+    _gauge(conn, now - timedelta(minutes=4), now - timedelta(minutes=4))
+    for format in ("json", "geojson"):
+        body = http.get("/city/status", params={"format": format}).json()
+        rows = body.get("kecamatan") or [f["properties"] for f in body["features"]]
+        flood = next(r for r in rows if r["kecamatan"] == "Bangil")["flood"]
+        assert (flood["level"], flood["label"], flood["no_data"]) == (None, None, True), format
+        gauge = flood["by_gauge"][0]
+        assert gauge["no_data_reason"] == "silent" and gauge["last_reading_at"] is not None
+    # The gauge reports again, but the alert service has stopped: still no level shown.
+    _store(conn, Reading.at(now, "fg-welang-3", "water_level", 0.5))
+    gauge = _by_name(http.get("/city/status").json())["Bangil"]["flood"]["by_gauge"][0]  # type: ignore[index]
+    assert (gauge["level"], gauge["no_data_reason"]) == (None, "not_evaluated")
+    assert datetime.fromisoformat(gauge["last_reading_at"]) == now
+    # The service evaluates it: current again.
+    _gauge(conn, now, now)
+    gauge = _by_name(http.get("/city/status").json())["Bangil"]["flood"]["by_gauge"][0]  # type: ignore[index]
+    assert (gauge["level"], gauge["label"], gauge["no_data"]) == (3, "Awas", False)
 
 
 def test_congestion_index_definition() -> None:

@@ -42,6 +42,7 @@ def test_every_operator_route_needs_a_key(http: httpx.Client) -> None:
         ("GET", "/operator/rejected"),
         ("GET", "/operator/rejected/1"),
         ("POST", "/operator/rejected/1/replay"),
+        ("GET", "/operator/suspect-readings"),
     ]:
         response = http.request(method, path, json={})
         assert response.status_code == 401, (method, path, response.text)
@@ -58,6 +59,10 @@ def test_register_then_update_a_sensor(op: httpx.Client) -> None:
     assert renamed.status_code == 200
     assert renamed.json()["sensor"]["name"] == "Pos Baru"
     assert renamed.json()["thresholds_changed"] is False
+    # Its measuring range and the river's fastest change, for quality control.
+    limits = {"range_min_m": 0.0, "range_max_m": 6.0, "max_rate_m_per_h": 4.0}
+    limited = op.put("/operator/sensors/fg-welang-9", json={**NEW_GAUGE, "quality": limits})
+    assert limited.json()["sensor"]["quality"] == limits
 
 
 @pytest.mark.parametrize(
@@ -69,6 +74,8 @@ def test_register_then_update_a_sensor(op: httpx.Client) -> None:
         ({"thresholds": {"waspada": 3, "siaga": 2, "awas": 1}}, 422),
         ({"family": "submarine"}, 422),
         ({"downstream": ["no-such-gauge"]}, 422),
+        ({"quality": {"range_min_m": 5, "range_max_m": 1}}, 422),
+        ({"family": "street_node", "thresholds": None, "river": None, "quality": {}}, 422),
     ],
 )
 def test_bad_sensors_are_refused(op: httpx.Client, change: dict[str, Any], status: int) -> None:

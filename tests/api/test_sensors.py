@@ -50,6 +50,13 @@ def test_flood_level_follows_latest_water_level(
     assert sensor["latest"]["water_level"]["value"] == 2.2
     assert sensor["flood_level"] == "Siaga"
     assert sensor["thresholds"] == {"waspada": 1.5, "siaga": 2.0, "awas": 2.5}
+    # A gauge silent past its offline deadline (3 intervals of 60 s) has no level now.
+    _store(conn, Reading.at(now - timedelta(minutes=10), "fg-welang-2", "water_level", 2.5))
+    silent = http.get("/sensors/fg-welang-2").json()
+    assert silent["latest"]["water_level"]["value"] == 2.5 and "flood_level" not in silent
+    listed = {s["id"]: s for s in http.get("/sensors", params={"family": "flood_gauge"}).json()}
+    assert listed["fg-welang-1"]["flood_level"] == "Siaga"
+    assert "flood_level" not in listed["fg-welang-2"]
 
 
 def test_filters_and_unknown_sensor(http: httpx.Client) -> None:

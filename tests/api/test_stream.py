@@ -1,5 +1,6 @@
 """The live stream over real HTTP: committed readings and alert changes arrive, filters, resume
-with Last-Event-ID, and a client that never reads holds up nobody."""
+with Last-Event-ID (however much was missed), a client that never reads holds up nobody, and
+clients beyond the cap are refused."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ import pytest
 
 from pantau.db import store
 from pantau.payload import Reading
-from tests.fixtures.operators import AddAlert, add_event
+from pantau.services import wait_until
+from tests.fixtures.api import api_settings, serve
+from tests.fixtures.operators import STREAM_SETTINGS, AddAlert, add_event
 
 
 @dataclass
@@ -244,3 +247,54 @@ def test_a_client_that_never_reads_slows_nobody(  # type: ignore[no-untyped-def]
     # The stream goes on for the others.
     _store(conn, _water(1.7))
     assert fast.until(lambda m: m.event == "reading" and m.data["value"] == 1.7)
+
+
+def test_resume_replays_every_change_however_many(  # type: ignore[no-untyped-def]
+    listen, conn: psycopg.Connection, add_alert: AddAlert
+) -> None:
+    first = listen()
+    alert = add_alert(levels=(1,))
+    opened = first.until(lambda m: m.event == "alert")
+    first.stop()
+    # Missed while away: more changes than a resuming client used to be sent (10,000).
+    count = 12_345
+    with conn.transaction():
+        rows = conn.execute(
+            "INSERT INTO alert_events (alert_id, sensor_id, rule, change, level, observed_at, "
+            "message, message_en) SELECT %s, 'fg-welang-2', 'flood_level', 'escalated', 2, "
+            "%s::timestamptz + n * interval '1 s', 'm', 'm' FROM generate_series(1, %s) n "
+            "RETURNING id",
+            [alert, datetime.now(UTC), count],
+        ).fetchall()
+    missed = sorted(row[0] for row in rows)
+    resumed = listen(headers={"Last-Event-ID": opened.id})
+    got: list[int] = []
+    while len(got) < count:
+        message = resumed.until(lambda m: m.event == "alert", timeout=10)
+        got.append(int(message.data["id"]))  # type: ignore[call-overload]
+    assert got == missed
+    # And it goes on live from there.
+    live = add_event(conn, alert, "fg-welang-2", "flood_level", "resolved", 2, datetime.now(UTC))
+    assert resumed.until(lambda m: m.event == "alert").data["id"] == live
+
+
+def test_clients_beyond_the_cap_are_refused_with_503(city_db: str) -> None:
+    settings = api_settings(city_db, stream_clients_max=2, **STREAM_SETTINGS)
+    with serve(settings) as base:
+        held = [Listener(f"{base}/stream").start() for _ in range(2)]
+        assert [listener.status for listener in held] == [200, 200]
+        with httpx.Client(base_url=base, timeout=10) as client:
+            refused = client.get("/stream")
+            assert refused.status_code == 503
+            assert refused.headers["content-type"] == "application/problem+json"
+            assert int(refused.headers["retry-after"]) >= 1
+            assert "2 clients" in refused.json()["detail"]
+            # A client that leaves gives its place back.
+            held[0].stop()
+
+            def admitted() -> bool:
+                with client.stream("GET", "/stream") as response:
+                    return response.status_code == 200
+
+            wait_until(admitted, timeout_s=10, what="a place for a new client")
+        held[1].stop()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import ipaddress
 import json
 import os
 import re
@@ -34,6 +35,7 @@ from typer.exceptions import TyperException
 from typer.testing import CliRunner
 
 from pantau import cli
+from pantau.alertmanager import write_config
 from pantau.broker import render_acl
 from pantau.services import wait_until
 from pantau.settings import Settings, get_settings
@@ -52,6 +54,7 @@ SERVICES = {
     "broker-init",
     "mosquitto",
     "migrate",
+    "maintain",
     "ingest-1",
     "ingest-2",
     "alerts",
@@ -59,10 +62,14 @@ SERVICES = {
     "grafana",
     "simulator",
     "devices",
+    "alertmanager-init",
+    "alertmanager",
 }
 PANTAU_IMAGE_SERVICES = {
+    "alertmanager-init",
     "broker-init",
     "migrate",
+    "maintain",
     "ingest-1",
     "ingest-2",
     "alerts",
@@ -70,7 +77,7 @@ PANTAU_IMAGE_SERVICES = {
     "simulator",
     "devices",
 }
-ONE_SHOT = {"broker-init", "migrate", "devices"}
+ONE_SHOT = {"broker-init", "migrate", "devices", "alertmanager-init"}
 INGEST_SERVICES = ("ingest-1", "ingest-2")
 # Services started by `pantau X` whose own command-line app is imported when called.
 DELEGATED = {"ingest": "ingest.cli", "simulate": "simulators.cli", "api": "api.cli",
@@ -334,6 +341,9 @@ def test_service_environment_builds_valid_settings(
     if name == "broker-init":  # works on files before the broker and database are up
         assert settings.broker.password_file is not None
         return
+    if name == "alertmanager-init":  # writes Alertmanager's files from the settings alone
+        assert settings.notify.receivers == []
+        return
     assert settings.database_url is not None, f"{name} has no database URL"
     assert settings.mqtt.host == "mosquitto"
 
@@ -345,14 +355,16 @@ def test_health_checks_and_start_order() -> None:
             assert service.get("restart") == "no", name
             continue
         check = service.get("healthcheck") or {}
-        assert check.get("test") or (name == "simulator" and check.get("disable")), name
+        # Neither the simulator nor the maintenance loop serves an endpoint to probe.
+        probed = check.get("test") or (name in {"simulator", "maintain"} and check.get("disable"))
+        assert probed, name
         for target, condition in _depends_on(service).items():
             assert target in services, f"{name} depends on unknown service {target}"
             assert condition in DEPENDENCY_CONDITIONS, f"{name} -> {target}: {condition}"
     assert _depends_on(services["migrate"]) == {"timescaledb": "service_healthy"}
     assert "pg_isready" in json.dumps(services["timescaledb"]["healthcheck"]["test"])
     assert _depends_on(services["mosquitto"]) == {"broker-init": "service_completed_successfully"}
-    for name in (*INGEST_SERVICES, "alerts", "api", "simulator", "devices"):
+    for name in (*INGEST_SERVICES, "alerts", "api", "simulator", "devices", "maintain"):
         assert _depends_on(services[name])["migrate"] == "service_completed_successfully", name
     for name in (*INGEST_SERVICES, "alerts", "simulator", "devices"):
         assert _depends_on(services[name])["mosquitto"] == "service_healthy", name
@@ -371,6 +383,16 @@ def test_ports_plain_mqtt_on_loopback_tls_open() -> None:
     assert any(p.endswith("8000") for p in _host_ports(services["api"]))
     assert any(p.endswith("3000") for p in _host_ports(services["grafana"]))
     assert _environment(services["api"])["PANTAU_API__HOST"] == "0.0.0.0"
+
+
+def test_the_api_believes_forwarded_clients_from_the_proxy_on_this_host_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (network,) = _compose()["networks"]["default"]["ipam"]["config"]
+    gateway = ipaddress.ip_address(network["gateway"])
+    assert gateway in ipaddress.ip_network(network["subnet"])
+    settings = _settings_of(_services()["api"], monkeypatch)
+    assert settings.api.trusted_proxies == [str(gateway)]
 
 
 def test_ingest_processes_have_own_client_ids_and_one_group() -> None:
@@ -400,13 +422,21 @@ def test_health_checks_probe_the_services_own_ports(
 
 def test_database_logins_are_the_same_everywhere() -> None:
     services = _services()
-    password = _environment(services["migrate"])["PANTAU_READONLY_PASSWORD"]
+    migrate = _environment(services["migrate"])
+    password = migrate["PANTAU_READONLY_PASSWORD"]
     assert password
     assert _environment(services["grafana"])["PANTAU_READONLY_PASSWORD"] == password
-    api_password = _environment(services["migrate"])["PANTAU_API_PASSWORD"]
-    assert api_password and api_password != password
-    api_url = _environment(services["api"])["PANTAU_DATABASE_URL"]
-    assert api_url.startswith(f"postgresql://pantau_api:{api_password}@"), api_url
+    logins = {"api": "PANTAU_API_PASSWORD", "alerts": "PANTAU_ALERTS_PASSWORD"}
+    logins |= dict.fromkeys(INGEST_SERVICES, "PANTAU_INGEST_PASSWORD")
+    for name, setting in logins.items():
+        login = "pantau_" + name.split("-")[0]
+        secret = migrate[setting]
+        assert secret and secret != password, setting
+        url = _environment(services[name])["PANTAU_DATABASE_URL"]
+        assert url.startswith(f"postgresql://{login}:{secret}@"), (name, url)
+    # Only what changes the schema or the registry logs in as the owner.
+    owner = {n for n, s in services.items() if "postgresql://postgres:" in json.dumps(s)}
+    assert owner == {"migrate", "maintain", "devices", "simulator"}, owner
 
 
 def test_commands() -> None:
@@ -436,6 +466,10 @@ def test_images_are_pinned() -> None:
     # security fixes), the Community build (an -oss image lacks the policies and aggregates).
     match = re.fullmatch(r"timescale/timescaledb:2\.(\d+)\.\d+-pg(\d+)", timescaledb)
     assert match and int(match[1]) >= 29 and match[2] in {"17", "18"}, timescaledb
+    assert re.fullmatch(r"eclipse-mosquitto:2\.\d+\.\d+", _services()["mosquitto"]["image"])
+    assert re.fullmatch(r"grafana/grafana-oss:\d+\.\d+\.\d+", _services()["grafana"]["image"])
+    # The release line the tests run (Debian's package): its configuration format.
+    assert re.fullmatch(r"prom/alertmanager:v0\.25\.\d+", _services()["alertmanager"]["image"])
 
 
 def test_the_database_volume_holds_the_clusters_directory() -> None:
@@ -446,8 +480,43 @@ def test_the_database_volume_holds_the_clusters_directory() -> None:
     targets = {target: (kind, source) for kind, source, target in _mounts(service)}
     expected = "/var/lib/postgresql" if major >= 18 else "/var/lib/postgresql/data"
     assert targets.get(expected, ("", ""))[0] == "volume", targets
-    assert re.fullmatch(r"eclipse-mosquitto:2\.\d+\.\d+", _services()["mosquitto"]["image"])
-    assert re.fullmatch(r"grafana/grafana-oss:\d+\.\d+\.\d+", _services()["grafana"]["image"])
+
+
+def test_alertmanager_reads_what_alertmanager_init_writes_and_the_services_reach_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    services = _services()
+    init, server = services["alertmanager-init"], services["alertmanager"]
+    written = {target: source for _, source, target in _mounts(init)}
+    read = {target: source for _, source, target in _mounts(server)}
+    out = _pantau_commands(init)[0]
+    assert out[:2] == ["alertmanager", "config"]
+    directory = out[out.index("--out") + 1]
+    assert written[directory] == read[directory]
+    config_flag = next(a for a in server["command"] if a.startswith("--config.file="))
+    assert config_flag == f"--config.file={directory}/alertmanager.yml"
+    assert "--cluster.listen-address=" in server["command"]
+    assert _depends_on(server) == {"alertmanager-init": "service_completed_successfully"}
+    assert _host_ports(server) == ["127.0.0.1:9093"], "its UI is for this host only"
+    # The alert service sends to it; the control page links to its UI.
+    alerts = _environment(services["alerts"])
+    assert alerts["PANTAU_NOTIFY__ALERTMANAGER_URL"] == "http://alertmanager:9093"
+    api = _environment(services["api"])
+    flag = next(a for a in server["command"] if a.startswith("--web.external-url="))
+    external = _interpolate(flag.split("=", 1)[1])
+    assert external == _env_example()["PANTAU_ALERTMANAGER_EXTERNAL_URL"]
+    assert api["PANTAU_NOTIFY__ALERTMANAGER_EXTERNAL_URL"] == external
+    # The settings `.env.example` gives render a configuration Alertmanager accepts.
+    monkeypatch.chdir(tmp_path)
+    settings = _settings_of(init, monkeypatch)
+    write_config(settings.notify, tmp_path)
+    if shutil.which("amtool") is None:
+        pytest.skip("amtool is not installed")
+    check = subprocess.run(
+        ["amtool", "check-config", str(tmp_path / "alertmanager.yml")],
+        capture_output=True, text=True, check=False, timeout=30,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 # -------------------------------------------------------------------------------- the broker

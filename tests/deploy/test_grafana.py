@@ -25,6 +25,7 @@ from statistics import median
 from typing import Any
 
 import httpx
+import jsonschema
 import psycopg
 import pytest
 import yaml
@@ -309,6 +310,35 @@ def test_dashboard_is_valid_grafana_json(path: Path) -> None:
         assert ref == DATASOURCE, f"{path.name}: a data source reference is {ref!r}"
 
 
+def _published_schema() -> dict[str, Any]:
+    """Grafana's dashboard schema (tests/deploy/grafana-schema/ORIGIN.md), less two gaps of the
+    published types: the target of an annotation query is typed as the built-in Grafana data
+    source's, and a query variable's `definition` (which Grafana itself writes) is missing."""
+    schema = _load(Path(__file__).parent / "grafana-schema" / "dashboard.schema.json")
+    definitions = schema["definitions"]
+    definitions["AnnotationQuery"]["properties"]["target"] = {"type": "object"}
+    definitions["VariableModel"]["properties"]["definition"] = {"type": "string"}
+    return schema
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=DASHBOARD_IDS)
+def test_dashboard_follows_grafanas_published_schema(path: Path) -> None:
+    validator = jsonschema.Draft7Validator(_published_schema())
+    errors = [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message[:200]}"
+        for e in validator.iter_errors(_load(path))
+    ]
+    assert errors == []
+
+
+def test_the_schema_check_catches_a_misspelt_field() -> None:
+    dashboard = _by_uid("pantau-flood")
+    dashboard["panels"][0]["gridPos"]["width"] = 12
+    dashboard["refesh"] = "1m"
+    validator = jsonschema.Draft7Validator(_published_schema())
+    assert len(list(validator.iter_errors(dashboard))) == 2
+
+
 @pytest.mark.parametrize("path", DASHBOARDS, ids=DASHBOARD_IDS)
 def test_every_variable_is_defined(path: Path) -> None:
     dashboard = _load(path)
@@ -361,12 +391,17 @@ def test_city_map_has_the_offline_kecamatan_layer_and_sensor_markers() -> None:
 def test_flood_panel_repeats_by_river_with_threshold_bands() -> None:
     panel = _panel(_by_uid("pantau-flood"), "Water level — $river")
     assert panel["repeat"] == "river"
-    colours = {
-        o["matcher"]["options"]: o["properties"][0]["value"]["fixedColor"]
+    styles = {
+        o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]}
         for o in panel["fieldConfig"]["overrides"]
     }
+    colours = {k: v["color"]["fixedColor"] for k, v in styles.items() if "color" in v}
     assert colours == {"/ Waspada$/": "yellow", "/ Siaga$/": "orange", "/ Awas$/": "red"}
     assert "current_flood_thresholds" in _sql(panel, "B")
+    # The forecast, in a line of its own style, from the view the gauge view reads too.
+    assert "flood_forecast" in _sql(panel, "C")
+    assert styles["/ forecast$/"]["custom.lineStyle"]["fill"] == "dot"
+    assert _by_uid("pantau-flood")["time"]["to"] == "now+3h", "room for the forecast"
 
 
 def test_air_quality_bands_are_the_ispu_breakpoints() -> None:
@@ -697,6 +732,13 @@ def test_flood_gauges_levels_and_forecast(reader: psycopg.Connection) -> None:
     assert [c["Change"] for c in changes] == ["escalated", "opened"]
     lines = flood.table("Water level — $river", "B")
     assert len(lines) == 3 * 3 * 2, "three levels of three gauges, two points each"
+    # Siaga at 2.0 m rising 0.3 m/h, Awas (2.5 m) expected in 40 minutes: the line starts at
+    # 2.5 - 0.3 * 40/60 = 2.3 m now.
+    forecast = flood.table("Water level — $river", "C")
+    assert [(row["metric"], row["time"], row["value"]) for row in forecast] == [
+        ("Pos Duga Air Welang Purwosari forecast", NOW, pytest.approx(2.3)),
+        ("Pos Duga Air Welang Purwosari forecast", NOW + timedelta(minutes=40), 2.5),
+    ]
 
 
 def test_platform_health(reader: psycopg.Connection, seeded: Seeded) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from ingest.decoder import Decoder, SensorRegistry, SequenceTracker
 from pantau.catalogue import Family
+from pantau.db.registry import Snapshot
 from pantau.payload import DecodeLimits, Reason
 from tests.ingest.helpers import inbound
 
@@ -26,16 +27,22 @@ class Clock:
 class Loader:
     """A registry source whose content the test changes, counting the loads."""
 
-    def __init__(self, families: dict[str, Family]) -> None:
+    def __init__(
+        self, families: dict[str, Family], gateways: dict[str, set[str]] | None = None
+    ) -> None:
         self.families = dict(families)
+        self.gateways = dict(gateways or {})
         self.calls = 0
         self.fail = False
 
-    def __call__(self) -> dict[str, Family]:
+    def __call__(self) -> Snapshot:
         self.calls += 1
         if self.fail:
             raise ConnectionError("database away")
-        return dict(self.families)
+        return Snapshot(
+            families=dict(self.families),
+            gateways={gateway: frozenset(s) for gateway, s in self.gateways.items()},
+        )
 
 
 def test_unknown_sensor_reloads_registry_at_most_once_per_interval() -> None:
@@ -60,11 +67,14 @@ def test_unknown_sensor_reloads_registry_at_most_once_per_interval() -> None:
 
 
 def test_failed_reload_is_not_fatal_and_start_falls_back_to_cache(tmp_path: Path) -> None:
-    loader, clock = Loader({"fg-a": Family.FLOOD_GAUGE}), Clock()
+    loader, clock = Loader({"fg-a": Family.FLOOD_GAUGE}, {"gw": {"fg-a"}}), Clock()
     cache = tmp_path / "registry.json"
     registry = SensorRegistry(load=loader, refresh_s=0, cache_path=cache, clock=clock)
     registry.start()
-    assert json.loads(cache.read_text()) == {"fg-a": "flood_gauge"}
+    assert json.loads(cache.read_text()) == {
+        "sensors": {"fg-a": "flood_gauge"},
+        "gateways": {"gw": ["fg-a"]},
+    }
     loader.fail = True
     assert registry.lookup("other") is None
     assert registry.lookup("fg-a") is Family.FLOOD_GAUGE
@@ -72,6 +82,14 @@ def test_failed_reload_is_not_fatal_and_start_falls_back_to_cache(tmp_path: Path
     restarted = SensorRegistry(load=loader, refresh_s=0, cache_path=cache, clock=clock)
     assert restarted.start() is False
     assert restarted.lookup("fg-a") is Family.FLOOD_GAUGE
+    assert restarted.gateways == {"gw": frozenset({"fg-a"})}
+
+    # A copy written before gateways existed still starts ingest: sensors only.
+    cache.write_text(json.dumps({"fg-a": "flood_gauge"}))
+    older = SensorRegistry(load=loader, refresh_s=0, cache_path=cache, clock=clock)
+    assert older.start() is False
+    assert older.lookup("fg-a") is Family.FLOOD_GAUGE
+    assert older.gateways == {}
 
     without_cache = SensorRegistry(load=loader, refresh_s=0, clock=clock)
     with pytest.raises(ConnectionError):
@@ -89,7 +107,7 @@ def test_sequence_gaps_count_missing_numbers_not_reordering() -> None:
 
 
 def _decoder(registry_families: dict[str, Family], tracker: SequenceTracker) -> Decoder:
-    registry = SensorRegistry(load=lambda: registry_families, refresh_s=0)
+    registry = SensorRegistry(load=Loader(registry_families), refresh_s=0)
     registry.start()
     return Decoder(
         topic_root="t",
@@ -125,7 +143,7 @@ def test_decoder_keeps_good_readings_and_records_rejections_with_raw_bytes() -> 
 
 
 def test_decoder_forgets_resolved_names_when_the_registry_changes() -> None:
-    loader, clock = Loader({"fg-a": Family.FLOOD_GAUGE}), Clock()
+    loader, clock = Loader({"fg-a": Family.FLOOD_GAUGE}, {"gw": {"fg-a"}}), Clock()
     registry = SensorRegistry(load=loader, refresh_s=10, clock=clock)
     registry.start()
     decoder = Decoder(topic_root="t", registry=registry, limits=DecodeLimits())
@@ -173,3 +191,41 @@ def test_oversized_payload_is_rejected_with_its_bytes() -> None:
     out = decoder.decode(inbound("t/up/fg-a", payload))
     assert [r.rejection.reason for r in out.rejected] == [Reason.OVERSIZED]
     assert out.rejected[0].payload == payload
+
+
+def test_a_new_gateway_link_is_picked_up_without_a_restart() -> None:
+    loader = Loader({"fg-a": Family.FLOOD_GAUGE, "fg-b": Family.FLOOD_GAUGE}, {"gw": {"fg-a"}})
+    clock = Clock()
+    registry = SensorRegistry(load=loader, refresh_s=10, clock=clock)
+    registry.start()
+    decoder = Decoder(topic_root="t", registry=registry, limits=DecodeLimits())
+    pack = [{"bn": "fg-b/", "n": "water_level", "v": 1.5}]
+    refused = decoder.decode(inbound("t/up/gw", pack))
+    assert [r.rejection.reason for r in refused.rejected] == [Reason.FOREIGN_SENSOR]
+    assert loader.calls == 1  # within the interval of the start-up load: no reload
+
+    loader.gateways["gw"] = {"fg-a", "fg-b"}  # `pantau devices link gw fg-b`
+    clock.now += 10
+    stored = decoder.decode(inbound("t/up/gw", pack))
+    assert [(r.sensor_id, r.value) for r in stored.readings] == [("fg-b", 1.5)]
+    assert stored.rejected == []
+    assert loader.calls == 2
+    # A device flooding foreign readings costs one reload per interval, no more.
+    for _ in range(50):
+        assert decoder.decode(inbound("t/up/fg-a", pack)).readings == []
+    assert loader.calls == 2
+
+
+def test_a_revoked_link_refuses_what_was_resolved_before() -> None:
+    loader, clock = Loader({"fg-a": Family.FLOOD_GAUGE}, {"gw": {"fg-a"}}), Clock()
+    registry = SensorRegistry(load=loader, refresh_s=10, clock=clock)
+    registry.start()
+    decoder = Decoder(topic_root="t", registry=registry, limits=DecodeLimits())
+    pack = [{"bn": "fg-a/", "n": "water_level", "v": 1.5}]
+    assert decoder.decode(inbound("t/up/gw", pack)).readings
+    loader.gateways = {}  # `pantau devices unlink gw fg-a`
+    clock.now += 10
+    assert registry.refresh()
+    out = decoder.decode(inbound("t/up/gw", pack))
+    assert out.readings == []
+    assert [r.rejection.reason for r in out.rejected] == [Reason.FOREIGN_SENSOR]

@@ -324,6 +324,12 @@ def hostile(root: str, now: float) -> st.SearchStrategy[tuple[str, str, bytes]]:
             [{"bn": "fg-welang-1/", "bt": recent, "n": "water_level", "u": u, "v": 1.0}]
         ).encode()
     )
+    # A street node's own uplink, naming the gauge: in every shape.
+    foreign = st.sampled_from([
+        [{"bn": "fg-welang-1/", "bt": recent, "n": "water_level", "u": "m", "v": 4.321}],
+        [{"sensor": "fg-welang-1", "ts": recent, "values": {"water_level": 4.321}}],
+        {"sensor": "fg-welang-1", "ts": recent, "values": {"water_level": 4.321}},
+    ]).map(lambda doc: (f"{root}/up/sn-bangil-1", json.dumps(doc).encode()))  # fmt: skip
     oversized = st.integers(min_value=MAX_PAYLOAD_BYTES + 1, max_value=3 * MAX_PAYLOAD_BYTES).map(
         lambda n: b'{"values": {"water_level": 1}, "pad": "' + b"x" * n + b'"}'
     )
@@ -335,6 +341,7 @@ def hostile(root: str, now: float) -> st.SearchStrategy[tuple[str, str, bytes]]:
     }  # fmt: skip
     return st.one_of(
         unknown_sensor.map(lambda tp: ("unknown_sensor", tp[0], tp[1])),
+        foreign.map(lambda tp: ("foreign_sensor", tp[0], tp[1])),
         *(s.map(_tagger(kind, gauge)) for kind, s in at_gauge.items()),
     )
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -12,8 +11,6 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ingest.feedback import RateLimiter
-from pantau.broker import editing_password_file, hash_password
 from pantau.feedback import (
     FeedbackError,
     FeedbackListener,
@@ -24,7 +21,7 @@ from pantau.feedback import (
 from pantau.services import wait_until
 from pantau.settings import MqttSettings
 from tests.fixtures.ingest import IngestFactory
-from tests.fixtures.production_broker import SERVICE_PASSWORDS, ProductionBroker
+from tests.fixtures.production_broker import ProductionBroker
 
 
 def publish(settings: MqttSettings, device: str, payload: bytes) -> None:
@@ -45,17 +42,6 @@ def rejected_count(url: str) -> int:
         row = conn.execute("SELECT count(*) FROM rejected_payloads").fetchone()
     assert row is not None
     return int(row[0])
-
-
-def test_rate_limiter_counts_per_device_and_minute() -> None:
-    now = [0.0]
-    limiter = RateLimiter(per_minute=2, clock=lambda: now[0])
-    assert [limiter.allow("a") for _ in range(3)] == [True, True, False]
-    assert limiter.allow("b")
-    now[0] = 59.9
-    assert not limiter.allow("a")
-    now[0] = 60.0
-    assert limiter.allow("a")
 
 
 @pytest.mark.parametrize(
@@ -127,26 +113,10 @@ def test_under_the_production_acl_only_the_device_reads_its_notices(
 ) -> None:
     broker = production_broker
     devices = {"fg-welang-1": "secret-1", "fg-welang-2": "secret-2"}
-    with editing_password_file(broker.password_file) as accounts:
-        for user, password in devices.items():
-            accounts[user] = hash_password(password)
-    broker.process.send_signal(signal.SIGHUP)  # re-read the password file
-
-    def device_connects() -> bool:
-        client, reason = broker.client("fg-welang-1", devices["fg-welang-1"])
-        client.disconnect()
-        client.loop_stop()
-        return reason is not None and not reason.is_failure
-
-    wait_until(device_connects, timeout_s=10, what="the device accounts")
-    mqtt_settings = MqttSettings(
-        url=f"mqtt://127.0.0.1:{broker.port}", topic_root=broker.root, client_id="ingest-acl"
-    )
+    broker.add_accounts(devices)
+    mqtt_settings = broker.mqtt_settings("ingest-acl")
     ingest = ingest_factory(database_url=city_db, mqtt=mqtt_settings, start=False)
-    ingest.env.update(
-        PANTAU_MQTT__USERNAME=broker.settings.broker.ingest_user,
-        PANTAU_MQTT__PASSWORD=SERVICE_PASSWORDS["ingest"],
-    )
+    ingest.env.update(broker.login_env("ingest"))
     ingest.start()
 
     own = FeedbackListener(

@@ -78,6 +78,7 @@ def test_bad_payloads_are_rejected_acked_and_not_redelivered(
         "future_time": (f"{root}/up/fg-welang-1", json.dumps({"ts": 4102444800, "values": {"water_level": 1}}).encode()),
         "too_old": (f"{root}/up/fg-welang-1", json.dumps({"ts": "2001-01-01T00:00:00+07:00", "values": {"water_level": 1}}).encode()),
         "oversized": (f"{root}/up/fg-welang-1", b"[" + b" " * 4096 + b"]"),
+        "foreign_sensor": (f"{root}/up/sn-bangil-1", json.dumps({"sensor": "fg-welang-1", "ts": ts, "values": {"water_level": 4.3}}).encode()),
     }  # fmt: skip
     partly_good = (
         f"{root}/up/fg-welang-2",

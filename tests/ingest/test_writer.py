@@ -3,6 +3,7 @@ commit, retries through an outage, the spool, and rows the database refuses."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -16,7 +17,7 @@ from ingest.batcher import Batch
 from ingest.decoder import DecodedMessage
 from ingest.metrics import IngestMetrics
 from ingest.source import Inbound
-from ingest.spool import Spool, encode_record
+from ingest.spool import SPOOL_FILE, Spool, encode_record
 from ingest.writer import Database, Writer
 from pantau.city import City
 from pantau.db import registry
@@ -120,7 +121,12 @@ def test_rejections_are_committed_with_their_batch(city_db: str) -> None:
     assert len(target.acked) == 4
 
 
-def test_rows_the_database_refuses_are_split_out(city_db: str) -> None:
+def test_rows_the_database_refuses_are_recorded_before_the_ack(city_db: str) -> None:
+    """A refused row is split out, kept as a `db_refused` rejection and counted; the rest of
+    its batch is stored and every message acknowledged."""
+    with psycopg.connect(city_db, autocommit=True) as conn:
+        # Something decoding cannot know about: a rule the database itself enforces.
+        conn.execute("ALTER TABLE readings ADD CONSTRAINT no_minus_42 CHECK (value <> -0.42)")
     target = RecordingTarget()
     writer = _writer(city_db, target)
     writer.start()
@@ -132,12 +138,32 @@ def test_rows_the_database_refuses_are_split_out(city_db: str) -> None:
     )
     batch = _batch(0, 20)
     batch.items[7].rejected.append(bad)
+    refused = batch.items[11].readings[0]._replace(value=-0.42)
+    batch.items[11].readings[0] = refused
     writer.submit(batch)
     writer.submit(_batch(20, 5))  # the stream goes on
     assert writer.finish(timeout_s=30)
-    assert _count(city_db) == 25
-    assert writer._metrics.unstorable._value.get() == 1
+    assert _count(city_db) == 24
     assert len(target.acked) == 25
+    metrics = writer._metrics
+    assert metrics.unstorable._value.get() == 0
+    assert metrics.rejected.labels(reason="db_refused")._value.get() == 2
+    with psycopg.connect(city_db) as conn:
+        rows = conn.execute(
+            "SELECT topic, payload, detail FROM rejected_payloads WHERE reason = 'db_refused' "
+            "ORDER BY topic"
+        ).fetchall()
+    (topic, payload, detail), (nul_topic, nul_payload, nul_detail) = rows
+    assert (nul_topic, nul_payload) == ("t/up/\\x00", b"x")
+    assert "bad_topic record" in nul_detail
+    # The refused reading, as an observation of its sensor: replayable once the cause is gone.
+    assert topic == "pantau/up/fg-welang-1"
+    assert json.loads(payload) == {
+        "sensor": "fg-welang-1",
+        "ts": refused.time.isoformat(),
+        "values": {"water_level": -0.42},
+    }
+    assert "no_minus_42" in detail
 
 
 @pytest.fixture
@@ -199,6 +225,44 @@ def test_spool_acks_during_outage_and_replays_in_order(
             "SELECT value FROM latest_readings WHERE sensor_id = 'fg-welang-1'"
         ).fetchone()
     assert value == (0.59,)  # newest by observation time
+
+
+def test_a_damaged_spool_record_is_recorded_and_the_rest_replayed(
+    city_db: str, tmp_path: Path
+) -> None:
+    """A spool left by a crash during an outage, its middle record damaged since."""
+    directory = tmp_path / "spool"
+    spool = Spool(directory=directory, max_bytes=10**7)
+    spool.open()
+    batches = [_batch(i * 10, 10) for i in range(3)]
+    ends = []
+    for batch in batches:
+        assert spool.append(batch.readings(), [])
+        ends.append(spool.size_bytes)
+    spool.close()
+    path = directory / SPOOL_FILE
+    data = bytearray(path.read_bytes())
+    data[ends[1] - 10] ^= 0x55
+    path.write_bytes(bytes(data))
+
+    restarted = Spool(directory=directory, max_bytes=10**7)
+    assert restarted.open() == 2
+    target = RecordingTarget()
+    writer = _writer(city_db, target, spool=restarted)
+    writer.start()
+    wait_until(lambda: restarted.empty, timeout_s=30, what="spool replayed")
+    assert writer.finish(timeout_s=30)
+    assert _count(city_db) == 20
+    with psycopg.connect(city_db) as conn:
+        stored = {r[0] for r in conn.execute("SELECT value FROM readings").fetchall()}
+        rows = conn.execute(
+            "SELECT topic, length(payload), detail FROM rejected_payloads"
+        ).fetchall()
+    assert stored == {r.value for b in (batches[0], batches[2]) for r in b.readings()}
+    ((topic, size, detail),) = rows
+    assert topic == f"{SPOOL_FILE}@{ends[0]}" and size == ends[1] - ends[0]
+    assert "failed their checksums" in detail
+    assert writer._metrics.rejected.labels(reason="spool_corrupt")._value.get() == 1
 
 
 def test_full_spool_pushes_back(

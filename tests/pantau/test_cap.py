@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from importlib.resources import files
 
 import capvalidator
 import pytest
@@ -21,11 +20,9 @@ from pantau.cap import (
     to_xml,
 )
 from pantau.city import Thresholds
+from tests.fixtures.cap import assert_valid_cap
 
 NS = {"cap": CAP_NS, "atom": ATOM_NS}
-_SCHEMA = etree.XMLSchema(
-    etree.parse(str(files("capvalidator").joinpath("static/CAP-v1.2-schema.xsd")))
-)
 T0 = datetime(2026, 1, 10, 8, 0, tzinfo=UTC)
 GAUGE = Gauge(
     id="fg-welang-2",
@@ -37,14 +34,6 @@ GAUGE = Gauge(
     thresholds=Thresholds(waspada=1.6, siaga=2.2, awas=2.8),
 )
 PUBLISHER = Publisher(sender="bpbd.example.org", base_url="http://api.example.org")
-
-
-def assert_valid_cap(document: bytes) -> None:
-    """Valid against the CAP 1.2 schema shipped by capvalidator (its own check, and lxml's log)."""
-    result = capvalidator.check_schema(document)
-    if not result.passed:
-        _SCHEMA.validate(etree.fromstring(document))
-        pytest.fail(f"{result.message}: {_SCHEMA.error_log}")
 
 
 def change(event_id: int, kind: str, level: int, **extra: object) -> AlertChange:
@@ -91,7 +80,7 @@ def test_schema_check_can_fail() -> None:
 
 def test_message_types_and_references_follow_the_lifecycle() -> None:
     docs = [to_xml(cap_alert(c, GAUGE, PUBLISHER, LIFECYCLE[:i])) for i, c in enumerate(LIFECYCLE)]
-    assert [_text(d, "cap:msgType")[0] for d in docs] == ["Alert", *["Update"] * 4]
+    assert [_text(d, "cap:msgType")[0] for d in docs] == ["Alert", *["Update"] * 3, "Cancel"]
     assert _text(docs[0], "cap:references") == []
     references = _text(docs[2], "cap:references")[0].split()
     assert references == [
@@ -146,6 +135,28 @@ def test_prediction_is_likely_and_urgent_when_close() -> None:
     assert "sekitar pukul 15:34 WIB" in _text(document, "cap:info/cap:description")[0]
 
 
+def _parameter(document: bytes, name: str) -> list[str]:
+    root = etree.fromstring(document)
+    return [
+        p.findtext("cap:value", namespaces=NS) or ""
+        for p in root.findall("cap:info/cap:parameter", NS)
+        if p.findtext("cap:valueName", namespaces=NS) == name
+    ]
+
+
+def test_every_rules_level_is_named_in_each_blocks_language() -> None:
+    for rule, level, names in [
+        ("flood_level", 2, ["Siaga", "Siaga (standby)"]),
+        ("rising_fast", 3, ["Naik cepat, menuju Awas", "Rising fast towards Awas"]),
+        ("upstream", 1, ["Hulu naik cepat", "Rising fast upstream"]),
+    ]:
+        document = to_xml(cap_alert(change(9, "opened", level, rule=rule), GAUGE, PUBLISHER))
+        assert_valid_cap(document)
+        assert _parameter(document, "level_label") == names, rule
+    resolved = to_xml(cap_alert(change(10, "resolved", 2, rule="upstream"), GAUGE, PUBLISHER))
+    assert _parameter(resolved, "level_label") == ["Normal", "Normal"]
+
+
 def test_two_languages_area_and_escaping() -> None:
     document = to_xml(cap_alert(LIFECYCLE[1], GAUGE, PUBLISHER, LIFECYCLE[:1]))
     assert _text(document, "cap:info/cap:language") == ["id-ID", "en-US"]
@@ -182,3 +193,25 @@ def test_atom_feed_parses_and_embeds_valid_cap() -> None:
         assert embedded is not None
         assert_valid_cap(etree.tostring(embedded))
     assert root.findtext("atom:updated", namespaces=NS) == "2026-01-10T15:20:00+07:00"
+
+
+def test_the_feed_stays_small_however_many_warnings() -> None:
+    many = [
+        FeedEntry(change=change(10 + n, "escalated", 2, alert_id=100 + n), gauge=GAUGE,
+                  earlier=[change(n + 1, "opened", 1, alert_id=100 + n)])
+        for n in range(200)
+    ]  # fmt: skip
+    feed = atom_feed(many, PUBLISHER, feed_url="http://api.example.org/alerts/cap.atom", now=T0)
+    # Google asks for feeds under 100 KB, never over 900 KB.
+    assert len(feed) < 250_000, len(feed)
+    root = etree.fromstring(feed)
+    entries = root.findall("atom:entry", NS)
+    assert len(entries) == 200
+    inline = [e for e in entries if e.find("atom:content/cap:alert", NS) is not None]
+    # The first entries carry their message; every entry links to it.
+    assert 10 <= len(inline) < 200 and inline == entries[: len(inline)]
+    for entry in entries:
+        link = entry.find("atom:link[@rel='alternate']", NS)
+        assert link is not None and link.get("href", "").endswith("/cap.xml")
+    small = atom_feed(many[:3], PUBLISHER, feed_url="http://x/alerts/cap.atom", now=T0)
+    assert len(etree.fromstring(small).findall("atom:entry/atom:content/cap:alert", NS)) == 3

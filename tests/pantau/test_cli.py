@@ -167,3 +167,34 @@ def test_unreachable_database_is_reported(cli_env: pytest.MonkeyPatch) -> None:
     code, _, err = invoke("db", "status")
     assert code == 1
     assert "cannot read the database" in err
+
+
+def test_maintain_every_s_keeps_going_until_sigterm(
+    cli_env: pytest.MonkeyPatch, db_url: str, tmp_path: Path
+) -> None:
+    """The compose `maintain` service: the owner's loop, stopped cleanly by SIGTERM."""
+    import signal
+    import subprocess
+    import sys
+
+    from pantau.services import wait_until
+
+    env = {**os.environ, "PANTAU_DATABASE_URL": db_url, "PANTAU_LOG_LEVEL": "WARNING"}
+    out = tmp_path / "maintain.out"
+    with out.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pantau", "db", "maintain", "--every-s", "0.2"],
+            env=env,
+            cwd=tmp_path,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            # One line per round: a second one means it went round again.
+            wait_until(lambda: len(out.read_text().splitlines()) >= 2, timeout_s=60,
+                       what="two rounds of maintenance")  # fmt: skip
+        finally:
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(timeout=30)
+    assert code == 0, out.read_text()
+    assert "failed" not in out.read_text()

@@ -13,6 +13,7 @@ from typer.testing import CliRunner, Result
 from pantau.broker import read_password_file, set_service_accounts, verify_password
 from pantau.city import SENSOR_ID_PATTERN, load_city
 from pantau.cli import app
+from pantau.db import registry
 from pantau.devices import city_accounts, gateway_id
 from pantau.services import wait_until
 from pantau.settings import get_settings
@@ -126,17 +127,55 @@ def test_refusals_leave_the_password_file_alone(devices_env: ProductionBroker) -
     assert devices_env.password_file.read_bytes() == before
 
 
-def test_a_gateway_gets_an_account_without_a_registry_entry(
+def test_a_gateway_is_registered_with_the_sensors_it_reports_for(
     devices_env: ProductionBroker, db_url: str
 ) -> None:
     secret = _secret(_pantau("devices", "add", "gw-bangil", "--gateway"))
     wait_until(lambda: _can_publish(devices_env, "gw-bangil", secret), timeout_s=10, what="add")
+    city_entry = next(g for g in load_city(MINI_CITY).gateways if g.id == "gw-bangil")
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT 1 FROM sensors WHERE id = 'gw-bangil'").fetchone() is None
+        assert registry.gateway_sensors(conn) == {"gw-bangil": frozenset(city_entry.sensors)}
     listed = _pantau("devices", "list")
     assert listed.exit_code == 0, listed.output
     line = next(row for row in listed.stdout.splitlines() if "gw-bangil" in row)
     assert "gateway" in line
+    assert f"gw-bangil reports for: {', '.join(sorted(city_entry.sensors))}" in listed.stdout
+
+    # More sensors later, and revoked again: the registry follows, the account stays.
+    linked = _pantau("devices", "link", "gw-bangil", "fg-welang-2")
+    assert linked.exit_code == 0, linked.output
+    assert "fg-welang-2" in linked.output
+    unlinked = _pantau("devices", "unlink", "gw-bangil", "fg-welang-3", "fg-welang-2")
+    assert unlinked.exit_code == 0, unlinked.output
+    with psycopg.connect(db_url) as conn:
+        assert registry.gateway_sensors(conn)["gw-bangil"] == frozenset(city_entry.sensors) - {
+            "fg-welang-3"
+        }
+
+
+def test_a_gateway_outside_the_city_file_names_its_sensors(
+    devices_env: ProductionBroker, db_url: str
+) -> None:
+    before = devices_env.password_file.read_bytes()
+    refusals = {
+        ("devices", "add", "gw-tosari", "--gateway"): "name the sensors it reports for",
+        ("devices", "add", "gw-tosari", "--gateway", "--sensor", "fg-nowhere-1"): "fg-nowhere-1",
+        ("devices", "add", "fg-welang-1", "--gateway", "--sensor", "fg-welang-2"): "is a sensor",
+        ("devices", "add", "fg-welang-1", "--sensor", "fg-welang-2"): "is for a gateway",
+        ("devices", "unlink", "gw-nowhere", "fg-welang-1"): "not a registered gateway",
+    }
+    for args, message in refusals.items():
+        result = _pantau(*args)
+        assert result.exit_code == 1, args
+        assert message in result.output, (args, result.output)
+    assert devices_env.password_file.read_bytes() == before
+    added = _pantau("devices", "add", "gw-tosari", "--gateway", "--sensor", "fg-welang-1")
+    _secret(added)
+    with psycopg.connect(db_url) as conn:
+        assert registry.gateway_sensors(conn)["gw-tosari"] == {"fg-welang-1"}
+        # The sensor came from the city file into the registry with it.
+        assert conn.execute("SELECT 1 FROM sensors WHERE id = 'fg-welang-1'").fetchone()
 
 
 def test_import_city_gives_the_simulator_working_credentials(
@@ -175,10 +214,16 @@ def test_service_accounts_from_the_settings_are_idempotent(
 
 
 def test_every_kecamatan_gets_its_own_valid_gateway_account() -> None:
-    names = [k.name for k in load_city(ROOT / "pantau" / "cities" / "pasuruan.yaml").kecamatan]
+    city = load_city(ROOT / "pantau" / "cities" / "pasuruan.yaml")
+    names = [k.name for k in city.kecamatan]
     ids = {gateway_id(name) for name in names}
     assert len(ids) == len(names)
     assert all(re.fullmatch(SENSOR_ID_PATTERN, gateway) for gateway in ids), ids
+    # The city file's gateways: one per kecamatan with sensors, for exactly its sensors.
+    expected: dict[str, set[str]] = {}
+    for sensor in city.sensors:
+        expected.setdefault(gateway_id(sensor.kecamatan), set()).add(sensor.id)
+    assert {g.id: set(g.sensors) for g in city.gateways} == expected
 
 
 def test_broker_config_check_finds_the_committed_files_in_step(

@@ -16,6 +16,7 @@ from pantau.payload import (
     MAX_DETAILS,
     Decoded,
     DecodeLimits,
+    GatewayMap,
     NameCache,
     Reading,
     Reason,
@@ -34,6 +35,11 @@ SENSORS: dict[str, Family] = {
     "tc-bangil-1": Family.TRAFFIC_COUNTER,
     "sn-bangil-1": Family.STREET_NODE,
 }
+# A gateway that may report for every sensor above, and one for a single sensor.
+GATEWAYS: dict[str, frozenset[str]] = {
+    "gateway-1": frozenset(SENSORS),
+    "gw-welang": frozenset({"fg-welang-1"}),
+}
 FUZZ = settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -44,6 +50,7 @@ def run(
     topic: str | None = None,
     limits: DecodeLimits = DecodeLimits(),
     sensors: Mapping[str, Family] | Any = SENSORS,
+    gateways: GatewayMap = GATEWAYS,
 ) -> Decoded:
     if isinstance(payload, str):
         payload = payload.encode()
@@ -56,6 +63,7 @@ def run(
         sensors=sensors,
         received_at=NOW,
         limits=limits,
+        gateways=gateways,
     )
 
 
@@ -146,7 +154,7 @@ def test_senml_relative_times_and_boolean_value() -> None:
 
 
 def test_senml_full_names_without_base_name() -> None:
-    decoded = run([{"n": "tc-bangil-1/count_motorcycle", "v": 412, "u": "count"}])
+    decoded = run([{"n": "tc-bangil-1/count_motorcycle", "v": 412, "u": "count"}], "tc-bangil-1")
     assert decoded.readings == [Reading.at(NOW, "tc-bangil-1", "count_motorcycle", 412.0, True)]
 
 
@@ -186,8 +194,13 @@ REASON_CASES: list[tuple[Reason, dict[str, Any]]] = [
     (Reason.BAD_SHAPE, {"payload": {"values": {"water_level": 1}, "seq": -1}}),
     (Reason.BAD_SHAPE, {"payload": [{"n": "water_level", "v": 1}]}),
     (Reason.BAD_SHAPE, {"payload": [{"bn": "fg-welang-1/"}]}),
+    (Reason.BAD_SHAPE, {"payload": {"sensor": 7, "values": {"water_level": 1}}}),
+    (Reason.BAD_SHAPE, {"payload": {"sensor": "", "values": {"water_level": 1}}}),
     (Reason.UNKNOWN_SENSOR, {"payload": {"values": {"water_level": 1}}, "device": "fg-nowhere-9"}),
-    (Reason.UNKNOWN_SENSOR, {"payload": [{"n": "fg-nowhere-9/water_level", "v": 1}]}),
+    (Reason.UNKNOWN_SENSOR, {"payload": [{"n": "fg-nowhere-9/water_level", "v": 1}],
+                             "device": "fg-nowhere-9"}),
+    (Reason.UNKNOWN_SENSOR, {"payload": {"sensor": "fg-nowhere-9", "values": {"water_level": 1}},
+                             "device": "fg-nowhere-9"}),
     (Reason.UNKNOWN_METRIC, {"payload": {"values": {"pm25": 12}}}),
     (Reason.UNKNOWN_METRIC, {"payload": [{"n": "fg-welang-1/speed", "v": 1}]}),
     (Reason.UNIT_MISMATCH, {"payload": [{"n": "fg-welang-1/water_level", "u": "cm", "v": 120}]}),
@@ -196,8 +209,10 @@ REASON_CASES: list[tuple[Reason, dict[str, Any]]] = [
     (Reason.BAD_VALUE, {"payload": {"values": {"water_level": "high"}}}),
     (Reason.BAD_VALUE, {"payload": {"values": {"water_level": True}}}),
     (Reason.BAD_VALUE, {"payload": {"values": {"count_car": 3.5}}, "device": "tc-bangil-1"}),
-    (Reason.BAD_VALUE, {"payload": [{"n": "sn-bangil-1/lamp_state", "vs": "on"}]}),
-    (Reason.BAD_VALUE, {"payload": [{"n": "sn-bangil-1/lamp_state", "vb": "yes"}]}),
+    (Reason.BAD_VALUE, {"payload": [{"n": "sn-bangil-1/lamp_state", "vs": "on"}],
+                        "device": "sn-bangil-1"}),
+    (Reason.BAD_VALUE, {"payload": [{"n": "sn-bangil-1/lamp_state", "vb": "yes"}],
+                        "device": "gateway-1"}),
     (Reason.BAD_VALUE, {"payload": [{"n": "fg-welang-1/water_level", "v": None}]}),
     (Reason.BAD_SHAPE, {"payload": [{"bn": "fg-welang-1/", "n": None, "v": 1}]}),
     (Reason.BAD_SHAPE, {"payload": [{"n": "fg-welang-1/water_level", "u": None, "v": 1}]}),
@@ -222,11 +237,28 @@ REASON_CASES: list[tuple[Reason, dict[str, Any]]] = [
                                   "values": {"water_level": 1}}}),
     (Reason.TOO_OLD, {"payload": {"ts": TS, "values": {"water_level": 1}},
                       "limits": DecodeLimits(max_age=timedelta(seconds=10))}),
+    # A street node's stolen secret must not raise Awas on a river: in every shape.
+    (Reason.FOREIGN_SENSOR, {"payload": [{"bn": "fg-welang-1/", "n": "water_level", "v": 4.321}],
+                             "device": "sn-bangil-1"}),
+    (Reason.FOREIGN_SENSOR, {"payload": {"sensor": "fg-welang-1", "values": {"water_level": 4.3}},
+                             "device": "sn-bangil-1"}),
+    (Reason.FOREIGN_SENSOR, {"payload": [{"sensor": "fg-welang-1", "values": {"water_level": 4}}],
+                             "device": "sn-bangil-1"}),
+    # A gateway reports only for its own sensors; an unlinked (even unknown) one is foreign.
+    (Reason.FOREIGN_SENSOR, {"payload": [{"n": "fg-welang-2/water_level", "v": 1}],
+                             "device": "gw-welang"}),
+    (Reason.FOREIGN_SENSOR, {"payload": [{"n": "fg-nowhere-9/water_level", "v": 1}],
+                             "device": "gw-welang"}),
+    # The gateway's own id is not a sensor: without `sensor`, it reports for nobody.
+    (Reason.UNKNOWN_SENSOR, {"payload": {"values": {"water_level": 1}}, "device": "gw-welang"}),
 ]  # fmt: skip
+
+DECODER_REASONS = set(Reason) - {Reason.DB_REFUSED, Reason.SPOOL_CORRUPT}
 
 
 def test_reason_cases_cover_every_reason() -> None:
-    assert {reason for reason, _ in REASON_CASES} == set(Reason)
+    # The write path's own reasons are reached in tests/ingest (writer and spool).
+    assert {reason for reason, _ in REASON_CASES} == DECODER_REASONS
     assert set(iter_reasons()) == {r.value for r in Reason}
 
 
@@ -283,13 +315,93 @@ def test_partial_senml_keeps_good_records() -> None:
             {"n": "rainfall", "u": "in", "v": 0.1},
             {"n": "nope-1/water_level", "bn": "", "v": 1},
             {"bn": "fg-welang-2/", "n": "water_level", "v": 0.8},
-        ]
+        ],
+        "gateway-1",
+        gateways={"gateway-1": frozenset({*SENSORS, "nope-1"})},
     )
     assert [(r.sensor_id, r.value) for r in decoded.readings] == [
         ("fg-welang-1", 1.2),
         ("fg-welang-2", 0.8),
     ]
     assert reasons(decoded) == {Reason.UNIT_MISMATCH, Reason.UNKNOWN_SENSOR}
+
+
+def test_foreign_records_are_refused_and_the_rest_kept() -> None:
+    """A gateway's pack keeps its own sensors' records; a node's own uplink only its own."""
+    pack = [
+        {"bn": "fg-welang-1/", "n": "water_level", "v": 1.2},
+        {"bn": "fg-welang-2/", "n": "water_level", "v": 4.321},
+        {"n": "water_level", "v": 4.4, "t": -1},
+        {"bn": "fg-welang-1/", "n": "rainfall", "v": 0.5},
+    ]
+    decoded = run(pack, "gw-welang")
+    assert [(r.sensor_id, r.metric) for r in decoded.readings] == [
+        ("fg-welang-1", "water_level"),
+        ("fg-welang-1", "rainfall"),
+    ]
+    assert [r.reason for r in decoded.rejections] == [Reason.FOREIGN_SENSOR]
+    detail = decoded.rejections[0].detail
+    assert detail.startswith("[1]: gw-welang may not report for 'fg-welang-2'"), detail
+    assert "[2]" in detail
+    observations = [
+        {"values": {"lamp_power": 40.0}},
+        {"sensor": "sn-bangil-1", "values": {"lamp_power": 41.0}},
+        {"sensor": "fg-welang-1", "values": {"water_level": 4.321}},
+    ]
+    mixed = run(observations, "sn-bangil-1")
+    assert [(r.sensor_id, r.value) for r in mixed.readings] == [
+        ("sn-bangil-1", 40.0),
+        ("sn-bangil-1", 41.0),
+    ]
+    assert reasons(mixed) == {Reason.FOREIGN_SENSOR}
+
+
+def test_a_gateway_uses_the_simple_shapes_with_sensor() -> None:
+    decoded = run(
+        [
+            {"sensor": "fg-welang-1", "ts": TS, "seq": 4, "values": {"water_level": 1.1}},
+            {"sensor": "tc-bangil-1", "ts": TS, "values": {"count_car": 12}},
+        ],
+        "gateway-1",
+    )
+    assert decoded.rejections == []
+    assert [(r.sensor_id, r.metric) for r in decoded.readings] == [
+        ("fg-welang-1", "water_level"),
+        ("tc-bangil-1", "count_car"),
+    ]
+    assert decoded.sequences == [("fg-welang-1", 4)]
+
+
+def test_without_a_gateway_map_every_device_reports_only_for_itself() -> None:
+    pack = json.dumps([{"n": "fg-welang-2/water_level", "v": 1.0}]).encode()
+    alone = decode(
+        pack, topic=f"{ROOT}/up/gateway-1", topic_root=ROOT, sensors=SENSORS, received_at=NOW
+    )
+    assert reasons(alone) == {Reason.FOREIGN_SENSOR}
+
+
+def test_resolved_names_do_not_authorise_another_device() -> None:
+    """The name cache is shared by every device; authority is checked per message."""
+    names: NameCache = {}
+    pack = json.dumps([{"bn": "fg-welang-1/", "n": "water_level", "v": 3.9}]).encode()
+
+    def on(device: str) -> Decoded:
+        return decode(
+            pack,
+            topic=f"{ROOT}/up/{device}",
+            topic_root=ROOT,
+            sensors=SENSORS,
+            received_at=NOW,
+            names=names,
+            gateways=GATEWAYS,
+        )
+
+    assert [r.sensor_id for r in on("gw-welang").readings] == ["fg-welang-1"]
+    assert "fg-welang-1/water_level" in names  # resolved, and kept
+    stolen = on("sn-bangil-1")
+    assert stolen.readings == []
+    assert reasons(stolen) == {Reason.FOREIGN_SENSOR}
+    assert [r.sensor_id for r in on("fg-welang-1").readings] == ["fg-welang-1"]
 
 
 def test_many_problems_are_summarised_per_reason() -> None:
@@ -524,7 +636,12 @@ def test_resolved_names_are_kept_between_calls_and_refusals_are_not() -> None:
         {"n": "water_level", "v": 2.1},
     ]
     body = json.dumps(pack).encode()
-    kwargs: dict[str, Any] = {"topic": f"{ROOT}/up/gw-1", "topic_root": ROOT, "received_at": NOW}
+    kwargs: dict[str, Any] = {
+        "topic": f"{ROOT}/up/gw-1",
+        "topic_root": ROOT,
+        "received_at": NOW,
+        "gateways": {"gw-1": frozenset({"fg-welang-1", "fg-welang-2"})},
+    }
     first = decode(body, sensors=lookup, names=names, **kwargs)
     assert [r.value for r in first.readings] == [1.0, 0.5]
     assert reasons(first) == {Reason.UNKNOWN_SENSOR}

@@ -11,16 +11,18 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
-from pantau import stack
+from pantau import services, stack
 from pantau.db.migrate import LATEST_VERSION
-from pantau.services import port_open, wait_until
+from pantau.services import MissingProgramError, alertmanager_binary, port_open, wait_until
+from pantau.settings import Settings
+from pantau.up import _alertmanager
 
 MINI_CITY = Path(__file__).parent.parent / "data" / "mini-city.yaml"
 
@@ -217,3 +219,34 @@ def test_a_stack_that_was_killed_is_stale_and_the_next_up_cleans_up() -> None:
         finally:
             code = again.stop()
         assert code == 0, again.output
+
+
+def test_up_runs_alertmanager_where_it_is_installed(tmp_path: Path) -> None:
+    try:
+        alertmanager_binary()
+    except MissingProgramError as error:
+        pytest.skip(str(error))
+    processes: dict[str, tuple[int, str | None]] = {}
+    with ExitStack() as exits:
+        line, env = _alertmanager(
+            Settings(), tmp_path, exits, processes, public_url="http://127.0.0.1:8000"
+        )
+        url = env["PANTAU_NOTIFY__ALERTMANAGER_URL"]
+        assert line.startswith(f"{url} (Alertmanager; receivers: duty-officer, everyone")
+        assert httpx.get(f"{url}/-/ready", timeout=5).status_code == 200
+        assert env["PANTAU_NOTIFY__ALERTMANAGER_EXTERNAL_URL"] == url
+        assert env["PANTAU_NOTIFY__PUBLIC_URL"] == "http://127.0.0.1:8000"
+        assert "alertmanager" in processes
+        assert (tmp_path / "alertmanager" / "alertmanager.yml").is_file()
+    port = urlsplit(url).port
+    assert port is not None and not port_open("127.0.0.1", port), "still running after the stop"
+
+
+def test_up_says_so_when_alertmanager_is_not_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(services.shutil, "which", lambda name: None)
+    with ExitStack() as exits:
+        line, env = _alertmanager(Settings(), tmp_path, exits, {}, public_url="http://x:1")
+    assert line.startswith("off: Alertmanager not found: apt-get install prometheus-alertmanager")
+    assert "PANTAU_NOTIFY__ALERTMANAGER_URL" not in env

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pantau.city import City
+from pantau.devices import load_gateway_id
 from pantau.payload import decode
 from pantau.settings import MqttSettings
 from simulators.load import LoadError, run_load
@@ -23,10 +24,17 @@ def _decoded_keys(
     messages: list[tuple[str, bytes]], city: City, root: str
 ) -> list[tuple[str, str, datetime]]:
     families = {s.id: s.family for s in city.sensors}
+    # The load's gateways, registered for every sensor as whoever runs a load does.
+    gateways = {load_gateway_id(i): frozenset(families) for i in range(8)}
     keys = []
     for topic, payload in messages:
         out = decode(
-            payload, topic=topic, topic_root=root, sensors=families, received_at=datetime.now(UTC)
+            payload,
+            topic=topic,
+            topic_root=root,
+            sensors=families,
+            received_at=datetime.now(UTC),
+            gateways=gateways,
         )
         assert not out.rejections, out.rejections
         keys += [(r.sensor_id, r.metric, r.time) for r in out.readings]
@@ -62,7 +70,7 @@ def test_publishes_exactly_the_manifest(
     assert set(keys) == set(manifest.valid)
     if shape == "senml":
         assert {t for t, _ in received} == {
-            f"{mqtt_settings.topic_root}/up/gw-load-{i}" for i in (0, 1)
+            f"{mqtt_settings.topic_root}/up/{load_gateway_id(i)}" for i in (0, 1)
         }
     if shape == "single":
         # Each device numbers its own messages without gaps, so ingest counts no lost ones.

@@ -26,7 +26,12 @@ def _decode_all(
     readings, rejected = [], 0
     for topic, payload in messages:
         out = decode(
-            payload, topic=topic, topic_root=root, sensors=families, received_at=datetime.now(UTC)
+            payload,
+            topic=topic,
+            topic_root=root,
+            sensors=families,
+            received_at=datetime.now(UTC),
+            gateways=city.gateway_sensors(),
         )
         readings += out.readings
         rejected += bool(out.rejections)
@@ -97,6 +102,35 @@ def test_faults_are_injected_recorded_and_verifiable(
     report = verify(city_db, manifest)
     assert report.ok, report
     assert report.expected == len({(r.sensor_id, r.metric, r.time) for r in readings})
+
+
+def test_flood_gauges_spike_and_drop_out_as_recorded(
+    tmp_path: Path, mqtt_settings: MqttSettings, mini_city: City, collector: Collector, city_db: str
+) -> None:
+    faults = FaultConfig(spikes=0.05, dropouts=0.05)
+    config = RunConfig(backfill=timedelta(hours=4), seed=8, faults=faults, manifest=tmp_path / "g")
+    stats = Simulation(city=mini_city, mqtt=mqtt_settings, config=config).run()
+    clean = Simulation(
+        city=mini_city, mqtt=mqtt_settings, config=RunConfig(backfill=timedelta(hours=4), seed=8)
+    ).run()
+    assert stats.faults["spike"] > 5 and stats.faults["dropout"] > 5
+    assert stats.observations == clean.observations and stats.readings < clean.readings
+    received = collector.wait_for(stats.messages + clean.messages)[: stats.messages]
+    readings, rejected = _decode_all(received, mini_city, mqtt_settings.topic_root)
+    assert rejected == 0  # a spike is a valid reading of a wrong value
+    gauges = {s.id: s.thresholds for s in mini_city.sensors if s.thresholds}
+    wild = [
+        r
+        for r in readings
+        if r.metric == "water_level" and (r.value >= gauges[r.sensor_id].awas or r.value < 0)
+    ]
+    assert {r.sensor_id for r in wild} == set(gauges)
+    # Only flood gauges glitch; the manifest knows every spike, and verify finds it all stored.
+    manifest = load_manifest(tmp_path / "g")
+    assert {f.topic.rsplit("/", 1)[1] for f in manifest.faults} <= set(gauges)
+    store_messages(city_db, received, topic_root=mqtt_settings.topic_root)
+    report = verify(city_db, manifest)
+    assert report.ok, report
 
 
 def test_silent_sensors_without_burst_drop_readings(

@@ -32,7 +32,11 @@ def test_same_seed_same_readings_other_seed_differs(mini_city: City) -> None:
 
 def test_adding_a_sensor_leaves_the_others_unchanged(mini_city: City) -> None:
     smaller = City.model_validate(
-        {**mini_city.model_dump(), "sensors": [s.model_dump() for s in mini_city.sensors[1:]]}
+        {
+            **mini_city.model_dump(),
+            "sensors": [s.model_dump() for s in mini_city.sensors[1:]],
+            "gateways": [],
+        }
     )
     full = [r for r in _readings(mini_city, 5, 3) if r[0] != mini_city.sensors[0].id]
     assert full == _readings(smaller, 5, 3)

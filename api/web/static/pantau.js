@@ -1,5 +1,7 @@
 // Pantau live city page (/ and /control): the open-data API, kept live by its event stream.
 // No build step and no framework: Leaflet and uPlot are the only libraries, served by Pantau.
+// The map (map.js), the gauge view (gauge.js), readable values (format.js) and the control
+// page's work on alerts (desk.js) are modules of their own, loaded before this file.
 (() => {
   "use strict";
 
@@ -15,21 +17,36 @@
       sensors: "Semua sensor", sensor: "Sensor", kind: "Jenis", latestCol: "Nilai terbaru",
       timeCol: "Waktu", footer: "Data terbuka Pantau: API di /docs · GeoJSON, CSV, SensorThings, CAP.",
       controlLink: "Ruang kendali", publicLink: "Halaman publik", unavailable: "Tidak tersedia.",
+      notifications: "Notifikasi dan senyap (Alertmanager)",
       controlTitle: "Ruang kendali Pantau",
       controlSubtitle: "Untuk operator: konfirmasi peringatan, sensor luring, muatan yang ditolak.",
       apiKey: "Kunci API operator", apiKeyLabel: "Kunci API (disimpan hanya di tab ini)",
       save: "Simpan", saved: "Kunci tersimpan.", openAlerts: "Peringatan terbuka", level: "Tingkat",
       rule: "Aturan", message: "Pesan", since: "Sejak", ack: "Konfirmasi", ackDo: "Konfirmasi",
       acked: "Dikonfirmasi", ackFailed: "Konfirmasi gagal", offline: "Sensor luring",
+      handleCol: "Penanganan",
       noneOffline: "Semua sensor melapor.", rejected: "Muatan ditolak, per alasan",
       needKey: "Masukkan kunci API untuk melihat.", reason: "Alasan", count: "Jumlah",
       noRejected: "Tidak ada muatan yang ditolak.", expected: "diperkirakan",
+      noData: "Tidak ada data", lastReading: "data terakhir",
+      expectedIn: "{level} diperkirakan dalam sekitar {n} menit", expectedNow: "{level} diperkirakan sudah tercapai",
+      suspect: "Data mencurigakan (kontrol mutu)", noSuspect: "Tidak ada data mencurigakan dalam 24 jam terakhir.",
+      valueCol: "Nilai",
+      reasons: { range: "di luar rentang sensor", gradient: "berubah terlalu cepat", spike: "lonjakan sesaat" },
       family: { flood_gauge: "Pos duga air", traffic_counter: "Penghitung lalu lintas", street_node: "Lampu jalan & udara" },
       levels: ["Normal", "Waspada", "Siaga", "Awas"],
       kecamatan: "Kecamatan", floodCol: "Banjir (terburuk)", trafficCol: "Lalu lintas",
       lampsCol: "Lampu menyala baik", airCol: "Udara (ISPU)",
       traffic: { lancar: "Lancar", padat: "Padat", macet: "Macet" },
       lang: "EN", langLabel: "English",
+      selected: "Sensor terpilih", chooseSensor: "Pilih sensor di peta atau di daftar sungai.",
+      viewGauge: "Grafik", lastReport: "Laporan terakhir", staleSince: "Tidak melapor sejak",
+      handling: "Penanganan", interval: "Selang laporan", seconds: "detik", notReporting: "tidak melapor",
+      rules: {
+        flood_level: "Tinggi muka air", rising_fast: "Naik cepat", upstream: "Banjir dari hulu",
+        congestion: "Kemacetan", lamp: "Lampu jalan", air_quality: "Kualitas udara",
+        offline: "Sensor luring", stuck: "Nilai tidak berubah", rejected: "Muatan ditolak",
+      },
     },
     en: {
       skip: "Skip to content", title: "Pantau",
@@ -41,24 +58,43 @@
       sensors: "All sensors", sensor: "Sensor", kind: "Kind", latestCol: "Latest values",
       timeCol: "Time", footer: "Pantau open data: API at /docs · GeoJSON, CSV, SensorThings, CAP.",
       controlLink: "Control room", publicLink: "Public page", unavailable: "Not available.",
+      notifications: "Notifications and silences (Alertmanager)",
       controlTitle: "Pantau control room",
       controlSubtitle: "For operators: acknowledge warnings, offline sensors, rejected payloads.",
       apiKey: "Operator API key", apiKeyLabel: "API key (kept in this tab only)",
       save: "Save", saved: "Key saved.", openAlerts: "Open alerts", level: "Level",
       rule: "Rule", message: "Message", since: "Since", ack: "Acknowledge", ackDo: "Acknowledge",
       acked: "Acknowledged", ackFailed: "Acknowledgement failed", offline: "Offline sensors",
+      handleCol: "Handling",
       noneOffline: "Every sensor is reporting.", rejected: "Rejected payloads by reason",
       needKey: "Enter an API key to see them.", reason: "Reason", count: "Count",
       noRejected: "No rejected payloads.", expected: "expected",
+      noData: "No data", lastReading: "last reading",
+      expectedIn: "{level} expected in about {n} minutes", expectedNow: "{level} expected now",
+      suspect: "Suspect readings (quality control)", noSuspect: "No suspect readings in the last 24 hours.",
+      valueCol: "Value",
+      reasons: { range: "outside the sensor's range", gradient: "changed too fast", spike: "spike" },
       family: { flood_gauge: "Flood gauge", traffic_counter: "Traffic counter", street_node: "Street light & air" },
       levels: ["Normal", "Waspada (alert)", "Siaga (standby)", "Awas (danger)"],
       kecamatan: "Kecamatan", floodCol: "Flood (worst)", trafficCol: "Traffic",
       lampsCol: "Lamps working", airCol: "Air (ISPU)",
       traffic: { lancar: "Flowing", padat: "Busy", macet: "Jammed" },
       lang: "ID", langLabel: "Bahasa Indonesia",
+      selected: "Selected sensor", chooseSensor: "Choose a sensor on the map or in the river list.",
+      viewGauge: "Chart", lastReport: "Last report", staleSince: "Not reporting since",
+      handling: "Handling", interval: "Reporting interval", seconds: "s", notReporting: "not reporting",
+      rules: {
+        flood_level: "Water level", rising_fast: "Rising fast", upstream: "Flood from upstream",
+        congestion: "Congestion", lamp: "Street lamp", air_quality: "Air quality",
+        offline: "Sensor offline", stuck: "Stuck value", rejected: "Rejected payloads",
+      },
     },
   };
-  const LEVEL_COLOURS = ["#2e8b57", "#e0b000", "#f07c00", "#b71c1c"];
+  // A sensor is stale after this many reporting intervals without a reading (the alert
+  // service's default PANTAU_ALERTS__OFFLINE_INTERVALS_K), or while an offline alert is open.
+  const OFFLINE_INTERVALS = 3;
+  // Rules that warn of a flood: styled with the flood levels' colours, listed first.
+  const FLOOD_RULES = new Set(["flood_level", "rising_fast", "upstream"]);
   const MAIN_METRICS = {
     flood_gauge: ["water_level", "rainfall"],
     traffic_counter: ["occupancy", "avg_speed", "count_motorcycle"],
@@ -70,11 +106,14 @@
   const t = (key) => TEXT[lang][key] ?? TEXT.id[key] ?? key;
 
   const sensors = new Map();
-  const markers = new Map();
-  const sparks = new Map();
+  // Each gauge's level as /city/status gives it: the alert service's confirmed level while its
+  // data is current, "no data" (with the time of its last reading) once it is not.
+  const gaugeStates = new Map();
   let alerts = [];
   let map = null;
-  let baseLayer = null;
+  let gaugeView = null;
+  let desk = null;
+  let selectedId = null;
 
   // ---------------------------------------------------------------- helpers
   const el = (tag, attrs = {}, ...children) => {
@@ -113,18 +152,32 @@
     const known = Number.isInteger(level) && level >= 0 && level <= 3;
     return el("span", { class: `badge lvl-${known ? level : "x"}`, text: known ? t("levels")[level] : "–" });
   };
-  const fmt = (value) => (typeof value === "number" ? (Number.isInteger(value) ? String(value) : value.toFixed(2)) : String(value));
+  const F = window.PantauFormat;
+  const metres = (value) => `${F.number(value, 2, lang)} m`;
 
   function floodLevel(sensor) {
-    const thresholds = sensor.thresholds;
-    const reading = sensor.latest?.water_level;
-    if (!thresholds || !reading) return null;
-    const v = reading.value;
-    if (v >= thresholds.awas) return 3;
-    if (v >= thresholds.siaga) return 2;
-    if (v >= thresholds.waspada) return 1;
-    return 0;
+    const state = gaugeStates.get(sensor.id);
+    return state && !state.no_data && Number.isInteger(state.level) ? state.level : null;
   }
+  const noData = (sensor) => Boolean(gaugeStates.get(sensor.id)?.no_data);
+  function gaugeBadge(sensor) {
+    if (!noData(sensor)) return levelBadge(floodLevel(sensor));
+    return el("span", { class: "badge lvl-x no-data", text: t("noData") });
+  }
+  function staleText(sensor) {
+    const state = gaugeStates.get(sensor.id);
+    if (!state?.no_data || !state.last_reading_at) return "";
+    const value = sensor.latest?.water_level?.value;
+    return `${t("lastReading")} ${when(state.last_reading_at)}${value === undefined ? "" : ` (${metres(value)})`}`;
+  }
+  // The water level as current, or nothing when it is not (the "no data" note says what it was).
+  function valueText(sensor) {
+    const value = sensor.latest?.water_level?.value;
+    if (value === undefined) return "–";
+    return noData(sensor) ? "" : metres(value);
+  }
+  // What the note beside a gauge says: its last reading when it has no data, or that it is silent.
+  const staleNote = (sensor) => staleText(sensor) || (isStale(sensor) ? t("notReporting") : "");
   function latestTime(sensor) {
     let newest = null;
     for (const r of Object.values(sensor.latest || {})) if (!newest || r.time > newest) newest = r.time;
@@ -134,10 +187,29 @@
     const parts = [];
     for (const metric of MAIN_METRICS[sensor.family] || []) {
       const r = sensor.latest?.[metric];
-      if (r) parts.push(`${metric} ${fmt(r.value)}`);
+      if (r) parts.push(F.reading(sensor.family, metric, r.value, lang));
     }
     return parts.join(" · ") || "–";
   }
+  function isStale(sensor) {
+    // A gauge: as /city/status says (the alert service's deadline, pantau.freshness).
+    const state = gaugeStates.get(sensor.id);
+    if (state) return Boolean(state.no_data);
+    if (alerts.some((a) => a.rule === "offline" && a.sensor_id === sensor.id && (a.state ?? "open") === "open")) return true;
+    const newest = latestTime(sensor);
+    if (!newest) return true;
+    return Date.now() - new Date(newest).getTime() > OFFLINE_INTERVALS * (sensor.interval_s ?? 60) * 1000;
+  }
+  const levelName = (level) => t("levels")[level] ?? String(level);
+  const ruleName = (rule) => t("rules")[rule] ?? rule;
+  // The API's name of an alert's level, in the page's language where it gives one.
+  const alertLevelLabel = (a) => (lang === "en" ? a.level_label_en ?? a.level_label : a.level_label) ?? String(a.level);
+  // Flood warnings in the flood levels' colours; every level by the name the API gives it.
+  function alertBadge(a) {
+    const known = FLOOD_RULES.has(a.rule) && Number.isInteger(a.level) && a.level >= 0 && a.level <= 3;
+    return el("span", { class: `badge ${known ? `lvl-${a.level}` : "lvl-x"}`, text: alertLevelLabel(a) });
+  }
+  const alertMessage = (a) => (lang === "en" ? a.message_en : a.message) || a.message || a.rule;
 
   // ---------------------------------------------------------------- language
   function applyLanguage() {
@@ -148,56 +220,72 @@
     button.setAttribute("aria-label", t("langLabel"));
     document.getElementById("map")?.setAttribute("aria-label", t("map"));
     renderAll();
+    gaugeView?.relabel();
+    if (desk?.current() !== null && desk?.current() !== undefined) desk.refresh();
   }
 
-  // ---------------------------------------------------------------- map
+  // ---------------------------------------------------------------- map and selection
   function initMap() {
-    if (!window.L || !document.getElementById("map")) return;
-    map = L.map("map", { zoomControl: true }).setView([-7.72, 112.85], 11);
-    map.attributionControl.setPrefix(false);
-    document.getElementById("basemap").addEventListener("change", (event) => {
-      if (event.target.checked) {
-        baseLayer = L.tileLayer("https://tile.openstreetmap.org/{z}/{x}/{y}.png", {
-          maxZoom: 18, attribution: "© OpenStreetMap",
-        }).addTo(map);
-      } else if (baseLayer) {
-        map.removeLayer(baseLayer);
-        baseLayer = null;
-      }
-    });
-    api("/city/kecamatan").then((body) => {
-      L.geoJSON(body, {
-        pointToLayer: (feature, latlng) => L.circleMarker(latlng, { radius: 3, color: "#52606d", weight: 1, fillOpacity: 0.4 })
-          .bindTooltip(feature.properties?.name ?? feature.id ?? "", { permanent: true, direction: "right", className: "kec" }),
-      }).addTo(map);
-    }).catch(() => {});
+    map = window.PantauMap?.create({
+      element: "map", legend: "legend", lang: () => lang, levelName, api,
+      levelOf: (s) => (s.family === "flood_gauge" ? floodLevel(s) : null), isStale,
+      describe: (s) => {
+        const level = s.family === "flood_gauge" ? floodLevel(s) : null;
+        return level === null ? latestText(s) : `${levelName(level)} · ${latestText(s)}`;
+      },
+      select,
+    }) ?? null;
+    document.getElementById("basemap")?.addEventListener("change", (event) => map?.setBaseMap(event.target.checked));
+    gaugeView = window.PantauGauge?.create({ element: "gauge-view", lang: () => lang, levelName, levelBadge, api, when, el }) ?? null;
   }
   function renderMarkers() {
-    if (!map) return;
-    const bounds = [];
-    for (const sensor of sensors.values()) {
-      const level = sensor.family === "flood_gauge" ? floodLevel(sensor) : null;
-      const colour = level === null ? (sensor.family === "traffic_counter" ? "#0b5cad" : "#6b4fbb") : LEVEL_COLOURS[level];
-      let marker = markers.get(sensor.id);
-      if (!marker) {
-        marker = L.circleMarker([sensor.lat, sensor.lon], { radius: 7, weight: 2, color: "#102a43", fillOpacity: 0.9 }).addTo(map);
-        markers.set(sensor.id, marker);
-      }
-      marker.setStyle({ fillColor: colour });
-      const label = level === null ? latestText(sensor) : `${t("levels")[level]} · ${latestText(sensor)}`;
-      marker.bindTooltip(`${sensor.name} (${sensor.id}): ${label}`);
-      bounds.push([sensor.lat, sensor.lon]);
+    map?.updateAll([...sensors.values()]);
+  }
+
+  /** Open a sensor: a gauge's view, or another sensor's latest values. */
+  function select(sensorId, { scroll = true } = {}) {
+    const sensor = sensors.get(sensorId);
+    if (!sensor) return;
+    selectedId = sensorId;
+    const card = document.getElementById("sensor-card");
+    if (!card) return;
+    renderSelected();
+    if (sensor.family === "flood_gauge") gaugeView?.show(sensorId);
+    if (scroll) card.scrollIntoView({ block: "nearest" });
+  }
+  function renderSelected() {
+    const detail = document.getElementById("sensor-detail");
+    const gauge = document.getElementById("gauge-view");
+    const sensor = sensors.get(selectedId);
+    if (!detail) return;
+    if (!sensor) {
+      detail.replaceChildren(el("p", { class: "muted", text: t("chooseSensor") }));
+      if (gauge) gauge.hidden = true;
+      return;
     }
-    if (bounds.length && !map._fitted) {
-      map._fitted = true;
-      // After layout settles: the cards around the map change size as they fill.
-      requestAnimationFrame(() => {
-        map.invalidateSize();
-        map.fitBounds(bounds, { padding: [30, 30], maxZoom: 14 });
-      });
+    if (gauge) gauge.hidden = sensor.family !== "flood_gauge";
+    if (sensor.family === "flood_gauge") {
+      detail.replaceChildren();
+      return;
     }
-    const legend = document.getElementById("legend");
-    legend.replaceChildren(...t("levels").map((name, i) => el("span", {}, el("span", { class: `badge lvl-${i}`, text: name }))));
+    const rows = Object.entries(sensor.latest || {}).map(([metric, r]) => el("tr", { "data-metric": metric },
+      el("th", { scope: "row", text: F.label(sensor.family, metric, lang) }),
+      el("td", { text: F.value(sensor.family, metric, r.value, lang) }),
+      el("td", { text: when(r.time) })));
+    const stale = isStale(sensor);
+    detail.replaceChildren(
+      el("h3", { text: sensor.name }),
+      el("p", { class: "muted", text: `${t("family")[sensor.family] ?? sensor.family} · ${sensor.kecamatan} · ${t("interval")} ${F.number(sensor.interval_s, 0, lang)} ${t("seconds")}` }),
+      ...(stale ? [el("p", { class: "gauge-stale", text: `${t("staleSince")} ${when(latestTime(sensor)) || "–"}` })] : []),
+      el("table", { class: "values" }, el("caption", { class: "sr", text: sensor.name }),
+        el("thead", {}, el("tr", {}, el("th", { scope: "col", text: t("sensor") }), el("th", { scope: "col", text: t("latestCol") }), el("th", { scope: "col", text: t("timeCol") }))),
+        el("tbody", {}, ...rows)));
+  }
+  function defaultGauge() {
+    // The gauge most in need of a look: the highest level, then the furthest downstream.
+    const gauges = [...sensors.values()].filter((s) => s.family === "flood_gauge");
+    gauges.sort((a, b) => (floodLevel(b) ?? -1) - (floodLevel(a) ?? -1) || (b.river_km ?? 0) - (a.river_km ?? 0));
+    return gauges[0]?.id ?? null;
   }
 
   // ---------------------------------------------------------------- sections
@@ -205,15 +293,15 @@
     const body = document.querySelector("#sensors tbody");
     if (!body) return;
     const rows = [...sensors.values()].sort((a, b) => a.id.localeCompare(b.id)).map((s) => {
-      const level = s.family === "flood_gauge" ? floodLevel(s) : null;
       const latest = el("td", { class: "latest", text: latestText(s) });
-      if (level !== null) latest.prepend(levelBadge(level), " ");
-      return el("tr", { "data-sensor": s.id },
+      if (s.family === "flood_gauge") latest.prepend(gaugeBadge(s), " ");
+      const stale = isStale(s);
+      return el("tr", { "data-sensor": s.id, class: stale ? "stale" : "" },
         el("th", { scope: "row" }, el("span", { text: s.name }), el("br"), el("small", { class: "muted", text: s.id })),
         el("td", { text: t("family")[s.family] ?? s.family }),
         el("td", { text: s.kecamatan }),
         latest,
-        el("td", { class: "time", text: when(latestTime(s)) }));
+        el("td", { class: "time", text: when(latestTime(s)) + (stale ? ` · ${t("notReporting")}` : "") }));
     });
     body.replaceChildren(...rows);
   }
@@ -236,12 +324,11 @@
       gauges.sort((a, b) => (a.river_km ?? 0) - (b.river_km ?? 0) || a.id.localeCompare(b.id));
       const section = el("section", { class: "river", "data-river": river }, el("h3", { text: `${t("river")} ${river}` }));
       for (const g of gauges) {
-        const level = floodLevel(g);
         const value = g.latest?.water_level?.value;
         const th = g.thresholds;
         const top = th ? th.awas * 1.3 : 1;
         const pct = (x) => `${Math.max(0, Math.min(100, (x / top) * 100)).toFixed(1)}%`;
-        const bar = el("div", { class: "bar", role: "img", "aria-label": `${g.name}: ${value === undefined ? "–" : fmt(value) + " m"}` });
+        const bar = el("div", { class: "bar", role: "img", "aria-label": `${g.name}: ${value === undefined ? "–" : metres(value)}` });
         if (th) {
           bar.style.setProperty("--w", pct(th.waspada));
           bar.style.setProperty("--s", pct(th.siaga));
@@ -252,81 +339,59 @@
           mark.style.left = pct(value);
           bar.append(mark);
         }
-        let spark = sparks.get(g.id)?.node;
-        if (!spark) spark = el("div", { class: "spark", "aria-hidden": "true" });
-        section.append(el("div", { class: "gauge", "data-sensor": g.id },
-          el("span", { class: "name", text: `${g.name}` }),
-          el("span", {}, levelBadge(level), " ", el("span", { class: "value", text: value === undefined ? "–" : `${fmt(value)} m` })),
-          bar, spark));
+        const open = el("button", { type: "button", class: "open-gauge", "data-sensor": g.id, "aria-controls": "sensor-card" });
+        open.textContent = `${t("viewGauge")}: ${g.name}`;
+        open.addEventListener("click", () => select(g.id));
+        const stale = isStale(g);
+        section.append(el("div", { class: `gauge${stale ? " stale" : ""}${noData(g) ? " no-data" : ""}`, "data-sensor": g.id },
+          el("span", { class: "name", text: `${g.name}${g.river_km !== null && g.river_km !== undefined ? ` · km ${F.number(g.river_km, 0, lang)}` : ""}` }),
+          el("span", {}, gaugeBadge(g), " ", el("span", { class: "value", text: valueText(g) }),
+            " ", el("small", { class: "stale muted", text: staleNote(g) })),
+          bar, open));
       }
       sections.push(section);
     }
     box.replaceChildren(...sections);
-    for (const s of sensors.values()) if (s.family === "flood_gauge") loadSpark(s);
   }
 
-  async function loadSpark(gauge) {
-    if (!window.uPlot || sparks.has(gauge.id)) return;
-    const holder = { node: null, plot: null, data: [[], []] };
-    sparks.set(gauge.id, holder);
-    const end = new Date();
-    const start = new Date(end.getTime() - 24 * 3600 * 1000);
-    try {
-      const body = await api(`/sensors/${encodeURIComponent(gauge.id)}/readings?metric=water_level&resolution=1m&order=asc&limit=1440&start=${start.toISOString()}&end=${end.toISOString()}`);
-      const points = items(body.readings ? body.readings : body)
-        .map((r) => [new Date(r.time).getTime() / 1000, r.avg ?? r.value ?? r.last])
-        .sort((a, b) => a[0] - b[0]);
-      for (const [x, y] of points) {
-        holder.data[0].push(x);
-        holder.data[1].push(y);
-      }
-    } catch { /* the sparkline is optional */ }
-    const node = document.querySelector(`.gauge[data-sensor="${CSS.escape(gauge.id)}"] .spark`);
-    if (!node) return;
-    holder.node = node;
-    const th = gauge.thresholds || {};
-    const lines = ["waspada", "siaga", "awas"].filter((k) => th[k] !== undefined);
-    holder.plot = new uPlot({
-      width: Math.max(220, node.clientWidth || 300), height: 60, legend: { show: false }, cursor: { show: false },
-      axes: [{ show: false }, { show: false }],
-      scales: { x: { time: true }, y: { range: (u, lo, hi) => [Math.min(lo ?? 0, 0), Math.max(hi ?? 1, (th.awas ?? 1) * 1.05)] } },
-      series: [{}, { stroke: "#0b5cad", width: 1.5 }],
-      hooks: {
-        draw: [(u) => {
-          const ctx = u.ctx;
-          lines.forEach((k, i) => {
-            const y = u.valToPos(th[k], "y", true);
-            ctx.save();
-            ctx.strokeStyle = LEVEL_COLOURS[i + 1];
-            ctx.setLineDash([4, 3]);
-            ctx.beginPath();
-            ctx.moveTo(u.bbox.left, y);
-            ctx.lineTo(u.bbox.left + u.bbox.width, y);
-            ctx.stroke();
-            ctx.restore();
-          });
-        }],
-      },
-    }, holder.data, node);
+  // Most urgent first: flood warnings before the rest; the worst level, measured or expected;
+  // at the same level what is measured before what is forecast, the soonest forecast first.
+  function urgency(a) {
+    const flood = FLOOD_RULES.has(a.rule);
+    const forecast = flood && a.rule !== "flood_level";
+    const expected = forecast && a.predicted_at ? (a.predicted_level ?? 0) : 0;
+    const due = forecast && a.predicted_at ? Date.parse(a.predicted_at) : Infinity;
+    return [flood ? 0 : 1, -Math.max(a.level ?? 0, expected), forecast ? 1 : 0, due, -Date.parse(a.updated_at ?? 0)];
+  }
+  function byUrgency(a, b) {
+    const x = urgency(a), y = urgency(b);
+    for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return (x[i] || 0) < (y[i] || 0) ? -1 : 1;
+    return 0;
+  }
+  function forecastText(a) {
+    const name = t("levels")[a.predicted_level] ?? "";
+    const minutes = Math.round((Date.parse(a.predicted_at) - Date.now()) / 60000);
+    const text = minutes > 0 ? t("expectedIn").replace("{n}", String(minutes)) : t("expectedNow");
+    return `${text.replace("{level}", name)} (${when(a.predicted_at)})`;
   }
 
   function renderWarnings() {
     const list = document.getElementById("warnings");
     if (!list) return;
-    const open = alerts.filter((a) => a.state === undefined || a.state === "open")
-      .sort((a, b) => (b.level ?? 0) - (a.level ?? 0) || String(b.updated_at).localeCompare(String(a.updated_at)));
+    const open = alerts.filter((a) => a.state === undefined || a.state === "open").sort(byUrgency);
     if (!open.length) {
       list.replaceChildren(el("li", { class: "muted", text: t("noWarnings") }));
       return;
     }
     list.replaceChildren(...open.map((a) => {
       const sensor = sensors.get(a.sensor_id);
-      const message = (lang === "en" ? a.message_en : a.message) || a.message || a.rule;
       const item = el("li", { "data-alert": String(a.id), "data-rule": a.rule ?? "" },
-        a.rule === "flood_level" ? levelBadge(a.level) : el("span", { class: "badge lvl-x", text: a.level_label ?? a.rule }), " ",
-        el("strong", { text: sensor ? sensor.name : a.sensor_id }), " — ", el("span", { text: message }));
-      if (a.predicted_at && a.predicted_level !== null && a.predicted_level !== undefined) {
-        item.append(el("br"), el("small", { class: "muted", text: `${t("levels")[a.predicted_level] ?? ""} ${t("expected")} ${when(a.predicted_at)}` }));
+        alertBadge(a), " ", el("span", { class: "rule", text: ruleName(a.rule) }), " · ",
+        el("strong", { text: sensor ? sensor.name : a.sensor_id }), " — ", el("span", { text: alertMessage(a) }));
+      if (a.predicted_at && Number.isInteger(a.predicted_level) && a.predicted_level >= 1 && a.predicted_level <= 3) {
+        // "Awas expected in N minutes" is the earliest warning there is: it must stand out.
+        item.classList.add("forecast", `forecast-${a.predicted_level}`);
+        item.append(el("strong", { class: "forecast-note", text: forecastText(a) }));
       }
       return item;
     }));
@@ -337,13 +402,18 @@
     if (!box) return;
     try {
       const body = await api("/city/status");
-      const rows = (body.kecamatan ?? items(body)).filter((k) => k.flood || k.traffic || k.lamps || k.air);
+      const all = body.kecamatan ?? items(body);
+      gaugeStates.clear();
+      for (const k of all) for (const g of k.flood?.by_gauge ?? []) gaugeStates.set(g.sensor_id, g);
+      refreshGauges();
+      const rows = all.filter((k) => k.flood || k.traffic || k.lamps || k.air);
       if (!rows.length) throw new Error("empty");
       const head = el("tr", {}, ...["kecamatan", "floodCol", "trafficCol", "lampsCol", "airCol"]
         .map((k) => el("th", { scope: "col", text: t(k) })));
       const body_ = rows.map((k) => {
         const flood = el("td");
-        if (k.flood) flood.append(levelBadge(k.flood.level));
+        if (k.flood?.no_data) flood.append(el("span", { class: "badge lvl-x no-data", text: t("noData") }));
+        else if (k.flood) flood.append(levelBadge(k.flood.level));
         else flood.textContent = "–";
         const traffic = k.traffic ? `${t("traffic")[k.traffic.category] ?? k.traffic.category} (${k.traffic.congestion_index.toFixed(2)})` : "–";
         const lamps = k.lamps && k.lamps.on ? `${k.lamps.working}/${k.lamps.on}` : "–";
@@ -358,27 +428,44 @@
     }
   }
 
+  // Badges, "no data" notes and marker colours of every gauge, from the states just loaded.
+  function refreshGauges() {
+    for (const sensor of sensors.values()) if (sensor.family === "flood_gauge") paintGauge(sensor);
+  }
+  function paintGauge(sensor) {
+    const id = CSS.escape(sensor.id);
+    const gauge = document.querySelector(`.gauge[data-sensor="${id}"]`);
+    if (gauge) {
+      gauge.querySelector(".badge")?.replaceWith(gaugeBadge(sensor));
+      const stale = gauge.querySelector(".stale");
+      if (stale) stale.textContent = staleNote(sensor);
+      const value = gauge.querySelector(".value");
+      if (value) value.textContent = valueText(sensor);
+      gauge.classList.toggle("no-data", noData(sensor));
+      gauge.classList.toggle("stale", isStale(sensor));
+    }
+    const row = document.querySelector(`#sensors tr[data-sensor="${id}"] .latest`);
+    if (row) {
+      row.textContent = latestText(sensor);
+      row.prepend(gaugeBadge(sensor), " ");
+    }
+    map?.update(sensor);
+  }
+
   // ---------------------------------------------------------------- control page
   const apiKey = () => sessionStorage.getItem("pantau.apiKey") || "";
 
   function renderAlertTable() {
     const body = document.querySelector("#alerts tbody");
     if (!body) return;
-    const open = alerts.filter((a) => a.state === undefined || a.state === "open");
-    body.replaceChildren(...open.map((a) => {
-      const done = Boolean(a.acknowledged_at);
-      const button = el("button", { type: "button", class: "ack", "data-alert": String(a.id) });
-      button.textContent = done ? `${t("acked")}${a.acknowledged_by ? ` (${a.acknowledged_by})` : ""}` : t("ackDo");
-      if (done) button.disabled = true;
-      button.addEventListener("click", () => acknowledge(a, button));
-      return el("tr", { "data-alert": String(a.id) },
-        el("td", {}, a.rule === "flood_level" ? levelBadge(a.level) : el("span", { class: "badge lvl-x", text: a.level_label ?? String(a.level) })),
-        el("td", { text: sensors.get(a.sensor_id)?.name ?? a.sensor_id }),
-        el("td", { text: a.rule ?? "" }),
-        el("td", { text: (lang === "en" ? a.message_en : a.message) || a.message || "" }),
-        el("td", { text: when(a.opened_at) }),
-        el("td", {}, button));
-    }));
+    const open = alerts.filter((a) => a.state === undefined || a.state === "open").sort(byUrgency);
+    body.replaceChildren(...open.map((a) => el("tr", { "data-alert": String(a.id) },
+      el("td", {}, alertBadge(a)),
+      el("td", { text: sensors.get(a.sensor_id)?.name ?? a.sensor_id }),
+      el("td", { text: ruleName(a.rule) }),
+      el("td", { text: alertMessage(a) }),
+      el("td", { text: when(a.opened_at) }),
+      desk ? desk.handlingCell(a) : el("td", { text: a.acknowledged_by ?? "" }))));
     const offline = document.getElementById("offline");
     if (offline) {
       const down = open.filter((a) => a.rule === "offline");
@@ -388,69 +475,68 @@
     }
   }
 
-  async function acknowledge(alert, button) {
-    const state = document.getElementById("ack-state");
-    button.disabled = true;
-    try {
-      const response = await fetch(`/alerts/${encodeURIComponent(alert.id)}/ack`, {
-        method: "POST", headers: { "X-API-Key": apiKey(), Accept: "application/json" },
-      });
-      if (!response.ok) {
-        let detail = String(response.status);
-        try { detail = (await response.json()).detail ?? detail; } catch { /* not JSON */ }
-        throw new Error(detail);
-      }
-      const updated = await response.json().catch(() => null);
-      alert.acknowledged_at = updated?.acknowledged_at ?? new Date().toISOString();
-      alert.acknowledged_by = updated?.acknowledged_by ?? alert.acknowledged_by;
-      state.textContent = `${t("acked")}: ${sensors.get(alert.sensor_id)?.name ?? alert.sensor_id}`;
-      renderAlertTable();
-    } catch (error) {
-      button.disabled = false;
-      state.textContent = `${t("ackFailed")}: ${error.message}`;
-    }
-  }
-
-  async function loadRejected() {
-    const box = document.getElementById("rejected");
+  // An operator section: asks for the key, fetches `path` with it, fills `box` with `render`.
+  async function operatorSection(id, path, render) {
+    const box = document.getElementById(id);
     if (!box) return;
     if (!apiKey()) {
       box.replaceChildren(el("p", { class: "muted", text: t("needKey") }));
       return;
     }
     try {
-      const body = await api("/operator/rejected", { headers: { "X-API-Key": apiKey(), Accept: "application/json" } });
-      const counts = new Map();
-      if (body && Array.isArray(body.by_reason)) {
-        for (const r of body.by_reason) counts.set(r.reason, r.count ?? r.times_seen ?? 0);
-      } else {
-        for (const r of items(body)) counts.set(r.reason, (counts.get(r.reason) ?? 0) + (r.times_seen ?? 1));
-      }
-      if (!counts.size) {
-        box.replaceChildren(el("p", { class: "muted", text: t("noRejected") }));
-        return;
-      }
-      const rows = [...counts.entries()].sort((a, b) => b[1] - a[1])
-        .map(([reason, count]) => el("tr", { "data-reason": reason }, el("td", { text: reason }), el("td", { text: String(count) })));
-      box.replaceChildren(el("table", {}, el("caption", { class: "sr", text: t("rejected") }),
-        el("thead", {}, el("tr", {}, el("th", { scope: "col", text: t("reason") }), el("th", { scope: "col", text: t("count") }))),
-        el("tbody", {}, ...rows)));
+      box.replaceChildren(render(await api(path, { headers: { "X-API-Key": apiKey(), Accept: "application/json" } })));
     } catch (error) {
       box.replaceChildren(el("p", { class: "muted", text: `${t("unavailable")} (${error.message})` }));
     }
   }
+  const table = (caption, columns, rows) => el("table", {}, el("caption", { class: "sr", text: caption }),
+    el("thead", {}, el("tr", {}, ...columns.map((k) => el("th", { scope: "col", text: t(k) })))),
+    el("tbody", {}, ...rows));
+
+  const loadRejected = () => operatorSection("rejected", "/operator/rejected", (body) => {
+    const counts = new Map();
+    if (body && Array.isArray(body.by_reason)) {
+      for (const r of body.by_reason) counts.set(r.reason, r.count ?? r.times_seen ?? 0);
+    } else {
+      for (const r of items(body)) counts.set(r.reason, (counts.get(r.reason) ?? 0) + (r.times_seen ?? 1));
+    }
+    if (!counts.size) return el("p", { class: "muted", text: t("noRejected") });
+    const rows = [...counts.entries()].sort((a, b) => b[1] - a[1])
+      .map(([reason, count]) => el("tr", { "data-reason": reason }, el("td", { text: reason }), el("td", { text: String(count) })));
+    return table(t("rejected"), ["reason", "count"], rows);
+  });
+
+  // What quality control kept from moving a level (docs/alerts.md), newest first.
+  const loadSuspect = () => operatorSection("suspect", "/operator/suspect-readings?limit=50", (body) => {
+    if (!body.items.length) return el("p", { class: "muted", text: t("noSuspect") });
+    const rows = body.items.map((r) => el("tr", { "data-sensor": r.sensor_id, "data-reason": r.reason },
+      el("td", { text: when(r.time) }), el("td", { text: sensors.get(r.sensor_id)?.name ?? r.sensor_id }),
+      el("td", { text: metres(r.value) }), el("td", { text: t("reasons")[r.reason] ?? r.reason })));
+    return table(t("suspect"), ["timeCol", "sensor", "valueCol", "reason"], rows);
+  });
 
   function initControl() {
     const form = document.getElementById("key-form");
     if (!form) return;
+    desk = window.PantauDesk?.create({
+      lang: () => lang, el, when, apiKey, sensorName: (id) => sensors.get(id)?.name ?? id,
+      levelBadgeOf: alertBadge, ruleName, message: alertMessage, onChange: loadAlerts,
+    }) ?? null;
     const input = document.getElementById("api-key");
     input.value = apiKey();
+    const signedIn = async () => {
+      await desk?.whoAmI();
+      document.getElementById("key-state").textContent = [t("saved"), desk?.meText()].filter(Boolean).join(" ");
+    };
     form.addEventListener("submit", (event) => {
       event.preventDefault();
       sessionStorage.setItem("pantau.apiKey", input.value.trim());
-      document.getElementById("key-state").textContent = t("saved");
+      signedIn();
       loadRejected();
+      if (desk?.current() !== null && desk?.current() !== undefined) desk.refresh();
+      loadSuspect();
     });
+    if (apiKey()) signedIn();
   }
 
   // ---------------------------------------------------------------- data and live updates
@@ -460,8 +546,12 @@
     renderRivers();
     renderWarnings();
     renderAlertTable();
+    renderSelected();
     loadCityStatus();
-    if (PAGE === "control") loadRejected();
+    if (PAGE === "control") {
+      loadRejected();
+      loadSuspect();
+    }
   }
 
   async function loadAlerts() {
@@ -472,12 +562,26 @@
     }
     renderWarnings();
     renderAlertTable();
+    renderMarkers();
   }
 
   let alertTimer = null;
-  function alertsChanged() {
+  function alertsChanged(event) {
+    let changed;
+    try { changed = JSON.parse(event?.data ?? "null"); } catch { changed = null; }
     clearTimeout(alertTimer);
-    alertTimer = setTimeout(() => { loadAlerts(); loadCityStatus(); }, 200);
+    alertTimer = setTimeout(() => {
+      loadAlerts();
+      loadCityStatus();
+      desk?.changed(changed?.alert_id);
+      const gauge = gaugeView?.current();
+      if (gauge && (!changed || changed.sensor_id === gauge)) gaugeView.show(gauge);
+    }, 200);
+  }
+
+  let statusTimer = null;
+  function statusSoon() {
+    if (statusTimer === null) statusTimer = setTimeout(() => { statusTimer = null; loadCityStatus(); }, 500);
   }
 
   function applyReading(reading) {
@@ -490,28 +594,19 @@
     if (row) {
       const latest = row.querySelector(".latest");
       latest.textContent = latestText(sensor);
-      const level = sensor.family === "flood_gauge" ? floodLevel(sensor) : null;
-      if (level !== null) latest.prepend(levelBadge(level), " ");
+      if (sensor.family === "flood_gauge") latest.prepend(gaugeBadge(sensor), " ");
       row.querySelector(".time").textContent = when(latestTime(sensor));
     }
     if (sensor.family === "flood_gauge" && reading.metric === "water_level") {
+      // The level itself comes from the alert service (after quality control), not the raw value.
       const gauge = document.querySelector(`.gauge[data-sensor="${CSS.escape(sensor.id)}"]`);
-      if (gauge) {
-        gauge.querySelector(".value").textContent = `${fmt(reading.value)} m`;
-        gauge.querySelector(".badge").replaceWith(levelBadge(floodLevel(sensor)));
-      }
-      const spark = sparks.get(sensor.id);
-      if (spark?.plot) {
-        spark.data[0].push(new Date(reading.time).getTime() / 1000);
-        spark.data[1].push(reading.value);
-        spark.plot.setData(spark.data);
-      }
+      if (gauge) gauge.querySelector(".value").textContent = valueText(sensor);
+      // The level itself comes from the alert service (after quality control), not the raw value.
+      statusSoon();
+      gaugeView?.push(reading);
     }
-    const marker = markers.get(sensor.id);
-    if (marker && sensor.family === "flood_gauge") {
-      const level = floodLevel(sensor);
-      if (level !== null) marker.setStyle({ fillColor: LEVEL_COLOURS[level] });
-    }
+    map?.update(sensor);
+    if (sensor.id === selectedId && sensor.family !== "flood_gauge") renderSelected();
   }
 
   function connect() {
@@ -536,14 +631,33 @@
     });
     initControl();
     initMap();
+    const catalogue = F.load(api).catch(() => {});  // without it, values keep their metric names
     try {
       for (const s of items(await api("/sensors"))) sensors.set(s.id, s);
     } catch (error) {
       document.querySelector("#sensors tbody")?.replaceChildren(el("tr", {}, el("td", { colspan: "5", text: `${t("unavailable")} (${error.message})` })));
     }
+    await catalogue;
     applyLanguage();
+    performance.mark("pantau:drawn");
+    const first = defaultGauge();
+    if (first) select(first, { scroll: false });
     await loadAlerts();
+    focusSensor();
     connect();
+    // A gauge goes stale without any event when the alert service itself stops: look again.
+    setInterval(loadCityStatus, 30000);
+  }
+
+  // A notification links to its gauge as /?sensor=ID: bring it into view.
+  function focusSensor() {
+    const id = new URLSearchParams(location.search).get("sensor");
+    if (!id) return;
+    const node = document.querySelector(`.gauge[data-sensor="${CSS.escape(id)}"]`)
+      || document.querySelector(`#sensors tr[data-sensor="${CSS.escape(id)}"]`);
+    if (!node) return;
+    node.classList.add("focused");
+    node.scrollIntoView({ block: "center" });
   }
 
   start();

@@ -35,3 +35,26 @@ def test_quick_bench_reports_all_rows_and_no_loss(admin_url: str) -> None:
     assert any(note.startswith("runs of ") for note in rows["b"]["notes"])
     assert {t["name"] for t in result["targets"]} >= {"(d) >= 0.75 x (a)", "(e) >= 0.35 x (b)"}
     assert result["machine"]["cores"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_pages_bench_reports_the_browsers_paint_timing(admin_url: str) -> None:
+    """`pantau bench pages` runs end to end in Chromium; its times are the browser's, not
+    asserted against the target (a benchmark, not a timed test)."""
+    pytest.importorskip("playwright.sync_api")
+    done = subprocess.run(
+        [sys.executable, "-m", "pantau", "bench", "pages", "--json", "--rounds", "1",
+         "--database-url", admin_url],
+        capture_output=True, text=True, timeout=280, check=False,
+    )  # fmt: skip
+    if done.returncode != 0 and "Chromium is not installed" in done.stderr:
+        pytest.skip("Chromium is not installed")
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["sensors"] == 48 and result["readings"] > 0
+    assert [row["path"] for row in result["rows"]] == ["/", "/control"]
+    for row in result["rows"]:
+        (paint,) = row["first_paint_ms"]
+        (drawn,) = row["drawn_ms"]
+        assert paint > 0 and drawn > 0

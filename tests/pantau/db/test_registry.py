@@ -1,14 +1,24 @@
-"""The sensor registry: loading a city is idempotent and keeps the history of thresholds."""
+"""The sensor registry: loading a city is idempotent and keeps the history of thresholds; gateways
+report only for the sensors linked to them."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 import psycopg
+import pytest
 
 from pantau.catalogue import Family
-from pantau.city import City, Sensor, Thresholds, load_city
-from pantau.db.registry import LoadResult, sensor_families
+from pantau.city import City, Gateway, Sensor, Thresholds, load_city
+from pantau.db.registry import (
+    LoadResult,
+    RegistryError,
+    gateway_sensors,
+    register_gateway,
+    sensor_families,
+    snapshot,
+    unlink_gateway,
+)
 from pantau.db.registry import load_city as load_into_registry
 from pantau.settings import DEFAULT_CITY_FILE
 
@@ -16,7 +26,7 @@ from pantau.settings import DEFAULT_CITY_FILE
 def _snapshot(conn: psycopg.Connection) -> dict[str, list[tuple[object, ...]]]:
     return {
         table: conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
-        for table in ("kecamatan", "sensors", "flood_thresholds")
+        for table in ("kecamatan", "sensors", "flood_thresholds", "gateways", "gateway_sensors")
     }
 
 
@@ -37,10 +47,10 @@ def _current(conn: psycopg.Connection, sensor_id: str) -> tuple[float, float, fl
 def test_loading_twice_changes_nothing(db_url: str, mini_city: City) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         first = load_into_registry(conn, mini_city)
-        assert first == LoadResult(kecamatan=3, sensors=7, thresholds_changed=3)
+        assert first == LoadResult(kecamatan=3, sensors=7, thresholds_changed=3, gateways=3)
         before = _snapshot(conn)
         second = load_into_registry(conn, mini_city)
-        assert second == LoadResult(kecamatan=3, sensors=7, thresholds_changed=0)
+        assert second == LoadResult(kecamatan=3, sensors=7, thresholds_changed=0, gateways=3)
         # Not even updated_at moves: unchanged rows are not rewritten.
         assert _snapshot(conn) == before
         sensors = conn.execute("SELECT id, family, road_class FROM sensors ORDER BY id").fetchall()
@@ -116,8 +126,71 @@ def test_default_city_loads_into_the_registry(db_url: str) -> None:
     gauges = [s for s in city.sensors if s.thresholds is not None]
     with psycopg.connect(db_url, autocommit=True) as conn:
         result = load_into_registry(conn, city)
-        assert result == LoadResult(kecamatan=24, sensors=48, thresholds_changed=len(gauges))
+        assert result == LoadResult(
+            kecamatan=24, sensors=48, thresholds_changed=len(gauges), gateways=len(city.gateways)
+        )
         assert len(sensor_families(conn)) == 48
+        assert gateway_sensors(conn) == city.gateway_sensors()
         row = conn.execute("SELECT count(*) FROM current_flood_thresholds").fetchone()
     assert row == (len(gauges),)
     assert all(isinstance(s, Sensor) for s in gauges)
+
+
+def test_city_gateways_are_registered_with_their_sensors(city_db: str, mini_city: City) -> None:
+    with psycopg.connect(city_db, autocommit=True) as conn:
+        assert gateway_sensors(conn) == mini_city.gateway_sensors()
+        assert gateway_sensors(conn)["gw-purwosari"] == {"fg-welang-1"}
+        known = snapshot(conn)
+    assert known.gateways == mini_city.gateway_sensors()
+    assert set(known.families) == {s.id for s in mini_city.sensors}
+
+
+def test_links_are_added_by_the_file_and_revoked_by_hand(city_db: str, mini_city: City) -> None:
+    with psycopg.connect(city_db, autocommit=True) as conn:
+        assert register_gateway(conn, "gw-purwosari", ["fg-welang-1", "fg-welang-2"]) == [
+            "fg-welang-2"
+        ]
+        # Loading the file again keeps a link added by hand; the file only adds.
+        load_into_registry(conn, mini_city)
+        assert gateway_sensors(conn)["gw-purwosari"] == {"fg-welang-1", "fg-welang-2"}
+        assert unlink_gateway(conn, "gw-purwosari", ["fg-welang-2", "tc-bangil-1"]) == [
+            "fg-welang-2"
+        ]
+        assert gateway_sensors(conn)["gw-purwosari"] == {"fg-welang-1"}
+        name = conn.execute("SELECT name FROM gateways WHERE id = 'gw-purwosari'").fetchone()
+    assert name == ("Gateway LoRaWAN Kecamatan Purwosari",)  # registering kept the file's name
+
+
+def test_a_sensor_is_never_a_gateway(city_db: str) -> None:
+    with psycopg.connect(city_db, autocommit=True) as conn:
+        with pytest.raises(RegistryError, match="reports only for itself"):
+            register_gateway(conn, "sn-bangil-1", ["fg-welang-1"])
+        with pytest.raises(RegistryError, match="fg-nowhere-1"):
+            register_gateway(conn, "gw-new", ["fg-welang-1", "fg-nowhere-1"])
+        # Even a link made behind the registry's back gives a sensor no right to speak for others.
+        conn.execute("INSERT INTO gateways (id, name) VALUES ('sn-bangil-2', 'x')")
+        conn.execute(
+            "INSERT INTO gateway_sensors (gateway_id, sensor_id) VALUES ('sn-bangil-2', 'fg-welang-1')"
+        )
+        assert "sn-bangil-2" not in gateway_sensors(conn)
+        assert "gw-new" not in gateway_sensors(conn)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"gateways": (Gateway(id="fg-welang-1", name="x", sensors=("fg-welang-2",)),)},
+         "gateway ids that are sensor ids"),
+        ({"gateways": (Gateway(id="gw-x", name="x", sensors=("fg-nowhere",)),)},
+         "gateways list unknown sensors"),
+        ({"gateways": (Gateway(id="gw-x", name="x", kecamatan="Atlantis", sensors=("fg-welang-1",)),)},
+         "unknown kecamatan"),
+        ({"gateways": (Gateway(id="gw-x", name="x", sensors=("fg-welang-1",)),) * 2},
+         "duplicate gateway ids"),
+    ],
+)  # fmt: skip
+def test_city_files_keep_gateways_consistent(
+    mini_city: City, change: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        City.model_validate({**mini_city.model_dump(), **change})
