@@ -21,8 +21,12 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends openssl \
     && rm -rf /var/lib/apt/lists/*
 COPY --chmod=0755 scripts/pilot-ca.sh /usr/local/bin/pantau-pilot-ca
+# Exactly the versions of requirements.lock (`make lock` refreshes it from pyproject.toml), each
+# checked against its hashes; then the project itself, which may bring nothing else.
+COPY requirements.lock /tmp/requirements.lock
+RUN pip install --require-hashes --no-deps -r /tmp/requirements.lock && rm /tmp/requirements.lock
 COPY --from=build /wheels /tmp/wheels
-RUN pip install /tmp/wheels/*.whl && rm -rf /tmp/wheels
+RUN pip install --no-deps /tmp/wheels/*.whl && rm -rf /tmp/wheels && pip check
 
 # A fixed, unprivileged user. The spool and device-credentials directories exist in the image
 # with the right owner, so that a named volume mounted over one is writable by that user.

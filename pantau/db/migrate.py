@@ -80,6 +80,10 @@ def _rollup_series_reads(mode: Mode, storage: StorageSettings) -> str:
     return _read("0007_postgres_rollup_keys.sql")
 
 
+def _storage_usage(mode: Mode, storage: StorageSettings) -> str:
+    return _read(f"0014_{mode.value}_storage_usage.sql")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "core tables", _file("0001_core.sql")),
     Migration(2, "readings and rollups", _readings),
@@ -96,6 +100,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         13, "key holders, operators' trail, warning commands", _file("0013_control_room.sql")
     ),
+    Migration(14, "storage usage for the dashboards, without XML", _storage_usage),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

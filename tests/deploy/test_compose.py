@@ -12,6 +12,7 @@ Where the ``docker compose`` plugin is installed, Compose itself checks the file
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import ipaddress
 import json
 import os
@@ -27,6 +28,8 @@ import jsonschema
 import pytest
 import typer
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from pydantic import BaseModel
 from typer.exceptions import TyperException
 from typer.testing import CliRunner
@@ -43,6 +46,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 SCHEMA = Path(__file__).parent / "compose-spec" / "compose-spec.json"
 DOCKERFILE = ROOT / "Dockerfile"
+LOCK = ROOT / "requirements.lock"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 
 SERVICES = {
@@ -458,11 +462,24 @@ def test_images_are_pinned() -> None:
             assert image == f"pantau:{version}", f"{name}: the image tag follows the version"
             assert service["build"]["context"] == "."
     timescaledb = _services()["timescaledb"]["image"]
-    assert re.fullmatch(r"timescale/timescaledb:2\.\d+\.\d+-pg15", timescaledb), timescaledb
+    # TimescaleDB 2.29 or later on PostgreSQL 17 or 18 (2.28, the last line for 15, gets no
+    # security fixes), the Community build (an -oss image lacks the policies and aggregates).
+    match = re.fullmatch(r"timescale/timescaledb:2\.(\d+)\.\d+-pg(\d+)", timescaledb)
+    assert match and int(match[1]) >= 29 and match[2] in {"17", "18"}, timescaledb
     assert re.fullmatch(r"eclipse-mosquitto:2\.\d+\.\d+", _services()["mosquitto"]["image"])
     assert re.fullmatch(r"grafana/grafana-oss:\d+\.\d+\.\d+", _services()["grafana"]["image"])
     # The release line the tests run (Debian's package): its configuration format.
     assert re.fullmatch(r"prom/alertmanager:v0\.25\.\d+", _services()["alertmanager"]["image"])
+
+
+def test_the_database_volume_holds_the_clusters_directory() -> None:
+    """From PostgreSQL 18 the image's cluster is /var/lib/postgresql/MAJOR/docker: a volume on
+    the old /var/lib/postgresql/data would not hold it (and the image refuses to start)."""
+    service = _services()["timescaledb"]
+    major = int(_interpolate(service["image"]).rpartition("-pg")[2])
+    targets = {target: (kind, source) for kind, source, target in _mounts(service)}
+    expected = "/var/lib/postgresql" if major >= 18 else "/var/lib/postgresql/data"
+    assert targets.get(expected, ("", ""))[0] == "volume", targets
 
 
 def test_alertmanager_reads_what_alertmanager_init_writes_and_the_services_reach_it(
@@ -662,6 +679,71 @@ def test_dockerfile_runs_the_console_script_as_a_user() -> None:
     assert installs and all(" -e " not in arg and "--editable" not in arg for arg in installs)
 
 
+def _locked() -> dict[str, tuple[Requirement, list[str], list[str]]]:
+    """requirements.lock by package: (its requirement line, its hashes, what needs it)."""
+    entries: dict[str, tuple[Requirement, list[str], list[str]]] = {}
+    current: str | None = None
+    for raw in LOCK.read_text(encoding="utf-8").replace("\\\n", " ").splitlines():
+        line = raw.strip()
+        if line.startswith("#"):
+            comment = line.lstrip("# ").removeprefix("via").strip()
+            if current is not None and comment and not raw.startswith("#"):
+                entries[current][2].append(comment)
+            continue
+        if not line:
+            continue
+        spec, *hashes = (part.strip() for part in line.split("--hash="))
+        requirement = Requirement(spec)
+        current = canonicalize_name(requirement.name)
+        assert current not in entries, f"{current} is pinned twice"
+        entries[current] = (requirement, hashes, [])
+    return entries
+
+
+def test_the_lock_pins_every_package_with_its_hashes() -> None:
+    locked = _locked()
+    assert locked, "requirements.lock is empty"
+    for name, (requirement, hashes, needed_by) in locked.items():
+        (pin,) = requirement.specifier
+        assert pin.operator == "==", f"{name}: {requirement} is not an exact pin"
+        assert hashes and all(h.startswith("sha256:") for h in hashes), f"{name}: no hashes"
+        assert needed_by, f"{name}: nothing in the lock needs it"
+
+
+def test_the_lock_agrees_with_pyproject() -> None:
+    """The packages pyproject names are the lock's direct ones, at versions it allows, with what
+    their extras bring; a dependency added, dropped or narrowed without `make lock` fails."""
+    locked = _locked()
+    wanted = [Requirement(text) for text in PYPROJECT["project"]["dependencies"]]
+    direct = {
+        name for name, (_, _, needed_by) in locked.items() if "pantau (pyproject.toml)" in needed_by
+    }
+    assert direct == {canonicalize_name(r.name) for r in wanted}
+    for requirement in wanted:
+        name = canonicalize_name(requirement.name)
+        (pin,) = locked[name][0].specifier
+        assert requirement.specifier.contains(pin.version, prereleases=True), (
+            f"pyproject wants {requirement}, the lock has {pin.version}: run `make lock`"
+        )
+        for extra in requirement.extras:  # what the extra adds, as the installed package says
+            for text in importlib.metadata.requires(requirement.name) or []:
+                needed = Requirement(text)
+                if needed.marker and needed.marker.evaluate({"extra": extra}):
+                    assert canonicalize_name(needed.name) in locked, f"{requirement}: {needed}"
+
+
+def test_the_image_installs_exactly_the_lock() -> None:
+    final = _dockerfile_stages()[-1]
+    copies = [arg for ins, arg in final if ins == "COPY"]
+    assert any(arg.split()[0] == "requirements.lock" for arg in copies), copies
+    installs = [arg for ins, arg in final if ins == "RUN" and "pip install" in arg]
+    from_lock = [arg for arg in installs if "requirements.lock" in arg]
+    assert from_lock and all("--require-hashes" in a and "--no-deps" in a for a in from_lock)
+    project = [arg for arg in installs if ".whl" in arg]
+    assert project and all("--no-deps" in arg for arg in project), "the wheel may bring nothing"
+    assert all(arg in from_lock + project for arg in installs), installs
+
+
 def test_dockerignore_keeps_what_the_build_needs() -> None:
     rules = [
         line.strip()
@@ -671,7 +753,7 @@ def test_dockerignore_keeps_what_the_build_needs() -> None:
     assert rules[0] == "*", "everything is excluded unless listed"
     kept = {rule[1:].rstrip("/") for rule in rules if rule.startswith("!")}
     packages = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
-    assert {"pyproject.toml", PYPROJECT["project"]["readme"]} <= kept
+    assert {"pyproject.toml", "requirements.lock", PYPROJECT["project"]["readme"]} <= kept
     assert {pattern.rstrip("*") for pattern in packages} <= kept
 
 

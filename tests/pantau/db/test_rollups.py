@@ -11,10 +11,11 @@ its time.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -264,9 +265,11 @@ def test_manual_refresh_never_materialises_the_open_buckets(timescaledb_db: str)
 
 
 @pytest.mark.timescaledb
-def test_refresh_waits_for_a_policy_job_on_the_same_aggregate(timescaledb_db: str) -> None:
-    """Since TimescaleDB 2.21 an overlapping refresh fails at once; ours retries until the
-    policy's job is done."""
+def test_refresh_waits_for_a_policy_job_on_the_same_aggregate(
+    timescaledb_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Since TimescaleDB 2.21 an overlapping refresh fails at once (and since 2.28 a bare one
+    runs in batches, each its own window); ours retries until the policy's job is done."""
     with psycopg.connect(timescaledb_db, autocommit=True) as conn:
         prepare(conn)
         now = datetime.now(UTC)
@@ -287,50 +290,67 @@ def test_refresh_waits_for_a_policy_job_on_the_same_aggregate(timescaledb_db: st
             "WHERE view_name = 'readings_1m'"
         ).fetchone()
     assert job_id is not None and materialized is not None
-    with (
-        psycopg.connect(timescaledb_db) as locker,
-        psycopg.connect(timescaledb_db, autocommit=True) as policy,
-    ):
+    outcome: list[BaseException | None] = []
+    with ExitStack() as stack:
+        locker = stack.enter_context(psycopg.connect(timescaledb_db))
+        policy = stack.enter_context(psycopg.connect(timescaledb_db, autocommit=True))
+        check = stack.enter_context(psycopg.connect(timescaledb_db, autocommit=True))
         # Hold the policy's job between registering its window and materialising.
         locker.execute(f"LOCK TABLE {materialized[0]} IN ACCESS EXCLUSIVE MODE")
         policy_pid = policy.info.backend_pid
         job = threading.Thread(target=policy.execute, args=("CALL run_job(%s)", job_id))
         job.start()
+        # Whatever fails below, the job ends before its connection is closed (else closing
+        # it waits for the job, which waits for the lock: a hang instead of a failure).
+        stack.callback(job.join, 60)
+        stack.callback(locker.rollback)
 
-        def policy_waits() -> bool:
-            # Its window registered (committed: the registration is a transaction of its own)
-            # and the job waiting for the lock to materialise.
-            row = conn_check.execute(
-                "SELECT a.wait_event_type, EXISTS (SELECT 1 FROM "
-                "_timescaledb_catalog.continuous_aggs_jobs_refresh_ranges r WHERE r.pid = a.pid) "
-                "FROM pg_stat_activity a WHERE a.pid = %s",
+        def registered() -> tuple[datetime, datetime] | None:
+            # The job's window, once registered (committed: the registration is a transaction
+            # of its own) and the job waiting for the lock to materialise.
+            row = check.execute(
+                "SELECT _timescaledb_functions.to_timestamp(r.start_range), "
+                "_timescaledb_functions.to_timestamp(r.end_range) "
+                "FROM pg_stat_activity a "
+                "JOIN _timescaledb_catalog.continuous_aggs_jobs_refresh_ranges r ON r.pid = a.pid "
+                "WHERE a.pid = %s AND a.wait_event_type = 'Lock'",
                 [policy_pid],
             ).fetchone()
-            return row == ("Lock", True)
+            return None if row is None else (row[0], row[1])
 
-        with psycopg.connect(timescaledb_db, autocommit=True) as conn_check:
-            wait_until(policy_waits, timeout_s=30, what="the policy job blocked mid-refresh")
-            # A bare refresh now fails at once: the window is taken. (Bounded all the same: were
-            # it to wait instead, the test fails rather than hangs.)
-            conn_check.execute("SET statement_timeout = '20s'")
-            with pytest.raises(psycopg.errors.LockNotAvailable):
-                conn_check.execute("CALL refresh_continuous_aggregate('readings_1m', NULL, NULL)")
-        outcome: list[BaseException | None] = []
+        wait_until(
+            lambda: registered() is not None, timeout_s=30, what="the policy job mid-refresh"
+        )
+        window = registered()
+        assert window is not None
+        # A bare refresh of that window fails at once: the window is taken. (Bounded all the
+        # same: were it to wait instead, the test fails rather than hangs.)
+        check.execute("SET statement_timeout = '20s'")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            check.execute("CALL refresh_continuous_aggregate('readings_1m', %s, %s)", window)
 
         def manual() -> None:
             try:
-                refresh_rollups(timescaledb_db)
+                # Up to the end of the job's window, so that the 1-minute aggregate's refresh
+                # overlaps it even were it batched (a newer batch would wait for the test's
+                # lock instead of meeting the job).
+                refresh_rollups(timescaledb_db, through=window[1])
                 outcome.append(None)
             except BaseException as error:
                 outcome.append(error)
 
+        caplog.set_level(logging.INFO, logger="pantau.db.timescaledb")
         caller = threading.Thread(target=manual)
         caller.start()
+        wait_until(
+            lambda: "readings_1m: waiting" in caplog.text,
+            timeout_s=30,
+            what="the manual refresh meeting the job",
+        )
         caller.join(timeout=1.0)
         assert caller.is_alive(), outcome  # still retrying, not failed
         locker.rollback()  # the job finishes
         caller.join(timeout=60)
-        job.join(timeout=60)
     assert outcome == [None]
     with psycopg.connect(timescaledb_db) as conn:
         assert mismatches(conn) == {}
