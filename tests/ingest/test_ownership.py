@@ -106,19 +106,23 @@ def test_a_node_cannot_report_for_a_flood_gauge_in_any_shape(stack: Stack) -> No
         assert _count(url, "SELECT count(*) FROM alerts") == 0
         assert _count(url, "SELECT count(*) FROM gauge_status") == 0
 
-        # The gauge's registered gateway still reports for it: stored, and Awas opens.
-        pack = [{"bn": "fg-welang-1/", "n": "water_level", "u": "m", "v": 2.61}]
+        # The gauge's registered gateway still reports for it: stored, and Awas opens (two
+        # readings a minute apart, as a level is confirmed by two).
+        pack = [
+            {"bn": "fg-welang-1/", "n": "water_level", "u": "m", "v": 2.61, "t": -60},
+            {"n": "water_level", "u": "m", "v": 2.61},
+        ]
         code = broker.publish("gw-purwosari", DEVICES["gw-purwosari"], json.dumps(pack).encode())
         assert not code.is_failure
         query = "SELECT count(*) FROM alerts WHERE sensor_id = 'fg-welang-1' AND level = 3"
         wait_until(lambda: _count(url, query) == 1, timeout_s=20, what="Awas on fg-welang-1")
         # Ingest and the alert service read the broker apart: each commits in its own time.
         stored = "SELECT count(*) FROM readings"
-        wait_until(lambda: _count(url, stored) == 1, timeout_s=20, what="the reading stored")
+        wait_until(lambda: _count(url, stored) == 2, timeout_s=20, what="the readings stored")
         with psycopg.connect(url) as conn:
             values = conn.execute("SELECT sensor_id, value FROM readings").fetchall()
             alerts = conn.execute("SELECT sensor_id, rule, value FROM alerts").fetchall()
-        assert values == [("fg-welang-1", 2.61)]
+        assert values == [("fg-welang-1", 2.61)] * 2
         # Awas at the gauge (and the advisory downstream it raises), from 2.61 m alone.
         assert ("fg-welang-1", "flood_level", 2.61) in alerts
         assert {value for _, _, value in alerts} == {2.61}, alerts
