@@ -249,6 +249,17 @@ def test_an_operator_acknowledges_with_a_note_assigns_and_the_history_shows_both
             ".textContent.includes('Siti Aminah')"
         )
         assert "Dikonfirmasi: Budi Santoso" in handling.inner_text()
+        # The control page shows each gauge's level as the city page does (from /city/status,
+        # though it has no kecamatan table of its own).
+        with psycopg.connect(flood_db.url) as db:
+            levels = dict(db.execute("SELECT sensor_id, level FROM gauge_status").fetchall())
+        names = ["Normal", "Waspada", "Siaga", "Awas"]
+        for gauge, level in levels.items():
+            badge = f'#rivers .gauge[data-sensor="{gauge}"] .badge'
+            page.wait_for_function(
+                f"document.querySelector('{badge}')?.textContent === '{names[level]}'",
+                timeout=10_000,
+            )
         assert _serious_violations(page) == []
         if SCREENSHOTS:
             page.screenshot(path=str(Path(SCREENSHOTS) / "control-page.png"), full_page=True)

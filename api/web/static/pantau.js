@@ -398,14 +398,15 @@
   }
 
   async function loadCityStatus() {
+    // Every page needs the gauges' levels (the control page has no kecamatan table).
     const box = document.getElementById("city-status");
-    if (!box) return;
     try {
       const body = await api("/city/status");
       const all = body.kecamatan ?? items(body);
       gaugeStates.clear();
       for (const k of all) for (const g of k.flood?.by_gauge ?? []) gaugeStates.set(g.sensor_id, g);
       refreshGauges();
+      if (!box) return;
       const rows = all.filter((k) => k.flood || k.traffic || k.lamps || k.air);
       if (!rows.length) throw new Error("empty");
       const head = el("tr", {}, ...["kecamatan", "floodCol", "trafficCol", "lampsCol", "airCol"]
@@ -424,7 +425,7 @@
       box.replaceChildren(el("table", {}, el("caption", { class: "sr", text: t("cityStatus") }),
         el("thead", {}, head), el("tbody", {}, ...body_)));
     } catch {
-      box.replaceChildren(el("p", { class: "muted", text: t("unavailable") }));
+      box?.replaceChildren(el("p", { class: "muted", text: t("unavailable") }));
     }
   }
 
