@@ -40,6 +40,8 @@ from pantau.settings import FLOOD_RULES, NotifySettings, Settings
 log = get_logger(__name__)
 WIB = timezone(timedelta(hours=7), "WIB")
 WATERMARK_KEY = "notified_event_id"
+# A gauge's warnings that its own Awas silences (pantau.alertmanager's third inhibit rule).
+_SILENCED_AT_AWAS = frozenset(FLOOD_RULES) - {"flood_level"}
 
 _OPEN = """
 SELECT a.id AS alert_id, a.sensor_id, a.rule, a.level, a.updated_at AS entered_at, a.value,
@@ -197,6 +199,8 @@ class Batch:
 
     alerts: list[dict[str, Any]] = field(default_factory=list)
     ends: dict[tuple[int, int], int] = field(default_factory=dict)
+    deferred: list[int] = field(default_factory=list)
+    """Ends held back until what silences them has been taken (event ids)."""
     newest_end: int = 0
 
 
@@ -206,23 +210,47 @@ def build(
     links: Links,
     *,
     done: frozenset[int] = frozenset(),
+    known: frozenset[tuple[int, int]] = frozenset(),
 ) -> Batch:
-    """The post for these rows: open alerts first (so that Alertmanager knows what is in force
-    before it hears of the ends that would be silenced by it), then each level's newest end,
-    unless that level is in force again or the end is ``done`` (sent long enough)."""
+    """The post for these rows: open alerts first, then each level's newest end, unless that
+    level is in force again or the end is ``done`` (sent long enough).
+
+    Alertmanager decides what is silenced (its inhibit rules), but its inhibition is
+    eventually consistent: the alert that silences another counts once Alertmanager's
+    inhibitor has read it, which can be after the silenced one's group is flushed when both
+    arrive in one post. So whatever a level not yet taken would silence (a lower level's end,
+    or a gauge's own rising-fast and upstream warnings and their ends while it is at Awas)
+    waits for the next post, by which time Alertmanager holds that level; ``known`` is the
+    ``(alert_id, level)`` firings Alertmanager took before."""
     batch = Batch()
-    live = set()
+    live: dict[int, int] = {}
+    awas: dict[str, int] = {}  # sensor -> its flood_level alert at Awas
     for row in open_rows:
-        live.add((row["alert_id"], row["level"]))
-        batch.alerts.append(firing(row, links))
+        live[row["alert_id"]] = row["level"]
+        if row["rule"] == "flood_level" and row["level"] == 3:
+            awas[row["sensor_id"]] = row["alert_id"]
+
+    def unheard(rule: str, sensor: str) -> bool:
+        return rule in _SILENCED_AT_AWAS and sensor in awas and (awas[sensor], 3) not in known
+
+    for row in open_rows:
+        if not unheard(row["rule"], row["sensor_id"]):
+            batch.alerts.append(firing(row, links))
     newest: dict[tuple[int, int], dict[str, Any]] = {}
     for row in end_rows:
         batch.newest_end = max(batch.newest_end, row["id"])
         key = (row["alert_id"], row["previous_level"])
-        if key not in live:
+        if live.get(row["alert_id"]) != row["previous_level"]:
             newest[key] = row  # rows come in id order: the last one wins
     for key, row in newest.items():
         if row["id"] in done:
+            continue
+        alert_id, level = key
+        higher = live.get(alert_id, 0)
+        if (higher > level and (alert_id, higher) not in known) or unheard(
+            row["rule"], row["sensor_id"]
+        ):
+            batch.deferred.append(row["id"])
             continue
         batch.ends[key] = row["id"]
         batch.alerts.append(ended(row, links))
@@ -293,6 +321,8 @@ class Notifier:
         self._thread = threading.Thread(target=self._run, name="pantau-notify", daemon=True)
         # End event id -> when Alertmanager first took it (monotonic seconds).
         self._taken: dict[int, float] = {}
+        # (alert_id, level) firings Alertmanager has taken, of the alerts open now.
+        self._known: frozenset[tuple[int, int]] = frozenset()
         self._watermark: int | None = None
         self.metrics = _Metrics(registry)
 
@@ -372,8 +402,13 @@ class Notifier:
         end_rows = conn.execute(_ENDS, {"after": self._watermark}).fetchall()
         now, keep = time.monotonic(), self._settings.resolved_resend_s
         done = frozenset(e for e, taken in self._taken.items() if now - taken >= keep)
-        batch = build(open_rows, end_rows, self._links, done=done)
+        batch = build(open_rows, end_rows, self._links, done=done, known=self._known)
         self._post(batch.alerts)
+        self._known = frozenset(
+            (int(a["labels"]["alert_id"]), int(a["labels"]["level"]))
+            for a in batch.alerts
+            if "endsAt" not in a
+        )
         _record(conn, batch.alerts)
         self.metrics.posts.labels(outcome="ok").inc()
         self.metrics.alerts.set(len(batch.alerts))
@@ -403,8 +438,9 @@ class Notifier:
         for event_id in waiting:
             self._taken.setdefault(event_id, now)
         assert self._watermark is not None
-        # Ends not sent (superseded, in force again, done) hold nothing back.
-        mark = min(waiting) - 1 if waiting else max(self._watermark, batch.newest_end)
+        # Ends not sent (superseded, in force again, done) hold nothing back; deferred ones do.
+        held = waiting + batch.deferred
+        mark = min(held) - 1 if held else max(self._watermark, batch.newest_end)
         for event_id in [e for e in self._taken if e <= mark]:
             del self._taken[event_id]
         if mark > self._watermark:

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 import psycopg
 from prometheus_client import CollectorRegistry
 
-from alerts.notify import WATERMARK_KEY, Notifier
+from alerts.notify import WATERMARK_KEY, Batch, Links, Notifier, build
 from pantau.services import PrivateAlertmanager, wait_until
 from pantau.settings import NotifySettings, Settings
 from tests.fixtures.alertmanager import AlertmanagerFactory, Inbox, Receivers, amtool
@@ -301,3 +301,47 @@ def _watermark(conn: psycopg.Connection) -> int:
         "SELECT value FROM alert_service_state WHERE key = %s", [WATERMARK_KEY]
     ).fetchone()
     return -1 if row is None else int(row[0])
+
+
+def _open(alert_id: int, rule: str, level: int, sensor: str = "fg-welang-2") -> dict:
+    return {
+        "alert_id": alert_id, "sensor_id": sensor, "rule": rule, "level": level,
+        "entered_at": T0, "value": 4.2, "predicted_level": None, "predicted_at": None,
+        "message": "m", "message_en": "m", "name": sensor, "family": "flood_gauge",
+        "kecamatan": "Bangil", "river": None,
+    }  # fmt: skip
+
+
+def _end(event_id: int, row: dict, previous_level: int) -> dict:
+    return row | {
+        "id": event_id, "previous_level": previous_level, "observed_at": T0,
+        "level_message": "m", "level_message_en": "m",
+    }  # fmt: skip
+
+
+def _sent(batch: Batch) -> list[tuple[str, str, str, bool]]:
+    return [
+        (a["labels"]["alert_id"], a["labels"]["rule"], a["labels"]["level"], "endsAt" in a)
+        for a in batch.alerts
+    ]
+
+
+def test_what_a_new_level_silences_waits_until_alertmanager_holds_that_level() -> None:
+    """Alertmanager's inhibitor may read a new Awas after it has flushed what the Awas
+    silences when both come in one post: those wait for the next post."""
+    awas, upstream = _open(1, "flood_level", 3), _open(2, "upstream", 3)
+    elsewhere = _open(3, "upstream", 2, sensor="fg-welang-3")
+    ends = [_end(10, awas, 2), _end(11, _open(4, "rising_fast", 3), 3)]
+    first = build([awas, upstream, elsewhere], ends, Links())
+    assert _sent(first) == [("1", "flood_level", "3", False), ("3", "upstream", "2", False)]
+    assert (first.ends, first.deferred) == ({}, [10, 11])
+    known = frozenset({(1, 3), (3, 2)})
+    second = build([awas, upstream, elsewhere], ends, Links(), known=known)
+    assert _sent(second) == [
+        ("1", "flood_level", "3", False),
+        ("2", "upstream", "3", False),
+        ("3", "upstream", "2", False),
+        ("1", "flood_level", "2", True),
+        ("4", "rising_fast", "3", True),
+    ]
+    assert (second.ends, second.deferred) == ({(1, 2): 10, (4, 3): 11}, [])
