@@ -222,10 +222,30 @@ def migrate(
                     )
                     # Schema work only: refreshing is routine maintenance's.
                     postgres.maintain(conn, storage, now or datetime.now(UTC), rollups=False)
-                conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO pantau_readonly")
+                _grant_readonly(conn)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK])
     return MigrateResult(mode=mode, version=applied_version_of(conninfo), applied=tuple(applied))
+
+
+def _grant_readonly(conn: psycopg.Connection) -> None:
+    """SELECT for the read-only role on each table and view of the schema that lacks it.
+
+    Only those: granting on every table again would rewrite each one's catalogue row, and
+    TimescaleDB's background jobs (running again right after a restore) update the rows of the
+    hypertables and their chunks, so a blanket GRANT can fail with "tuple concurrently
+    updated"."""
+    missing = conn.execute(
+        """
+        SELECT format('%I.%I', n.nspname, c.relname)
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+          AND NOT has_table_privilege('pantau_readonly', c.oid, 'SELECT')
+        ORDER BY 1
+        """
+    ).fetchall()
+    for (name,) in missing:
+        conn.execute(f"GRANT SELECT ON {name} TO pantau_readonly")  # a quoted identifier
 
 
 def applied_version_of(conninfo: str) -> int:
