@@ -22,7 +22,6 @@ import orjson
 
 from pantau.catalogue import Metric, metrics_of
 from pantau.city import City
-from pantau.devices import load_gateway_id
 from pantau.settings import MqttSettings
 from simulators.config import SHAPES, Shape
 from simulators.manifest import ManifestWriter
@@ -90,6 +89,15 @@ class _Outcome:
     started: float
     finished: float
     failure: str | None = None
+
+
+def load_gateway_id(index: int) -> str:
+    """The gateway whose uplink load process ``index`` sends its SenML packs on.
+
+    It is no device of the city: whoever runs the load registers it as a gateway of the
+    sensors (``pantau devices link``), or its packs are refused as ``foreign_sensor``.
+    """
+    return f"gw-load-{index}"
 
 
 def run_load(

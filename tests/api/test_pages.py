@@ -15,8 +15,8 @@ import orjson
 import psycopg
 import pytest
 
-from pantau import keys
 from pantau.city import City, FloodLevel, Sensor
+from pantau.cli import keys
 from pantau.db import store
 from pantau.payload import Reading
 from pantau.settings import MqttSettings, NotifySettings

@@ -18,8 +18,8 @@ from pantau.feedback import (
     feedback_topic,
     payload_digest,
 )
-from pantau.services import wait_until
 from pantau.settings import MqttSettings
+from pantau.tools.services import wait_until
 from tests.fixtures.ingest import IngestFactory
 from tests.fixtures.production_broker import ProductionBroker
 

@@ -12,7 +12,7 @@ import pytest
 
 from pantau.db.migrate import set_login_password
 from pantau.feedback import FeedbackListener, payload_digest
-from pantau.services import wait_until
+from pantau.tools.services import wait_until
 from tests.fixtures.alerts import AlertProcess, AlertsFactory
 from tests.fixtures.database import as_login
 from tests.fixtures.ingest import IngestFactory, IngestProcess
