@@ -21,8 +21,7 @@ from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from api.errors import Problem
-from pantau.catalogue import Family
-from pantau.city import Thresholds
+from pantau.db.registry import RegisteredSensor, registered_sensors
 from pantau.settings import Settings
 
 RETRY_AFTER = {"Retry-After": "1"}
@@ -197,22 +196,8 @@ ConnDep = Annotated[psycopg.Connection, Depends(get_conn)]
 PlainConnDep = Annotated[psycopg.Connection, Depends(get_plain_conn)]
 
 
-@dataclass(frozen=True, slots=True)
-class SensorInfo:
-    """One sensor of the registry, as the routes need it."""
-
-    id: str
-    family: Family
-    name: str
-    kecamatan: str
-    lat: float
-    lon: float
-    interval_s: float
-    river: str | None
-    river_km: float | None
-    road: str | None
-    road_class: str | None
-    thresholds: Thresholds | None
+# One sensor of the registry, as the routes need it (its current thresholds included).
+SensorInfo = RegisteredSensor
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,30 +235,10 @@ class Registry:
         return found
 
 
-_REGISTRY = """
-SELECT s.id, s.family, s.name, s.kecamatan, s.lat, s.lon, s.interval_s, s.river, s.river_km,
-       s.road, s.road_class, t.waspada, t.siaga, t.awas
-FROM sensors s LEFT JOIN current_flood_thresholds t ON t.sensor_id = s.id
-ORDER BY s.id
-"""
-
-
 def load_registry(conn: psycopg.Connection) -> Registry:
     """Read the registry (sensors with current thresholds, kecamatan)."""
-    sensors: dict[str, SensorInfo] = {}
+    sensors = registered_sensors(conn)
     with conn.cursor(row_factory=tuple_row) as cur:
-        for row in cur.execute(_REGISTRY):
-            (sid, family, name, kec, lat, lon, interval, river, river_km, road, road_class,
-             waspada, siaga, awas) = row  # fmt: skip
-            thresholds = (
-                None
-                if waspada is None
-                else Thresholds.model_construct(waspada=waspada, siaga=siaga, awas=awas)
-            )
-            sensors[sid] = SensorInfo(
-                sid, Family(family), name, kec, lat, lon, interval, river, river_km, road,
-                road_class, thresholds,
-            )  # fmt: skip
         kecamatan = {
             name: KecamatanInfo(name, lat, lon, flood, landslide)
             for name, lat, lon, flood, landslide in cur.execute(

@@ -9,13 +9,9 @@ report the outcome of a reading, and ``pantau devices watch DEVICE_ID`` prints t
 
 from __future__ import annotations
 
-import hashlib
-import json
 import queue
 import threading
 import uuid
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -23,76 +19,13 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from pantau.mqtt import mqtt_client
 from pantau.settings import MqttSettings
+from pantau.topics import Notice, feedback_topic
 
 FEEDBACK_QOS = 1
 
 
 class FeedbackError(RuntimeError):
     """The broker cannot be reached or refused the subscription; the message says why."""
-
-
-def feedback_topic(topic_root: str, device_id: str) -> str:
-    """The topic ingest publishes ``device_id``'s rejection notices to."""
-    return f"{topic_root}/down/{device_id}/rejected"
-
-
-def device_of(topic: str, topic_root: str) -> str | None:
-    """The device id of an uplink topic ``ROOT/up/DEVICE_ID``; None for any other topic."""
-    prefix = f"{topic_root}/up/"
-    if not topic.startswith(prefix):
-        return None
-    device = topic[len(prefix) :]
-    return device if device and "/" not in device and "+" not in device else None
-
-
-def payload_digest(payload: bytes) -> str:
-    """SHA-256 of a payload, in hex: lets a sender tell its own message's notice apart."""
-    return hashlib.sha256(payload).hexdigest()
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Notice:
-    """One rejection, as published on a device's feedback topic."""
-
-    device: str
-    reason: str
-    detail: str
-    topic: str
-    time: datetime
-    payload_sha256: str
-    payload_bytes: int
-
-    def to_json(self) -> bytes:
-        body = {
-            "device": self.device,
-            "reason": self.reason,
-            "detail": self.detail,
-            "topic": self.topic,
-            "time": self.time.isoformat(),
-            "payload_sha256": self.payload_sha256,
-            "payload_bytes": self.payload_bytes,
-        }
-        return json.dumps(body, ensure_ascii=False).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes | str) -> Notice:
-        """Parse a notice; raises ValueError for anything else."""
-        try:
-            body = json.loads(raw)
-            return cls(
-                device=str(body["device"]),
-                reason=str(body["reason"]),
-                detail=str(body["detail"]),
-                topic=str(body["topic"]),
-                time=datetime.fromisoformat(body["time"]),
-                payload_sha256=str(body.get("payload_sha256", "")),
-                payload_bytes=int(body.get("payload_bytes", 0)),
-            )
-        except (KeyError, TypeError, AttributeError) as error:
-            raise ValueError(f"not a rejection notice: {error}") from None
-
-    def describe(self) -> str:
-        return f"rejected ({self.reason}): {self.detail}"
 
 
 class FeedbackListener:

@@ -30,6 +30,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pantau import topics
+
 DEFAULT_CITY_FILE = Path(__file__).parent / "cities" / "pasuruan.yaml"
 
 
@@ -96,11 +98,11 @@ class MqttSettings(BaseModel):
     @property
     def uplink_filter(self) -> str:
         """Topic filter covering every device's uplink."""
-        return f"{self.topic_root}/up/+"
+        return topics.uplink_filter(self.topic_root)
 
     def uplink_topic(self, device_id: str) -> str:
         """The topic a device publishes its readings to."""
-        return f"{self.topic_root}/up/{device_id}"
+        return topics.uplink_topic(self.topic_root, device_id)
 
 
 class IngestSettings(BaseModel):

@@ -23,6 +23,7 @@ import orjson
 from pantau.catalogue import Metric, metrics_of
 from pantau.city import City
 from pantau.settings import MqttSettings
+from pantau.topics import uplink_topic
 from simulators.config import SHAPES, Shape
 from simulators.manifest import ManifestWriter
 from simulators.publisher import PublishError, run_token
@@ -313,7 +314,8 @@ def _publish_share(job: _Job, counter: Synchronized[int]) -> tuple[int, int, int
     messages = readings = 0
     cursor = 0  # round robin over sensors (and, for SenML, their metrics)
     sequence: dict[str, int] = {}  # each device numbers its own messages (`seq`)
-    gateway_topic = f"{root}/up/{load_gateway_id(job.index)}"
+    gateway_topic = uplink_topic(root, load_gateway_id(job.index))
+    sensor_topics = {sensor: uplink_topic(root, sensor) for sensor, _ in job.sensors}
     started = time.time()
     began = time.monotonic()
     finished = False
@@ -356,7 +358,7 @@ def _publish_share(job: _Job, counter: Synchronized[int]) -> tuple[int, int, int
                 sensor, family = job.sensors[cursor % len(job.sensors)]
                 cursor += 1
                 names = metric_names[family]
-                topic = f"{root}/up/{sensor}"
+                topic = sensor_topics[sensor]
                 if job.shape == "single":
                     us = stamp(sensor)
                     chosen = names[: job.readings_per_message]

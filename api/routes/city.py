@@ -100,9 +100,9 @@ def gauge_state(
             level, observed, value = status[0], status[1], status[2]
             if not (current(status[1]) and current(status[3])):
                 reason = "not_evaluated" if reading and current(reading[1]) else "silent"
-    elif reading is not None and sensor.thresholds is not None:
+    elif reading is not None and sensor.current_thresholds is not None:
         value, observed = reading
-        level = int(sensor.thresholds.level(value))
+        level = int(sensor.current_thresholds.level(value))
         if not current(observed):
             reason = "silent"
     if level is None and reason is None:

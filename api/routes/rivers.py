@@ -306,7 +306,7 @@ async def gauge_view(
             if forecast and status is not None
             else []
         )
-        thresholds = sensor.thresholds
+        thresholds = sensor.current_thresholds
         view = GaugeView(
             sensor=SensorBrief(
                 id=sensor.id,

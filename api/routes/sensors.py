@@ -60,8 +60,8 @@ def describe(
     if sensor.family is Family.FLOOD_GAUGE:
         out["river"] = sensor.river
         out["river_km"] = sensor.river_km
-        if sensor.thresholds is not None:
-            t = sensor.thresholds
+        if sensor.current_thresholds is not None:
+            t = sensor.current_thresholds
             out["thresholds"] = {"waspada": t.waspada, "siaga": t.siaga, "awas": t.awas}
             level = latest.get("water_level")
             if level is not None and freshness.is_current(
