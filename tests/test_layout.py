@@ -4,9 +4,11 @@ developer tools, as the production image installs it."""
 from __future__ import annotations
 
 import os
+import pkgutil
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -85,3 +87,19 @@ def test_the_rest_runs_without_the_tools(without_tools: Path) -> None:
         result = _pantau(without_tools, *args)
         assert result.returncode == 0, (args, result.stdout + result.stderr)
         assert "pantau.tools" not in result.stderr
+
+
+def test_every_core_module_is_under_the_contract() -> None:
+    """A new module of pantau is core (and listed in the contract) unless it is CLI or tooling."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    (core,) = [
+        contract
+        for contract in pyproject["tool"]["importlinter"]["contracts"]
+        if contract["name"].startswith("The shared core")
+    ]
+    modules = {
+        f"pantau.{info.name}"
+        for info in pkgutil.iter_modules([str(ROOT / "pantau")])
+        if info.name not in {"cli", "tools", "__main__"}
+    }
+    assert modules == set(core["source_modules"])
