@@ -40,10 +40,6 @@ _IDLE_WAKE_S = 0.2
 _DRAIN_CHUNK = 512
 
 
-class IngestError(RuntimeError):
-    """Ingest cannot start or run; the message says why."""
-
-
 class IngestService:
     """One ingest process. ``run()`` blocks until ``request_stop()`` (e.g. on SIGTERM)."""
 

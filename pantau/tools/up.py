@@ -27,11 +27,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import psycopg
+from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
 from pantau.alertmanager import AlertmanagerConfigError, config_files
-from pantau.city import CityFileError, load_city
+from pantau.city import City, CityFileError, load_city
 from pantau.db import registry
 from pantau.db.migrate import MigrationError, migrate
 from pantau.settings import Settings
@@ -285,6 +286,17 @@ def run_platform(settings: Settings, *, scenario: str, speed: float, simulate: b
         return 0
 
 
+class _StartError(Exception):
+    """A part of the stack did not start; the message is printed as it is."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Ports:
+    api: int
+    ingest_metrics: int
+    alerts_metrics: int
+
+
 def _run(
     settings: Settings,
     state: Path,
@@ -295,112 +307,30 @@ def _run(
     simulate: bool,
 ) -> int:
     processes: dict[str, tuple[int, str | None]] = {}
-    pg: PrivatePostgres | None = None
     try:
-        if settings.database_url is None:
-            pg = PrivatePostgres(
-                directory=state / "postgres", port=_stable_port(state / "postgres.port", 55432)
-            )
-            if pg.account is not None and (blocked := unreachable_by(pg.account, pg.directory)):
-                console.print(
-                    f"[red]PostgreSQL refuses to run as root, so its cluster runs as user "
-                    f"{pg.account.pw_name}, who may not enter {blocked} (mode "
-                    f"{stat.S_IMODE(blocked.stat().st_mode):o}).[/red]\n"
-                    f"Keep the state where {pg.account.pw_name} can reach it, e.g. "
-                    f"`PANTAU_STATE_DIR=/var/lib/pantau make run`, or run as a normal user."
-                )
-                return 1
-            console.print(f"starting a private PostgreSQL on port {pg.port} ...")
-            pg.start()
-            exits.callback(pg.stop)
-            database_url = pg.create_database(PRIVATE_DB)
-        else:
-            database_url = settings.database_url.get_secret_value()
-        if "url" not in settings.mqtt.model_fields_set:
-            broker = PrivateMosquitto(
-                directory=state / "mosquitto", port=_stable_port(state / "mqtt.port", 11883)
-            )
-            console.print(f"starting a private Mosquitto on port {broker.port} ...")
-            broker.start()
-            exits.callback(broker.stop)
-            assert broker.process is not None
-            processes["mosquitto"] = (broker.process.pid, stack.process_start(broker.process.pid))
-            mqtt_url = broker.url
-        else:
-            mqtt_url = settings.mqtt.url
-    except MissingProgramError as error:
-        console.print(f"[red]{error}[/red]")
-        return 1
-    except subprocess.CalledProcessError as error:
-        detail = (error.stderr or error.stdout or "").strip()
-        log_tail = ""
-        if pg is not None:
-            with contextlib.suppress(OSError):
-                log_tail = pg.logfile.read_text(errors="replace")[-800:].strip()
-        console.print(
-            f"[red]could not start the private PostgreSQL ({Path(error.cmd[-1]).name} "
-            f"failed):[/red] {detail}\n{log_tail}"
-        )
-        return 1
-    except (TimeoutError, RuntimeError) as error:
-        console.print(f"[red]could not start a local server:[/red] {error}")
-        return 1
-
-    try:
+        database_url = _database(settings, state, exits)
+        mqtt_url = _broker(settings, state, exits, processes)
         result = migrate(database_url, settings.storage)
         city = load_city(settings.city_file)
         with psycopg.connect(database_url, autocommit=True) as conn:
             registry.load_city(conn, city)
+    except _StartError as error:
+        console.print(str(error))
+        return 1
     except (MigrationError, CityFileError, psycopg.Error) as error:
         console.print(f"[red]{error}[/red]")
         return 1
 
-    api_port = (
-        settings.api.port
-        if "port" in settings.api.model_fields_set
-        else _stable_port(state / "api.port", settings.api.port)
+    ports = _Ports(
+        api=_port_of(settings.api, "port", state / "api.port"),
+        ingest_metrics=_port_of(settings.ingest, "metrics_port", state / "ingest-metrics.port"),
+        alerts_metrics=_port_of(settings.alerts, "metrics_port", state / "alerts-metrics.port"),
     )
-    api = f"http://{_local(settings.api.host)}:{api_port}"
+    api = f"http://{_local(settings.api.host)}:{ports.api}"
     notifications, notify_env = _alertmanager(settings, state, exits, processes, public_url=api)
-    ingest_metrics = (
-        settings.ingest.metrics_port
-        if "metrics_port" in settings.ingest.model_fields_set
-        else _stable_port(state / "ingest-metrics.port", settings.ingest.metrics_port)
-    )
-    alerts_metrics = (
-        settings.alerts.metrics_port
-        if "metrics_port" in settings.alerts.model_fields_set
-        else _stable_port(state / "alerts-metrics.port", settings.alerts.metrics_port)
-    )
-    env = dict(os.environ)
-    env.update(
-        {
-            "PANTAU_DATABASE_URL": database_url,
-            "PANTAU_MQTT__URL": mqtt_url,
-            "PANTAU_CITY_FILE": str(settings.city_file),
-            "PANTAU_STATE_DIR": str(state),
-            "PANTAU_API__PORT": str(api_port),
-            "PANTAU_INGEST__METRICS_PORT": str(ingest_metrics),
-            "PANTAU_ALERTS__METRICS_PORT": str(alerts_metrics),
-            **notify_env,
-        }
-    )
-    python = sys.executable
+    env = _service_env(settings, state, database_url, mqtt_url, ports, notify_env)
     logs = state / "logs"
-
-    def child(name: str, *argv: str) -> Child:
-        return Child(name=name, argv=[python, *argv], log=logs / f"{name}.log", env=env)
-
-    children = [
-        child("ingest", "-m", "ingest"),
-        child("api", "-m", "api"),
-        child("alerts", "-m", "alerts"),
-    ]
-    if simulate:
-        options = ["--scenario", scenario, "--speed", f"{speed:g}", "--quiet"]
-        children.append(
-            child("simulator", "-m", "simulators", *options, "--city", str(settings.city_file))
-        )
+    children = _children(settings, env, logs, scenario=scenario, speed=speed, simulate=simulate)
     for one in children:
         one.start()
         exits.callback(one.stop)
@@ -424,14 +354,59 @@ def _run(
         api_url=api,
         metrics={
             "api": f"{api}/metrics",
-            "ingest": f"http://127.0.0.1:{ingest_metrics}/metrics",
-            "alerts": f"http://127.0.0.1:{alerts_metrics}/metrics",
+            "ingest": f"http://127.0.0.1:{ports.ingest_metrics}/metrics",
+            "alerts": f"http://127.0.0.1:{ports.alerts_metrics}/metrics",
         },
         processes=processes,
     )
     stack.write(record)
     exits.callback(stack.remove, state, pid=os.getpid())
+    banner = f"{record.database_url}  ({result.mode}, schema version {result.version})"
+    _print_banner(
+        settings, city, record, database=banner, notifications=notifications, logs=logs,
+        simulator=f"scenario {scenario!r} at {speed:g}x" if simulate else None,
+    )  # fmt: skip
+    _supervise(children, processes, record)
+    return 0
 
+
+def _service_env(
+    settings: Settings,
+    state: Path,
+    database_url: str,
+    mqtt_url: str,
+    ports: _Ports,
+    notify_env: dict[str, str],
+) -> dict[str, str]:
+    """The environment of the supervised processes: this one's, pointed at the stack."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "PANTAU_DATABASE_URL": database_url,
+            "PANTAU_MQTT__URL": mqtt_url,
+            "PANTAU_CITY_FILE": str(settings.city_file),
+            "PANTAU_STATE_DIR": str(state),
+            "PANTAU_API__PORT": str(ports.api),
+            "PANTAU_INGEST__METRICS_PORT": str(ports.ingest_metrics),
+            "PANTAU_ALERTS__METRICS_PORT": str(ports.alerts_metrics),
+            **notify_env,
+        }
+    )
+    return env
+
+
+def _print_banner(
+    settings: Settings,
+    city: City,
+    record: stack.StackRecord,
+    *,
+    database: str,
+    notifications: str,
+    logs: Path,
+    simulator: str | None,
+) -> None:
+    """Where to look, once the stack is up, and how to point other tools at it."""
+    api, mqtt_url = record.api_url, record.mqtt_url
     table = Table(
         title=f"Pantau is up ({city.name}, {len(city.sensors)} sensors)", show_header=False
     )
@@ -440,23 +415,118 @@ def _run(
     table.add_row("API docs", f"{api}/docs")
     for name, url in record.metrics.items():
         table.add_row(f"{name} metrics", url)
-    table.add_row("database", f"{database_url}  ({result.mode}, schema version {result.version})")
+    table.add_row("database", database)
     table.add_row(
         "broker", mqtt_url + f"  (devices publish to {settings.mqtt.uplink_topic('DEVICE_ID')})"
     )
     table.add_row("notifications", notifications)
-    if simulate:
-        table.add_row("simulator", f"scenario {scenario!r} at {speed:g}x")
+    if simulator is not None:
+        table.add_row("simulator", simulator)
     table.add_row("logs", str(logs))
     console.print(table)
     console.print(
         f"`pantau` commands started in this directory use this stack. Elsewhere:\n"
-        f"export PANTAU_DATABASE_URL={database_url} PANTAU_MQTT__URL={mqtt_url}",
+        f"export PANTAU_DATABASE_URL={record.database_url} PANTAU_MQTT__URL={mqtt_url}",
         soft_wrap=True,
         highlight=False,
     )
     console.print("Ctrl-C stops everything.")
 
+
+def _port_of(group: BaseModel, name: str, path: Path) -> int:
+    """The port ``name`` of a settings group: as set, else a stable free one near its default."""
+    port: int = getattr(group, name)
+    return port if name in group.model_fields_set else _stable_port(path, port)
+
+
+def _database(settings: Settings, state: Path, exits: ExitStack) -> str:
+    """The configured database, else a private PostgreSQL's (started, stopped on exit)."""
+    if settings.database_url is not None:
+        return settings.database_url.get_secret_value()
+    pg = PrivatePostgres(
+        directory=state / "postgres", port=_stable_port(state / "postgres.port", 55432)
+    )
+    if pg.account is not None and (blocked := unreachable_by(pg.account, pg.directory)):
+        raise _StartError(
+            f"[red]PostgreSQL refuses to run as root, so its cluster runs as user "
+            f"{pg.account.pw_name}, who may not enter {blocked} (mode "
+            f"{stat.S_IMODE(blocked.stat().st_mode):o}).[/red]\n"
+            f"Keep the state where {pg.account.pw_name} can reach it, e.g. "
+            f"`PANTAU_STATE_DIR=/var/lib/pantau make run`, or run as a normal user."
+        )
+    try:
+        console.print(f"starting a private PostgreSQL on port {pg.port} ...")
+        pg.start()
+        exits.callback(pg.stop)
+        return pg.create_database(PRIVATE_DB)
+    except subprocess.CalledProcessError as error:
+        detail = (error.stderr or error.stdout or "").strip()
+        log_tail = ""
+        with contextlib.suppress(OSError):
+            log_tail = pg.logfile.read_text(errors="replace")[-800:].strip()
+        raise _StartError(
+            f"[red]could not start the private PostgreSQL ({Path(error.cmd[-1]).name} "
+            f"failed):[/red] {detail}\n{log_tail}"
+        ) from None
+    except MissingProgramError as error:
+        raise _StartError(f"[red]{error}[/red]") from None
+    except (TimeoutError, RuntimeError) as error:
+        raise _StartError(f"[red]could not start a local server:[/red] {error}") from None
+
+
+def _broker(
+    settings: Settings, state: Path, exits: ExitStack, processes: dict[str, tuple[int, str | None]]
+) -> str:
+    """The configured broker, else a private Mosquitto's (started, stopped on exit)."""
+    if "url" in settings.mqtt.model_fields_set:
+        return settings.mqtt.url
+    broker = PrivateMosquitto(
+        directory=state / "mosquitto", port=_stable_port(state / "mqtt.port", 11883)
+    )
+    try:
+        console.print(f"starting a private Mosquitto on port {broker.port} ...")
+        broker.start()
+    except MissingProgramError as error:
+        raise _StartError(f"[red]{error}[/red]") from None
+    except (TimeoutError, RuntimeError) as error:
+        raise _StartError(f"[red]could not start a local server:[/red] {error}") from None
+    exits.callback(broker.stop)
+    assert broker.process is not None
+    processes["mosquitto"] = (broker.process.pid, stack.process_start(broker.process.pid))
+    return broker.url
+
+
+def _children(
+    settings: Settings,
+    env: dict[str, str],
+    logs: Path,
+    *,
+    scenario: str,
+    speed: float,
+    simulate: bool,
+) -> list[Child]:
+    """The supervised processes: ingest, the API, the alert service (and the simulator)."""
+
+    def child(name: str, *argv: str) -> Child:
+        return Child(name=name, argv=[sys.executable, *argv], log=logs / f"{name}.log", env=env)
+
+    children = [
+        child("ingest", "-m", "ingest"),
+        child("api", "-m", "api"),
+        child("alerts", "-m", "alerts"),
+    ]
+    if simulate:
+        options = ["--scenario", scenario, "--speed", f"{speed:g}", "--quiet"]
+        children.append(
+            child("simulator", "-m", "simulators", *options, "--city", str(settings.city_file))
+        )
+    return children
+
+
+def _supervise(
+    children: list[Child], processes: dict[str, tuple[int, str | None]], record: stack.StackRecord
+) -> None:
+    """Restart what crashes (recording the new process ids) until Ctrl-C."""
     try:
         while True:
             now = time.monotonic()
@@ -470,4 +540,3 @@ def _run(
             time.sleep(0.5)
     except KeyboardInterrupt:
         console.print("stopping ...")
-    return 0
