@@ -14,7 +14,7 @@ feeds expect:
   reader that shows it at all shows it as the all-clear.
 
 Every message meets the rules of Google's public-alert CAP profile (``GoogleProfile.java`` of
-google/cap-library; tests/pantau/test_cap_profile.py re-expresses each one): an ``info`` in
+google/cap-library; tests/api/test_cap_profile.py re-expresses each one): an ``info`` in
 each language with a ``description``, ``web``, ``expires`` (``effective`` never after it),
 urgency, severity and certainty, ``senderName``, ``instruction``, ``responseType``, a headline
 of at most 140 characters, times with their offset, and an ``area`` with a circle around the

@@ -27,7 +27,9 @@ import psycopg
 from fastapi import APIRouter, Query, Request, Response
 from psycopg.rows import tuple_row
 
-from api.deps import CacheDep, Registry, RegistryDep, SensorInfo, SettingsDep, connection
+from api.deps import CacheDep, RegistryDep, SettingsDep
+from api.pools import connection
+from api.registry import Registry, SensorInfo
 from api.responses import Body, cached_json
 from api.routes.latest import Latest, cached_latest
 from api.schemas import GEOJSON, CityStatus, CityStatusCollection, KecamatanCollection, alternatives

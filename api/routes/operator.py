@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.deps import ConnDep, SettingsDep
 from api.errors import Problem
+from api.history.query import WIB, parse_time
 from api.routes.alerts import dict_rows
-from api.routes.readings import WIB, parse_time
 from api.security import AUTH_RESPONSES, OperatorDep, problem_responses
 from pantau.city import SENSOR_ID_PATTERN, City, Kecamatan, Sensor, Thresholds
 from pantau.db import registry, store

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from api import deps
-from api.deps import TtlCache
+from api import cache as answer_cache
+from api.cache import TtlCache
 from api.responses import Answer, Body
 
 
@@ -106,7 +106,7 @@ def test_answers_are_bounded_in_bytes() -> None:
 
 def test_reloading_a_key_does_not_count_its_bytes_twice(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1000.0]
-    monkeypatch.setattr(deps.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(answer_cache.time, "monotonic", lambda: now[0])
     page = Body.of({"v": "z" * 3_000})
     cache = TtlCache(100, max_bytes=3 * len(page.content))
     for i in range(10):
