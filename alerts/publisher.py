@@ -24,18 +24,7 @@ from alerts.model import Rule
 from alerts.source import AlertSession
 from pantau.catalogue import Family
 from pantau.payload import from_micros
-
-
-def events_topic(root: str) -> str:
-    return f"{root}/alerts/events"
-
-
-def status_topic(root: str, sensor_id: str) -> str:
-    return f"{root}/status/{sensor_id}"
-
-
-def warning_topic(root: str, gauge_id: str) -> str:
-    return f"{root}/warning/{gauge_id}"
+from pantau.topics import events_topic, status_topic, warning_topic
 
 
 def status(evaluator: Evaluator, sensor_id: str) -> dict[str, Any]:

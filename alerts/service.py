@@ -16,7 +16,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from queue import Empty
 
-from alerts.config import Settings, decode_limits
+from alerts.config import Settings
 from alerts.evaluator import Evaluator
 from alerts.metrics import AlertMetrics
 from alerts.model import Transition
@@ -26,7 +26,8 @@ from alerts.source import AlertSession, Message, SourceError
 from alerts.store import AlertStore, LockLostError, StoreError, transition_json
 from pantau.catalogue import Family
 from pantau.logs import get_logger
-from pantau.payload import NameCache, Reason, decode, device_from_topic, to_micros
+from pantau.payload import DecodeLimits, NameCache, Reason, decode, to_micros
+from pantau.topics import uplink_device
 
 log = get_logger(__name__)
 US = 1_000_000
@@ -45,7 +46,7 @@ class AlertService:
             connect_timeout_s=settings.alerts.db_connect_timeout_s,
             lock_timeout_s=settings.alerts.lock_timeout_s,
         )
-        self._limits = decode_limits(settings)
+        self._limits = DecodeLimits.from_settings(settings)
         self._names: NameCache = {}
         self._families: dict[str, Family] = {}
         self._gateways: dict[str, frozenset[str]] = {}
@@ -229,7 +230,7 @@ class AlertService:
             evaluator.observe(outcome.readings, received_us=received_us, wall_us=wall_us)
             readings += len(outcome.readings)
             if outcome.rejections:
-                device = device_from_topic(message.topic, root)
+                device = uplink_device(message.topic, root)
                 if device is not None:
                     rejected[device] += len(outcome.rejections)
         evaluator.rejected(dict(rejected))

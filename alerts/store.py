@@ -20,8 +20,7 @@ from psycopg.types.json import Jsonb
 from alerts.evaluator import Outcome, StateKey
 from alerts.lock import EVALUATION_LOCK, EvaluationLock, LockLostError, StoreError
 from alerts.model import Change, GaugeStatus, OpenAlert, Rule, SensorInfo, Transition
-from pantau.catalogue import Family
-from pantau.city import GaugeQuality, Thresholds
+from pantau.city import GaugeQuality
 from pantau.db import registry
 from pantau.db.events import lock_event_order
 from pantau.logs import get_logger
@@ -79,31 +78,22 @@ class AlertStore:
 
     @staticmethod
     def _sensors(conn: psycopg.Connection[Any]) -> dict[str, SensorInfo]:
-        versions: dict[str, list[tuple[int, Thresholds]]] = {}
-        for sensor_id, valid_from, waspada, siaga, awas in conn.execute(
-            "SELECT sensor_id, valid_from, waspada, siaga, awas FROM flood_thresholds "
-            "ORDER BY sensor_id, valid_from"
-        ):
-            versions.setdefault(sensor_id, []).append(
-                (to_micros(valid_from), Thresholds(waspada=waspada, siaga=siaga, awas=awas))
-            )
         return {
-            row[0]: SensorInfo(
-                id=row[0],
-                family=Family(row[1]),
-                name=row[2],
-                interval_s=row[3],
-                river=row[4],
-                river_km=row[5],
-                downstream=tuple(row[6] or ()),
-                travel_time_min=row[7],
-                thresholds=tuple(versions.get(row[0], ())),
-                quality=None if row[8] is None else GaugeQuality.model_validate(row[8]),
+            sid: SensorInfo(
+                id=sid,
+                family=sensor.family,
+                name=sensor.name,
+                interval_s=sensor.interval_s,
+                river=sensor.river,
+                river_km=sensor.river_km,
+                downstream=sensor.downstream,
+                travel_time_min=sensor.travel_time_min,
+                thresholds=tuple((to_micros(t), version) for t, version in sensor.thresholds),
+                quality=None
+                if sensor.quality is None
+                else GaugeQuality.model_validate(sensor.quality),
             )
-            for row in conn.execute(
-                "SELECT id, family, name, interval_s, river, river_km, downstream, "
-                "travel_time_min, quality FROM sensors"
-            )
+            for sid, sensor in registry.registered_sensors(conn).items()
         }
 
     def load_gateways(self) -> dict[str, frozenset[str]]:

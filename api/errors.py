@@ -55,10 +55,6 @@ def bad_request(detail: str, *, kind: str = "bad-request") -> Problem:
     return Problem(400, detail, kind=kind)
 
 
-def not_found(detail: str, *, kind: str = "not-found") -> Problem:
-    return Problem(404, detail, kind=kind)
-
-
 def _phrase(status: int) -> str:
     try:
         return HTTPStatus(status).phrase

@@ -19,8 +19,9 @@ from prometheus_client import CollectorRegistry
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from api import errors, schemas
-from api.deps import TtlCache, make_async_pool, make_exports, make_pool
+from api.cache import TtlCache
 from api.middleware import CachedAnswers, HeadAsGet, Metrics, PoolCollector, RateLimit
+from api.pools import make_async_pool, make_exports, make_pool
 from api.routes import (
     alert_work,
     alerts,

@@ -15,7 +15,7 @@ from prometheus_client.registry import Collector
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from starlette.requests import Request
 
-from api.deps import TtlCache
+from api.cache import TtlCache
 from api.errors import ASGIApp, Receive, Scope, Send, problem_response, raw_path_of
 from api.responses import Answer, answer_key
 from pantau.ratelimit import TokenBuckets

@@ -1,4 +1,4 @@
-"""The operator key: header `X-API-Key`, checked against the stored digests (pantau.keys)."""
+"""The operator key: header `X-API-Key`, checked against the stored digests (api.keys)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from fastapi.security import APIKeyHeader
 
 from api.deps import ConnDep
 from api.errors import PROBLEM_JSON
-from pantau.keys import Operator, check_key
+from api.keys import Operator, check_key
 
 # auto_error=False: a missing key is answered below, as problem details like every error.
 api_key_header = APIKeyHeader(

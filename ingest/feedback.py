@@ -19,17 +19,12 @@ from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from pantau.db.store import RejectedPayload
-from pantau.feedback import (
-    FEEDBACK_QOS,
-    Notice,
-    device_of,
-    feedback_topic,
-    payload_digest,
-)
+from pantau.feedback import FEEDBACK_QOS
 from pantau.logs import get_logger
 from pantau.mqtt import mqtt_client
 from pantau.ratelimit import TokenBuckets
 from pantau.settings import MqttSettings
+from pantau.topics import Notice, feedback_topic, payload_digest, uplink_device
 
 log = get_logger(__name__)
 
@@ -82,7 +77,7 @@ class FeedbackPublisher:
         """Notify the devices whose payloads these rejections are of (rate-limited)."""
         root = self._settings.topic_root
         for record in records:
-            device = device_of(record.topic, root)
+            device = uplink_device(record.topic, root)
             if device is None:
                 continue  # no device to tell (e.g. bad_topic)
             if self._limiter is None or self._limiter.take(device) > 0:

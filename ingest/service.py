@@ -18,7 +18,7 @@ import psycopg
 
 from ingest.acker import Acker
 from ingest.batcher import Batch, Batcher
-from ingest.config import batch_max_messages, decode_limits
+from ingest.config import batch_max_messages
 from ingest.decoder import Decoder, SensorRegistry, SequenceTracker
 from ingest.feedback import FeedbackPublisher
 from ingest.metrics import IngestMetrics, MetricsServer
@@ -29,6 +29,7 @@ from ingest.writer import Database, Writer
 from pantau.db import registry as db_registry
 from pantau.db.migrate import MigrationError, NotOwnerError, maintain
 from pantau.logs import get_logger
+from pantau.payload import DecodeLimits
 from pantau.settings import Settings
 
 log = get_logger(__name__)
@@ -37,10 +38,6 @@ log = get_logger(__name__)
 _IDLE_WAKE_S = 0.2
 # Messages decoded per wake-up before the batch's limits are looked at again.
 _DRAIN_CHUNK = 512
-
-
-class IngestError(RuntimeError):
-    """Ingest cannot start or run; the message says why."""
 
 
 class IngestService:
@@ -75,7 +72,7 @@ class IngestService:
         self.decoder = Decoder(
             topic_root=settings.mqtt.topic_root,
             registry=self.registry,
-            limits=decode_limits(settings),
+            limits=DecodeLimits.from_settings(settings),
             sequences=self.sequences,
         )
         self.batcher = Batcher(

@@ -5,10 +5,9 @@ pipeline. Acknowledgements come later, from the writer, once the message's readi
 rejection) are committed. The broker sends at most Receive Maximum unacknowledged messages, so
 holding acknowledgements is what bounds ingest's memory.
 
-Every connection has a generation number. A message that was received on an earlier connection
-is never acknowledged: the broker sends it again after the reconnect (with the same content),
-and that copy is the one acknowledged, so a packet id is never acknowledged on a connection it
-does not belong to.
+Every connection has a generation number (:class:`pantau.mqtt.ManualAckSession`, the session
+the alert service subscribes with too): a message received on an earlier connection is never
+acknowledged; the broker sends it again after the reconnect, and that copy is acknowledged.
 """
 
 from __future__ import annotations
@@ -20,15 +19,11 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from pantau.logs import get_logger
-from pantau.mqtt import message_topic, mqtt_client, persistent_session, send_pubacks
+from pantau.mqtt import ManualAckSession, SessionError, message_topic
 from pantau.settings import MqttSettings
+from pantau.topics import shared_filter
 
 log = get_logger(__name__)
 
@@ -49,14 +44,14 @@ class Inbound(NamedTuple):
     received_mono: float
 
 
-class SourceError(RuntimeError):
-    """The broker could not be reached or refused the session."""
+# The broker could not be reached or refused the session.
+SourceError = SessionError
 
 
 def subscription_filter(settings: MqttSettings) -> str:
     """The topic filter ingest subscribes to: shared when a group is configured."""
     if settings.shared_group:
-        return f"$share/{settings.shared_group}/{settings.uplink_filter}"
+        return shared_filter(settings.shared_group, settings.uplink_filter)
     return settings.uplink_filter
 
 
@@ -117,8 +112,10 @@ class SourceBase(ABC):
         return [m.mid for m in messages if m.generation == generation and m.qos == 1]
 
 
-class MqttSource(SourceBase):
-    """A persistent-session subscriber with manual acknowledgement."""
+class MqttSource(ManualAckSession, SourceBase):
+    """A persistent-session subscriber with manual acknowledgement (:class:`ManualAckSession`)."""
+
+    _log = log
 
     def __init__(
         self,
@@ -129,144 +126,28 @@ class MqttSource(SourceBase):
         on_state: Callable[[bool], None] | None = None,
         first_generation: int = 0,
     ) -> None:
-        super().__init__(
-            settings=settings, receive_maximum=receive_maximum, deliver=deliver,
+        # The session keeps the settings, the lock and the connection numbers SourceBase
+        # describes; what is left of SourceBase's state is set here.
+        ManualAckSession.__init__(
+            self, settings=settings, client_id=settings.client_id,
+            receive_maximum=receive_maximum, topic_filter=subscription_filter(settings),
             on_state=on_state, first_generation=first_generation,
         )  # fmt: skip
-        self._connected = threading.Event()
-        self._subscribed = threading.Event()
-        self._closing = False
-        self._refused: str | None = None
-        client = mqtt_client(settings, client_id=settings.client_id, manual_ack=True)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.on_subscribe = self._on_subscribe
-        self._client = client
-
-    # -- state ---------------------------------------------------------------------------------
-
-    @property
-    def connected(self) -> bool:
-        return self._connected.is_set()
-
-    # -- lifecycle -----------------------------------------------------------------------------
-
-    def start(self) -> None:
-        """Connect, subscribe and start the network thread; raise SourceError on failure."""
-        try:
-            self._client.connect(
-                self._settings.host,
-                self._settings.port,
-                keepalive=self._settings.keepalive_s,
-                clean_start=False,
-                properties=persistent_session(
-                    self._settings, receive_maximum=self._receive_maximum
-                ),
-            )
-        except OSError as error:
-            raise SourceError(f"cannot reach the broker at {self._settings.url}: {error}") from None
-        self._client.loop_start()
-        deadline = time.monotonic() + self._settings.connect_timeout_s
-        while not self._subscribed.wait(0.05):
-            if self._refused is not None or time.monotonic() > deadline:
-                self._client.loop_stop()
-                raise SourceError(
-                    self._refused
-                    or f"no session with the broker at {self._settings.url} after "
-                    f"{self._settings.connect_timeout_s:g} s"
-                )
-
-    def stop(self) -> None:
-        """Disconnect normally, so that the broker keeps the session, and stop the thread.
-
-        Acknowledgements queued before this call are sent first: paho writes packets in order.
-        """
-        with self._lock:
-            self._closing = True
-            self._generation += 1
-        if self._connected.is_set():
-            self._client.disconnect(
-                reasoncode=ReasonCode(PacketTypes.DISCONNECT, "Normal disconnection")
-            )
-        self._client.loop_stop()
-        self._connected.clear()
-
-    # -- acknowledgement -----------------------------------------------------------------------
+        self._deliver = deliver
+        self._inflight = 0
 
     def ack(self, messages: list[Inbound]) -> int:
         """Acknowledge committed messages of the current connection; returns how many were."""
         with self._lock:
-            mids = self._acknowledgeable(messages)
-            send_pubacks(self._client, mids)
-            self._inflight = max(0, self._inflight - len(mids))
-        return len(mids)
+            done = self._acknowledge(messages)
+            self._inflight = max(0, self._inflight - done)
+        return done
+
+    def _new_connection(self) -> None:
+        super()._new_connection()
+        self._inflight = 0
 
     # -- paho callbacks (network thread) --------------------------------------------------------
-
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.ConnectFlags,
-        reason: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        if reason.is_failure:
-            self._refused = f"broker refused the connection: {reason}"
-            log.error("mqtt connection refused", reason=str(reason))
-            return
-        with self._lock:
-            self._generation += 1
-            self._inflight = 0
-        self._connected.set()
-        log.info(
-            "mqtt connected",
-            session_present=flags.session_present,
-            client_id=self._settings.client_id,
-            receive_maximum=self._receive_maximum,
-        )
-        # Subscribing again to a resumed session is harmless and covers a session the broker
-        # expired while ingest was away.
-        result, _ = client.subscribe(
-            subscription_filter(self._settings), options=SubscribeOptions(qos=1)
-        )
-        if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            log.error("mqtt subscribe failed", code=str(result))
-        if self._on_state is not None:
-            self._on_state(True)
-
-    def _on_subscribe(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        mid: int,
-        reasons: list[ReasonCode],
-        properties: Properties | None,
-    ) -> None:
-        failed = [str(r) for r in reasons if r.is_failure]
-        if failed:
-            self._refused = f"broker refused the subscription: {', '.join(failed)}"
-            log.error("mqtt subscription refused", reasons=failed)
-            return
-        self._subscribed.set()
-
-    def _on_disconnect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.DisconnectFlags,
-        reason: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        with self._lock:
-            self._generation += 1
-            self._inflight = 0
-        self._connected.clear()
-        if not self._closing:
-            log.warning("mqtt disconnected; reconnecting", reason=str(reason))
-        if self._on_state is not None:
-            self._on_state(False)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         with self._lock:

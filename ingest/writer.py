@@ -44,6 +44,7 @@ from pantau.db import store as db_store
 from pantau.db.store import RejectedPayload, StagedReadings, StoreResult
 from pantau.logs import get_logger
 from pantau.payload import Reading, Reason, Rejection
+from pantau.topics import uplink_topic
 
 log = get_logger(__name__)
 
@@ -418,7 +419,7 @@ class Writer:
         reason = storable(str(error))[:500]
         if isinstance(row, Reading):
             r = row
-            topic = f"{self._topic_root}/up/{r.sensor_id}"
+            topic = uplink_topic(self._topic_root, r.sensor_id)
             body = {"sensor": r.sensor_id, "ts": r.time.isoformat(), "values": {r.metric: r.value}}
             received_at = datetime.now(UTC)
             payload, what = orjson.dumps(body), f"the reading {r.metric} of {r.sensor_id}"

@@ -9,94 +9,23 @@ report the outcome of a reading, and ``pantau devices watch DEVICE_ID`` prints t
 
 from __future__ import annotations
 
-import hashlib
-import json
 import queue
 import threading
-import time
 import uuid
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
 import paho.mqtt.client as mqtt
-import typer
 from paho.mqtt.reasoncodes import ReasonCode
-from rich.console import Console
 
-from pantau import stack
 from pantau.mqtt import mqtt_client
-from pantau.settings import MqttSettings, SettingsError, get_settings
+from pantau.settings import MqttSettings
+from pantau.topics import Notice, feedback_topic
 
 FEEDBACK_QOS = 1
 
 
 class FeedbackError(RuntimeError):
     """The broker cannot be reached or refused the subscription; the message says why."""
-
-
-def feedback_topic(topic_root: str, device_id: str) -> str:
-    """The topic ingest publishes ``device_id``'s rejection notices to."""
-    return f"{topic_root}/down/{device_id}/rejected"
-
-
-def device_of(topic: str, topic_root: str) -> str | None:
-    """The device id of an uplink topic ``ROOT/up/DEVICE_ID``; None for any other topic."""
-    prefix = f"{topic_root}/up/"
-    if not topic.startswith(prefix):
-        return None
-    device = topic[len(prefix) :]
-    return device if device and "/" not in device and "+" not in device else None
-
-
-def payload_digest(payload: bytes) -> str:
-    """SHA-256 of a payload, in hex: lets a sender tell its own message's notice apart."""
-    return hashlib.sha256(payload).hexdigest()
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Notice:
-    """One rejection, as published on a device's feedback topic."""
-
-    device: str
-    reason: str
-    detail: str
-    topic: str
-    time: datetime
-    payload_sha256: str
-    payload_bytes: int
-
-    def to_json(self) -> bytes:
-        body = {
-            "device": self.device,
-            "reason": self.reason,
-            "detail": self.detail,
-            "topic": self.topic,
-            "time": self.time.isoformat(),
-            "payload_sha256": self.payload_sha256,
-            "payload_bytes": self.payload_bytes,
-        }
-        return json.dumps(body, ensure_ascii=False).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes | str) -> Notice:
-        """Parse a notice; raises ValueError for anything else."""
-        try:
-            body = json.loads(raw)
-            return cls(
-                device=str(body["device"]),
-                reason=str(body["reason"]),
-                detail=str(body["detail"]),
-                topic=str(body["topic"]),
-                time=datetime.fromisoformat(body["time"]),
-                payload_sha256=str(body.get("payload_sha256", "")),
-                payload_bytes=int(body.get("payload_bytes", 0)),
-            )
-        except (KeyError, TypeError, AttributeError) as error:
-            raise ValueError(f"not a rejection notice: {error}") from None
-
-    def describe(self) -> str:
-        return f"rejected ({self.reason}): {self.detail}"
 
 
 class FeedbackListener:
@@ -176,72 +105,3 @@ class FeedbackListener:
             self._notices.put(Notice.from_json(bytes(message.payload)))
         except ValueError:
             self.ignored += 1
-
-
-def watch_command(
-    device: Annotated[str, typer.Argument(help="Device id (as in its topic ROOT/up/DEVICE_ID).")],
-    mqtt_url: Annotated[
-        str | None, typer.Option("--mqtt-url", help="Broker, mqtt://HOST:PORT (PANTAU_MQTT__URL).")
-    ] = None,
-    topic_root: Annotated[
-        str | None, typer.Option("--topic-root", help="Topic root (PANTAU_MQTT__TOPIC_ROOT).")
-    ] = None,
-    username: Annotated[
-        str | None,
-        typer.Option(help="Broker user (production: the device's own id, which may read it)."),
-    ] = None,
-    password: Annotated[
-        str | None, typer.Option(help="Broker password.", envvar="PANTAU_WATCH_PASSWORD")
-    ] = None,
-    count: Annotated[
-        int, typer.Option(help="Stop after this many notices (0: run until Ctrl-C).", min=0)
-    ] = 0,
-    timeout_s: Annotated[
-        float, typer.Option("--timeout-s", help="Stop after this many seconds (0: never).", min=0)
-    ] = 0.0,
-) -> None:
-    """Print a device's rejection notices as ingest publishes them (Ctrl-C stops)."""
-    out, err = Console(), Console(stderr=True)
-    try:
-        settings = stack.adopt(
-            get_settings(), announce=lambda line: err.print(line, style="dim", soft_wrap=True)
-        )
-        update: dict[str, object] = {}
-        if mqtt_url is not None:
-            update["url"] = mqtt_url
-        if topic_root is not None:
-            update["topic_root"] = topic_root
-        mqtt_settings = MqttSettings.model_validate({**settings.mqtt.model_dump(), **update})
-    except (SettingsError, ValueError) as error:
-        err.print(f"[red]{error}[/red]")
-        raise typer.Exit(2) from None
-    listener = FeedbackListener(
-        mqtt_settings=mqtt_settings, device_id=device, username=username, password=password
-    )
-    try:
-        listener.start(timeout_s=mqtt_settings.connect_timeout_s)
-    except FeedbackError as error:
-        err.print(f"[red]{error}[/red]")
-        raise typer.Exit(1) from None
-    err.print(f"watching {listener.topic} on {mqtt_settings.url} (Ctrl-C stops)", soft_wrap=True)
-    seen = 0
-    deadline = None if not timeout_s else time.monotonic() + timeout_s
-    try:
-        while not count or seen < count:
-            wait = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
-            if wait <= 0:
-                break
-            notice = listener.get(wait)
-            if notice is None:
-                continue
-            seen += 1
-            out.print(
-                f"{notice.time.isoformat(timespec='seconds')}  {notice.topic}  "
-                f"[red]{notice.reason}[/red]  {notice.detail}",
-                highlight=False,
-                soft_wrap=True,
-            )
-    except KeyboardInterrupt:
-        pass
-    finally:
-        listener.stop()

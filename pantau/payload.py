@@ -29,6 +29,8 @@ from typing import Any, NamedTuple
 import orjson
 
 from pantau.catalogue import Family, Metric, find_metric
+from pantau.settings import Settings
+from pantau.topics import uplink_device
 
 # SenML: times below 2**28 are relative to "now" (RFC 8428, section 4.5.3).
 SENML_RELATIVE_LIMIT = 2**28
@@ -128,7 +130,7 @@ class Decoded:
 
 @dataclass(slots=True, frozen=True, kw_only=True)
 class DecodeLimits:
-    """What a payload may carry; built from settings by the caller."""
+    """What a payload may carry (:meth:`from_settings`: what every decoder of Pantau uses)."""
 
     max_payload_bytes: int = 256 * 1024
     max_future: timedelta = timedelta(minutes=5)
@@ -140,6 +142,16 @@ class DecodeLimits:
     def __post_init__(self) -> None:
         object.__setattr__(self, "max_future_us", self.max_future // _ONE_US)
         object.__setattr__(self, "max_age_us", self.max_age // _ONE_US)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DecodeLimits:
+        """Size and clock skew from the ingest settings, age from raw retention: ingest, the
+        alert service and the API's replay decode alike, so they reach the same verdicts."""
+        return cls(
+            max_payload_bytes=settings.ingest.max_payload_bytes,
+            max_future=timedelta(seconds=settings.ingest.max_future_s),
+            max_age=settings.storage.raw_retention,
+        )
 
 
 class _ProblemError(Exception):
@@ -158,15 +170,6 @@ NameCache = dict[str, tuple[str, Metric]]
 GatewayMap = Mapping[str, Collection[str]]
 _NOBODY: frozenset[str] = frozenset()
 _NO_GATEWAYS: GatewayMap = MappingProxyType({})
-
-
-def device_from_topic(topic: str, topic_root: str) -> str | None:
-    """The device id in ``ROOT/up/DEVICE_ID``, or None when the topic is not an uplink."""
-    prefix = f"{topic_root}/up/"
-    if not topic.startswith(prefix):
-        return None
-    device = topic[len(prefix) :]
-    return device if device and "/" not in device else None
 
 
 def decode(
@@ -225,7 +228,7 @@ def _decode_into(
         raise _ProblemError(
             Reason.OVERSIZED, f"{len(payload)} bytes > limit of {limits.max_payload_bytes}"
         )
-    device = device_from_topic(topic, topic_root)
+    device = uplink_device(topic, topic_root)
     if device is None:
         raise _ProblemError(Reason.BAD_TOPIC, f"expected {topic_root}/up/DEVICE_ID, got {topic!r}")
     document = _parse_json(payload)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import signal
+from dataclasses import fields
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import psycopg
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from pantau import logs, stack
+from pantau import logs
 from pantau.cli_support import city_or_exit
 from pantau.settings import MqttSettings, Settings, SettingsError, get_settings
 from simulators.config import SHAPES, RunConfig, parse_duration, parse_time
@@ -43,7 +44,12 @@ def _settings() -> Settings:
     except SettingsError as error:
         err.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None
-    # The stack `pantau up` runs from this directory, where no database or broker is configured.
+    # The stack `pantau up` runs from this directory, where no database or broker is configured
+    # (only where the developer tools are installed: the production image has none).
+    try:
+        from pantau.tools import stack
+    except ImportError:
+        return settings
     return stack.adopt(
         settings,
         announce=lambda line: err.print(line, style="dim", highlight=False, soft_wrap=True),
@@ -162,18 +168,6 @@ def simulate(
     if ctx.invoked_subcommand is not None:
         return
     try:
-        faults = FaultConfig(
-            malformed=malformed,
-            duplicates=duplicates,
-            out_of_order=out_of_order,
-            late=late,
-            clock_skew_s=clock_skew_s,
-            silent=silent,
-            burst_after_reconnect=burst_after_reconnect,
-            out_of_range=out_of_range,
-            spikes=spikes,
-            dropouts=dropouts,
-        )
         config = RunConfig(
             scenario=scenario,
             seed=seed,
@@ -184,7 +178,7 @@ def simulate(
             shape=shape,  # type: ignore[arg-type]
             list_size=list_size,
             pack_size=pack_size,
-            faults=faults,
+            faults=_faults(ctx.params),
             credentials=_credentials(credentials, password_template),
             manifest=manifest,
             fastest_interval_s=interval_s,
@@ -206,12 +200,7 @@ def simulate(
         "simulation starting", scenario=scenario, speed=speed, sensors=len(the_city.sensors),
         broker=mqtt.url, topic_root=mqtt.topic_root, shape=shape,
     )  # fmt: skip
-    # SIGTERM (from `pantau up`, a service manager) ends the run like Ctrl-C: with a summary.
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        stats = _run_with_display(simulation, quiet=quiet or not console.is_terminal)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    stats = _run_until_stopped(simulation, quiet=quiet)
     _print_summary(stats, simulation, manifest)
     log.info(
         "simulation ended", scenario=stats.scenario, messages=stats.messages,
@@ -220,6 +209,21 @@ def simulate(
     )  # fmt: skip
     if stats.errors:
         raise typer.Exit(1)
+
+
+def _run_until_stopped(simulation: Simulation, *, quiet: bool) -> RunStats:
+    """Run to the end, or until Ctrl-C or SIGTERM (from `pantau up`, a service manager), which
+    end it alike: with a summary."""
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return _run_with_display(simulation, quiet=quiet or not console.is_terminal)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _faults(options: dict[str, Any]) -> FaultConfig:
+    """The faults to inject, from the options of the same names (ValueError if one is off)."""
+    return FaultConfig(**{f.name: options[f.name] for f in fields(FaultConfig)})
 
 
 def _run_with_display(simulation: Simulation, *, quiet: bool) -> RunStats:

@@ -22,8 +22,8 @@ import orjson
 
 from pantau.catalogue import Metric, metrics_of
 from pantau.city import City
-from pantau.devices import load_gateway_id
 from pantau.settings import MqttSettings
+from pantau.topics import uplink_topic
 from simulators.config import SHAPES, Shape
 from simulators.manifest import ManifestWriter
 from simulators.publisher import PublishError, run_token
@@ -90,6 +90,15 @@ class _Outcome:
     started: float
     finished: float
     failure: str | None = None
+
+
+def load_gateway_id(index: int) -> str:
+    """The gateway whose uplink load process ``index`` sends its SenML packs on.
+
+    It is no device of the city: whoever runs the load registers it as a gateway of the
+    sensors (``pantau devices link``), or its packs are refused as ``foreign_sensor``.
+    """
+    return f"gw-load-{index}"
 
 
 def run_load(
@@ -268,26 +277,107 @@ def _worker(
     results.put(_Outcome(job.index, messages, readings, errors, started, time.time()))
 
 
-def _publish_share(job: _Job, counter: Synchronized[int]) -> tuple[int, int, int, float]:
-    rng = np.random.default_rng([job.seed, job.index])
-    metric_names = {
-        family: list(metrics_of(family)) for family in {family for _, family in job.sensors}
-    }
-    pools = {
-        (family, name): _value_pool(metric, rng)
-        for family in metric_names
-        for name, metric in metrics_of(family).items()
-    }
-    units = {(f, n): m.unit for f in metric_names for n, m in metrics_of(f).items()}
-    root = job.mqtt.topic_root
-    last_us = {sensor: 0 for sensor, _ in job.sensors}
-    draw = 0
+class _Composer:
+    """The messages of one load share, in the job's shape: each sensor's readings from its
+    metrics' pre-drawn values, their times increasing per sensor, each one written to the
+    manifest (when there is one)."""
 
-    def stamp(sensor: str) -> int:
-        us = max(time.time_ns() // 1000, last_us[sensor] + 1)
-        last_us[sensor] = us
+    def __init__(self, job: _Job, writer: ManifestWriter | None) -> None:
+        rng = np.random.default_rng([job.seed, job.index])
+        self._job = job
+        self._writer = writer
+        self._names = {
+            family: list(metrics_of(family)) for family in {family for _, family in job.sensors}
+        }
+        self._pools = {
+            (family, name): _value_pool(metric, rng)
+            for family in self._names
+            for name, metric in metrics_of(family).items()
+        }
+        self._units = {(f, n): m.unit for f in self._names for n, m in metrics_of(f).items()}
+        root = job.mqtt.topic_root
+        self._last_us = {sensor: 0 for sensor, _ in job.sensors}
+        self._draw = 0
+        self._cursor = 0  # round robin over sensors (and, for SenML, their metrics)
+        self._sequence: dict[str, int] = {}  # each device numbers its own messages (`seq`)
+        self._gateway_topic = uplink_topic(root, load_gateway_id(job.index))
+        self._sensor_topics = {sensor: uplink_topic(root, sensor) for sensor, _ in job.sensors}
+
+    def next(self) -> tuple[str, bytes, int]:
+        """The next message: its topic, its body and how many readings it carries."""
+        job = self._job
+        if job.shape == "senml":
+            return self._pack()
+        sensor, family = job.sensors[self._cursor % len(job.sensors)]
+        self._cursor += 1
+        if job.shape == "single":
+            return self._single(sensor, family)
+        return self._series(sensor, family)
+
+    def _stamp(self, sensor: str) -> int:
+        us = max(time.time_ns() // 1000, self._last_us[sensor] + 1)
+        self._last_us[sensor] = us
         return us
 
+    def _value(self, family: str, name: str) -> float:
+        value = self._pools[(family, name)][self._draw % _POOL]
+        self._draw += 1
+        return value
+
+    def _pack(self) -> tuple[str, bytes, int]:
+        """A gateway's SenML pack, its records round robin over the sensors and metrics."""
+        job, writer = self._job, self._writer
+        records: list[dict[str, object]] = []
+        previous = None
+        for _ in range(job.readings_per_message):
+            sensor, family = job.sensors[self._cursor % len(job.sensors)]
+            names = self._names[family]
+            name = names[(self._cursor // len(job.sensors)) % len(names)]
+            self._cursor += 1
+            value = self._value(family, name)
+            us = self._stamp(sensor)
+            record: dict[str, object] = {
+                "n": name,
+                "u": self._units[(family, name)],
+                "v": value,
+                "t": us / 1_000_000,
+            }
+            if sensor != previous:
+                record = {"bn": f"{sensor}/", **record}
+                previous = sensor
+            records.append(record)
+            if writer is not None:
+                writer.valid_us(sensor, name, us, value)
+        return self._gateway_topic, orjson.dumps(records), len(records)
+
+    def _single(self, sensor: str, family: str) -> tuple[str, bytes, int]:
+        """One observation of the sensor's first metrics, numbered."""
+        us = self._stamp(sensor)
+        chosen = self._names[family][: self._job.readings_per_message]
+        values = {}
+        for name in chosen:
+            values[name] = self._value(family, name)
+            if self._writer is not None:
+                self._writer.valid_us(sensor, name, us, values[name])
+        seq = self._sequence[sensor] = self._sequence.get(sensor, -1) + 1
+        body = orjson.dumps({"ts": us / 1_000_000, "seq": seq, "values": values})
+        return self._sensor_topics[sensor], body, len(chosen)
+
+    def _series(self, sensor: str, family: str) -> tuple[str, bytes, int]:
+        """A list of observations, one metric each, in turn."""
+        names = self._names[family]
+        observations = []
+        for k in range(self._job.readings_per_message):
+            us = self._stamp(sensor)
+            name = names[k % len(names)]
+            value = self._value(family, name)
+            observations.append({"ts": us / 1_000_000, "values": {name: value}})
+            if self._writer is not None:
+                self._writer.valid_us(sensor, name, us, value)
+        return self._sensor_topics[sensor], orjson.dumps(observations), len(observations)
+
+
+def _publish_share(job: _Job, counter: Synchronized[int]) -> tuple[int, int, int, float]:
     publisher = WirePublisher(
         mqtt_settings=job.mqtt, client_id=job.client_id, qos=job.qos, window=1000
     )
@@ -297,15 +387,13 @@ def _publish_share(job: _Job, counter: Synchronized[int]) -> tuple[int, int, int
         if job.manifest is None
         else ManifestWriter(
             job.manifest,
-            topic_root=root,
+            topic_root=job.mqtt.topic_root,
             seed=job.seed,
             meta={"mode": "load", "shape": job.shape, "part": job.index},
         )
     )
+    composer = _Composer(job, writer)
     messages = readings = 0
-    cursor = 0  # round robin over sensors (and, for SenML, their metrics)
-    sequence: dict[str, int] = {}  # each device numbers its own messages (`seq`)
-    gateway_topic = f"{root}/up/{load_gateway_id(job.index)}"
     started = time.time()
     began = time.monotonic()
     finished = False
@@ -319,60 +407,7 @@ def _publish_share(job: _Job, counter: Synchronized[int]) -> tuple[int, int, int
                 # costs a context switch each, a large share of a fast publisher's time.
                 if delay > _PACE_SLACK_S:
                     publisher.pause(delay)
-            if job.shape == "senml":
-                records: list[dict[str, object]] = []
-                previous = None
-                for _ in range(job.readings_per_message):
-                    sensor, family = job.sensors[cursor % len(job.sensors)]
-                    names = metric_names[family]
-                    name = names[(cursor // len(job.sensors)) % len(names)]
-                    cursor += 1
-                    value = pools[(family, name)][draw % _POOL]
-                    draw += 1
-                    us = stamp(sensor)
-                    record: dict[str, object] = {
-                        "n": name,
-                        "u": units[(family, name)],
-                        "v": value,
-                        "t": us / 1_000_000,
-                    }
-                    if sensor != previous:
-                        record = {"bn": f"{sensor}/", **record}
-                        previous = sensor
-                    records.append(record)
-                    if writer is not None:
-                        writer.valid_us(sensor, name, us, value)
-                topic, body = gateway_topic, orjson.dumps(records)
-                count = len(records)
-            else:
-                sensor, family = job.sensors[cursor % len(job.sensors)]
-                cursor += 1
-                names = metric_names[family]
-                topic = f"{root}/up/{sensor}"
-                if job.shape == "single":
-                    us = stamp(sensor)
-                    chosen = names[: job.readings_per_message]
-                    values = {}
-                    for name in chosen:
-                        values[name] = pools[(family, name)][draw % _POOL]
-                        draw += 1
-                        if writer is not None:
-                            writer.valid_us(sensor, name, us, values[name])
-                    seq = sequence[sensor] = sequence.get(sensor, -1) + 1
-                    body = orjson.dumps({"ts": us / 1_000_000, "seq": seq, "values": values})
-                    count = len(chosen)
-                else:
-                    observations = []
-                    for k in range(job.readings_per_message):
-                        us = stamp(sensor)
-                        name = names[k % len(names)]
-                        value = pools[(family, name)][draw % _POOL]
-                        draw += 1
-                        observations.append({"ts": us / 1_000_000, "values": {name: value}})
-                        if writer is not None:
-                            writer.valid_us(sensor, name, us, value)
-                    body = orjson.dumps(observations)
-                    count = len(observations)
+            topic, body, count = composer.next()
             publisher.publish(topic, body)
             messages += 1
             readings += count

@@ -240,36 +240,60 @@ class Simulation:
 
     def _device(self, obs: Observation) -> None:
         self.stats.observations += 1
+        if self._silenced(obs):
+            return
+        self._silent_now.discard(obs.sensor_id)
+        if self._backlog.get(obs.sensor_id):
+            self._flush_backlog(obs.sensor_id)
+        changed = self._glitched(obs)
+        if changed is not None:
+            self._order(self._skewed(changed))
+
+    def _silenced(self, obs: Observation) -> bool:
+        """Whether the device is silent now (its observation kept for later, or lost)."""
+        sensor_id = obs.sensor_id
+        outage = self.scenario.silent(sensor_id, obs.t)
+        if not (outage or self.injector.silent(sensor_id, obs.t)):
+            return False
+        if sensor_id not in self._silent_now:
+            self._silent_now.add(sensor_id)
+            self._fault("silent", sensor_id, _iso(obs.t).encode(), expect_rejected=False)
+        if outage or self.config.faults.burst_after_reconnect:
+            self._backlog[sensor_id].append(obs)
+        return True
+
+    def _glitched(self, obs: Observation) -> Observation | None:
+        """A flood gauge's observation with a spike or a dropout injected (None: dropped)."""
+        faults = self.config.faults
+        sensor_id = obs.sensor_id
+        if self.families[sensor_id] is not Family.FLOOD_GAUGE or not (
+            faults.spikes or faults.dropouts
+        ):
+            return obs
+        thresholds = self.city.sensor(sensor_id).thresholds
+        assert thresholds is not None  # every flood gauge has them
+        glitched, fault = self.injector.glitch(obs, thresholds)
+        if fault is not None:
+            self._fault(fault[0], sensor_id, fault[1], expect_rejected=False)
+        return glitched
+
+    def _skewed(self, obs: Observation) -> Observation:
+        """The observation as the device's skewed clock stamps it."""
+        sensor_id = obs.sensor_id
+        skew = self.injector.skew_s(sensor_id)
+        if not skew:
+            return obs
+        if sensor_id not in self._skew_noted:
+            self._skew_noted.add(sensor_id)
+            note = json.dumps({"skew_s": round(skew, 3)}).encode()
+            self._fault("clock_skew", sensor_id, note, expect_rejected=False)
+        return Observation(sensor_id, round(obs.t + skew, 3), obs.values)
+
+    def _order(self, obs: Observation) -> None:
+        """Shape the observation, late or out of order where the faults say so."""
         sensor_id = obs.sensor_id
         injector = self.injector
         faults = self.config.faults
-        outage = self.scenario.silent(sensor_id, obs.t)
-        if outage or injector.silent(sensor_id, obs.t):
-            if sensor_id not in self._silent_now:
-                self._silent_now.add(sensor_id)
-                self._fault("silent", sensor_id, _iso(obs.t).encode(), expect_rejected=False)
-            if outage or faults.burst_after_reconnect:
-                self._backlog[sensor_id].append(obs)
-            return
-        self._silent_now.discard(sensor_id)
-        if self._backlog.get(sensor_id):
-            self._flush_backlog(sensor_id)
-        if self.families[sensor_id] is Family.FLOOD_GAUGE and (faults.spikes or faults.dropouts):
-            thresholds = self.city.sensor(sensor_id).thresholds
-            assert thresholds is not None  # every flood gauge has them
-            glitched, fault = injector.glitch(obs, thresholds)
-            if fault is not None:
-                self._fault(fault[0], sensor_id, fault[1], expect_rejected=False)
-            if glitched is None:
-                return
-            obs = glitched
-        skew = injector.skew_s(sensor_id)
-        if skew:
-            if sensor_id not in self._skew_noted:
-                self._skew_noted.add(sensor_id)
-                note = json.dumps({"skew_s": round(skew, 3)}).encode()
-                self._fault("clock_skew", sensor_id, note, expect_rejected=False)
-            obs = Observation(sensor_id, round(obs.t + skew, 3), obs.values)
         # Late observations wait behind a few newer ones of the same sensor.
         ready = []
         queue = self._held_late[sensor_id]

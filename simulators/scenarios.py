@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from pantau.city import FloodLevel
 from simulators.fleet import Fleet
 from simulators.signals import (
     DAY_S,
@@ -189,8 +188,3 @@ def get_scenario(name: str) -> Scenario:
         raise ScenarioError(
             f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}"
         ) from None
-
-
-def flood_levels(model: FloodModel, t: float) -> FloodLevel:
-    """The warning level a gauge's (noise-free) water level is at."""
-    return model.thresholds.level(model.level(t))

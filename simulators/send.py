@@ -12,8 +12,9 @@ import psycopg
 
 from pantau.catalogue import find_metric, metrics_of
 from pantau.city import City
-from pantau.feedback import FeedbackError, FeedbackListener, Notice, payload_digest
+from pantau.feedback import FeedbackError, FeedbackListener
 from pantau.settings import MqttSettings
+from pantau.topics import Notice, payload_digest
 from simulators.publisher import Credentials, Publisher, PublishError, run_token
 
 

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 import psycopg
 
 from pantau.db.migrate import refresh_rollups
-from pantau.db.store import payload_digest
+from pantau.db.store import message_digest
 from simulators.manifest import Fault, Key, Manifest
 
 # Values travel as JSON numbers; allow for the last bit of a decimal round trip.
@@ -173,7 +173,7 @@ def _compare(conn: psycopg.Connection, manifest: Manifest, report: VerifyReport)
 def _rejected_missing(conn: psycopg.Connection, faults: list[Fault]) -> list[Fault]:
     if not faults:
         return []
-    digests = {payload_digest(f.topic, f.payload): f for f in faults}
+    digests = {message_digest(f.topic, f.payload): f for f in faults}
     found = {
         bytes(row[0])
         for row in conn.execute(

@@ -12,11 +12,12 @@ from fastapi.responses import Response
 from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field
 
+from api import cap
 from api.deps import ConnDep, SettingsDep
 from api.errors import Problem
-from api.routes.readings import parse_time
+from api.history.query import parse_time
 from api.schemas import ATOM, CAP_XML, alternatives, text_schema
-from pantau import cap, levels
+from pantau import levels
 from pantau.city import SENSOR_ID_PATTERN, Thresholds
 from pantau.settings import Settings
 

@@ -19,6 +19,7 @@ Other readings older than an hour are left out: a silent sensor says nothing abo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -26,7 +27,9 @@ import psycopg
 from fastapi import APIRouter, Query, Request, Response
 from psycopg.rows import tuple_row
 
-from api.deps import CacheDep, Registry, RegistryDep, SensorInfo, SettingsDep, connection
+from api.deps import CacheDep, RegistryDep, SettingsDep
+from api.pools import connection
+from api.registry import Registry, SensorInfo
 from api.responses import Body, cached_json
 from api.routes.latest import Latest, cached_latest
 from api.schemas import GEOJSON, CityStatus, CityStatusCollection, KecamatanCollection, alternatives
@@ -100,9 +103,9 @@ def gauge_state(
             level, observed, value = status[0], status[1], status[2]
             if not (current(status[1]) and current(status[3])):
                 reason = "not_evaluated" if reading and current(reading[1]) else "silent"
-    elif reading is not None and sensor.thresholds is not None:
+    elif reading is not None and sensor.current_thresholds is not None:
         value, observed = reading
-        level = int(sensor.thresholds.level(value))
+        level = int(sensor.current_thresholds.level(value))
         if not current(observed):
             reason = "silent"
     if level is None and reason is None:
@@ -145,6 +148,10 @@ def _flood(states: list[dict[str, Any]]) -> dict[str, Any] | None:
     }
 
 
+# The fresh reading of a sensor's metric (value, time), or None.
+Fresh = Callable[[str, str], tuple[float, datetime] | None]
+
+
 def city_status(
     registry: Registry,
     latest: Latest,
@@ -177,81 +184,94 @@ def city_status(
                 if s.family is Family.FLOOD_GAUGE
             ]
         )
-        traffic: dict[str, Any] | None = None
-        indices = []
-        times = []
-        for s in sensors:
-            if s.family is not Family.TRAFFIC_COUNTER:
-                continue
-            occupancy = fresh(s.id, "occupancy")
-            if occupancy is None:
-                continue
-            speed = fresh(s.id, "avg_speed")
-            indices.append(congestion(occupancy[0], speed[0] if speed else None, s.road_class))
-            times.append(occupancy[1])
-        if indices:
-            index = sum(indices) / len(indices)
-            traffic = {
-                "congestion_index": round(index, 3),
-                "category": congestion_category(index),
-                "counters": len(indices),
-                "observed_at": max(times),
-            }
-        lamps: dict[str, Any] | None = None
-        on = working = off = 0
-        air: list[tuple[ispu.Ispu, str, datetime]] = []
-        for s in sensors:
-            if s.family is not Family.STREET_NODE:
-                continue
-            state = fresh(s.id, "lamp_state")
-            if state is not None:
-                if state[0] >= 0.5:
-                    on += 1
-                    power = fresh(s.id, "lamp_power")
-                    working += power is not None and power[0] >= LAMP_MIN_WATTS
-                else:
-                    off += 1
-            concentrations = {}
-            observed = []
-            for pollutant in ("pm25", "pm10"):
-                reading = fresh(s.id, pollutant)
-                if reading is not None:
-                    concentrations[pollutant] = reading[0]
-                    observed.append(reading[1])
-            site = ispu.worst(concentrations)
-            if site is not None:
-                air.append((site, s.id, max(observed)))
-        if on or off:
-            lamps = {
-                "working_share": round(working / on, 3) if on else None,
-                "on": on,
-                "working": working,
-                "off": off,
-                "reporting": on + off,
-            }
-        air_status: dict[str, Any] | None = None
-        if air:
-            site, sensor_id, at = max(air, key=lambda item: item[0].index)
-            air_status = {
-                "ispu": round(site.index, 1),
-                "category": site.category.label,
-                "category_en": site.category.label_en,
-                "pollutant": site.pollutant,
-                "sensor_id": sensor_id,
-                "observed_at": at,
-            }
+        nodes = [s for s in sensors if s.family is Family.STREET_NODE]
         out.append(
             {
                 "kecamatan": name,
                 "lat": kec.lat,
                 "lon": kec.lon,
                 "flood": flood,
-                "traffic": traffic,
-                "lamps": lamps,
-                "air": air_status,
+                "traffic": _traffic(
+                    [s for s in sensors if s.family is Family.TRAFFIC_COUNTER], fresh
+                ),
+                "lamps": _lamps(nodes, fresh),
+                "air": _air(nodes, fresh),
             }
         )
     return out
+
+
+def _traffic(counters: list[SensorInfo], fresh: Fresh) -> dict[str, Any] | None:
+    """A kecamatan's congestion from its traffic counters' fresh readings."""
+    indices = []
+    times = []
+    for s in counters:
+        occupancy = fresh(s.id, "occupancy")
+        if occupancy is None:
+            continue
+        speed = fresh(s.id, "avg_speed")
+        indices.append(congestion(occupancy[0], speed[0] if speed else None, s.road_class))
+        times.append(occupancy[1])
+    if not indices:
+        return None
+    index = sum(indices) / len(indices)
+    return {
+        "congestion_index": round(index, 3),
+        "category": congestion_category(index),
+        "counters": len(indices),
+        "observed_at": max(times),
+    }
+
+
+def _lamps(nodes: list[SensorInfo], fresh: Fresh) -> dict[str, Any] | None:
+    """A kecamatan's street lights: how many are on, and of those how many draw power."""
+    on = working = off = 0
+    for s in nodes:
+        state = fresh(s.id, "lamp_state")
+        if state is None:
+            continue
+        if state[0] >= 0.5:
+            on += 1
+            power = fresh(s.id, "lamp_power")
+            working += power is not None and power[0] >= LAMP_MIN_WATTS
+        else:
+            off += 1
+    if not (on or off):
+        return None
+    return {
+        "working_share": round(working / on, 3) if on else None,
+        "on": on,
+        "working": working,
+        "off": off,
+        "reporting": on + off,
+    }
+
+
+def _air(nodes: list[SensorInfo], fresh: Fresh) -> dict[str, Any] | None:
+    """A kecamatan's air: the worst ISPU of its street nodes' fresh particulate readings."""
+    air: list[tuple[ispu.Ispu, str, datetime]] = []
+    for s in nodes:
+        concentrations = {}
+        observed = []
+        for pollutant in ("pm25", "pm10"):
+            reading = fresh(s.id, pollutant)
+            if reading is not None:
+                concentrations[pollutant] = reading[0]
+                observed.append(reading[1])
+        site = ispu.worst(concentrations)
+        if site is not None:
+            air.append((site, s.id, max(observed)))
+    if not air:
+        return None
+    site, sensor_id, at = max(air, key=lambda item: item[0].index)
+    return {
+        "ispu": round(site.index, 1),
+        "category": site.category.label,
+        "category_en": site.category.label_en,
+        "pollutant": site.pollutant,
+        "sensor_id": sensor_id,
+        "observed_at": at,
+    }
 
 
 def _point(lon: float, lat: float) -> dict[str, Any]:

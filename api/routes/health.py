@@ -6,7 +6,8 @@ import psycopg
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.deps import PoolDep, connection, unavailable
+from api.deps import PoolDep
+from api.pools import connection, unavailable
 from api.schemas import TEXT, Health, Liveness, Readiness, alternatives, text_schema
 from pantau.db.migrate import applied_version, current_mode
 

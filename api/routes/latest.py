@@ -10,7 +10,8 @@ import psycopg
 from fastapi import APIRouter, Query, Request, Response
 from psycopg.rows import tuple_row
 
-from api.deps import CacheDep, RegistryDep, SettingsDep, connection
+from api.deps import CacheDep, RegistryDep, SettingsDep
+from api.pools import connection
 from api.responses import Body, cached_json
 from api.schemas import LatestReadings
 from pantau.catalogue import Family, find_metric

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import psycopg
@@ -13,13 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.deps import ConnDep, SettingsDep
 from api.errors import Problem
+from api.history.query import WIB, parse_time
 from api.routes.alerts import dict_rows
-from api.routes.readings import WIB, parse_time
 from api.security import AUTH_RESPONSES, OperatorDep, problem_responses
 from pantau.city import SENSOR_ID_PATTERN, City, Kecamatan, Sensor, Thresholds
 from pantau.db import registry, store
 from pantau.payload import DecodeLimits, Reason, decode
-from pantau.settings import Settings
 
 router = APIRouter(prefix="/operator", tags=["operator"], responses=AUTH_RESPONSES)
 
@@ -48,24 +47,19 @@ class SensorSaved(_Model):
 
 
 def _stored_sensor(conn: psycopg.Connection, sensor_id: str) -> Sensor | None:
-    rows = dict_rows(
-        conn,
-        """
-        SELECT s.id, s.family, s.name, s.kecamatan, s.lat, s.lon, s.interval_s, s.river,
-               s.river_km, s.road, s.road_class, s.downstream, s.travel_time_min, s.quality,
-               t.waspada, t.siaga, t.awas
-        FROM sensors s LEFT JOIN current_flood_thresholds t ON t.sensor_id = s.id
-        WHERE s.id = %s
-        """,
-        [sensor_id],
-    )
-    if not rows:
+    found = registry.registered_sensors(conn, sensor_id=sensor_id).get(sensor_id)
+    if found is None:
         return None
-    row = rows[0]
-    waspada, siaga, awas = row.pop("waspada"), row.pop("siaga"), row.pop("awas")
-    if waspada is not None:
-        row["thresholds"] = {"waspada": waspada, "siaga": siaga, "awas": awas}
-    row["downstream"] = tuple(row["downstream"] or ())
+    row: dict[str, Any] = {
+        name: getattr(found, name)
+        for name in (
+            "id", "family", "name", "kecamatan", "lat", "lon", "interval_s", "river",
+            "river_km", "road", "road_class", "downstream", "travel_time_min", "quality",
+        )
+    }  # fmt: skip
+    current = found.current_thresholds
+    if current is not None:
+        row["thresholds"] = current.model_dump()
     return Sensor.model_validate({k: v for k, v in row.items() if v is not None})
 
 
@@ -341,15 +335,6 @@ class ReplayResult(_Model):
     rejections: list[RejectionReason] = Field(description="What still fails, and why.")
 
 
-def decode_limits(settings: Settings) -> DecodeLimits:
-    """The limits ingest decodes with (size, clock skew; age from raw retention)."""
-    return DecodeLimits(
-        max_payload_bytes=settings.ingest.max_payload_bytes,
-        max_future=timedelta(seconds=settings.ingest.max_future_s),
-        max_age=settings.storage.raw_retention,
-    )
-
-
 @router.post(
     "/rejected/{rejected_id}/replay",
     summary="Decode a rejected payload again and store what now decodes",
@@ -386,7 +371,7 @@ def replay_rejected(
             topic_root=settings.mqtt.topic_root,
             sensors=families,
             received_at=received_at,
-            limits=decode_limits(settings),
+            limits=DecodeLimits.from_settings(settings),
             gateways=gateways,
         )
         problems = [RejectionReason(reason=r.reason, detail=r.detail) for r in decoded.rejections]

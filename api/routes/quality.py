@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import ConnDep
 from api.errors import Problem
+from api.history.query import parse_time
 from api.routes.alerts import dict_rows
-from api.routes.readings import parse_time
 from api.security import AUTH_RESPONSES, OperatorDep
 from pantau.city import SENSOR_ID_PATTERN
 

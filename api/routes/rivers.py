@@ -17,10 +17,13 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import CacheDep, RegistryDep, SensorInfo, SettingsDep, async_connection
+from api.deps import CacheDep, RegistryDep, SettingsDep
 from api.errors import Problem
+from api.history.query import resolve
+from api.pools import async_connection
+from api.registry import SensorInfo
 from api.responses import Answer, Body, answer_key, cached_json
-from api.routes.readings import fetch_page, resolve
+from api.routes.readings import fetch_page
 from api.schemas import GEOJSON, PointGeometry, ThresholdsOut, alternatives
 from pantau import freshness
 from pantau.catalogue import Family
@@ -306,7 +309,7 @@ async def gauge_view(
             if forecast and status is not None
             else []
         )
-        thresholds = sensor.thresholds
+        thresholds = sensor.current_thresholds
         view = GaugeView(
             sensor=SensorBrief(
                 id=sensor.id,

@@ -8,8 +8,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from api.deps import CacheDep, Registry, RegistryDep, SensorInfo, SettingsDep
+from api.deps import CacheDep, RegistryDep, SettingsDep
 from api.errors import bad_request
+from api.registry import Registry, SensorInfo
 from api.responses import Body, cached_json
 from api.routes.latest import Latest, cached_latest, read_latest
 from api.schemas import GEOJSON, Sensor, SensorCollection, alternatives
@@ -60,8 +61,8 @@ def describe(
     if sensor.family is Family.FLOOD_GAUGE:
         out["river"] = sensor.river
         out["river_km"] = sensor.river_km
-        if sensor.thresholds is not None:
-            t = sensor.thresholds
+        if sensor.current_thresholds is not None:
+            t = sensor.current_thresholds
             out["thresholds"] = {"waspada": t.waspada, "siaga": t.siaga, "awas": t.awas}
             level = latest.get("water_level")
             if level is not None and freshness.is_current(
@@ -171,7 +172,7 @@ def get_sensor(
         str, Path(max_length=200, description="Sensor id.", examples=["fg-welang-1"])
     ],
 ) -> Response:
-    from api.deps import connection
+    from api.pools import connection
 
     sensor = registry.sensor(sensor_id)
     with connection(request.app.state.pool, settings.api.pool_timeout_s) as conn:

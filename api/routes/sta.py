@@ -17,7 +17,9 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response
 
-from api.deps import ConnDep, SettingsDep, TtlCache, connection
+from api.cache import TtlCache
+from api.deps import ConnDep, SettingsDep
+from api.pools import connection
 from api.responses import Answer, Body, answer_key
 from api.sta import query
 from api.sta.model import ENTITY_SETS, EntitySet, Row

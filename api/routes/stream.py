@@ -45,8 +45,9 @@ from psycopg_pool import ConnectionPool
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Receive, Scope, Send
 
-from api.deps import RegistryDep, connection
+from api.deps import RegistryDep
 from api.errors import Problem
+from api.pools import connection
 from api.schemas import SSE, alternatives, text_schema
 from pantau.catalogue import Family, find_metric
 from pantau.city import SENSOR_ID_PATTERN

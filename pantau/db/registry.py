@@ -1,15 +1,20 @@
-"""The sensor registry: loading a city file, and the lookups ingest decodes against."""
+"""The sensor registry: loading a city file, the lookups ingest decodes against, and the one
+loader of the registered sensors (:func:`registered_sensors`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import psycopg
+from psycopg import sql
+from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
 from pantau.catalogue import Family
-from pantau.city import City, Gateway
+from pantau.city import City, Gateway, Thresholds
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,3 +218,68 @@ def snapshot(conn: psycopg.Connection) -> Snapshot:
     """The registry as decoding needs it, read in one transaction."""
     with conn.transaction():
         return Snapshot(sensor_families(conn), gateway_sensors(conn))
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredSensor:
+    """A sensor as the registry holds it, with its flood threshold versions."""
+
+    id: str
+    family: Family
+    name: str
+    kecamatan: str
+    lat: float
+    lon: float
+    interval_s: float
+    river: str | None
+    river_km: float | None
+    road: str | None
+    road_class: str | None
+    downstream: tuple[str, ...]
+    travel_time_min: float | None
+    quality: dict[str, Any] | None  # as stored (a flood gauge's GaugeQuality)
+    # (valid from, thresholds), oldest first; the last is the current one.
+    thresholds: tuple[tuple[datetime, Thresholds], ...]
+
+    @property
+    def current_thresholds(self) -> Thresholds | None:
+        return self.thresholds[-1][1] if self.thresholds else None
+
+
+_SENSORS = sql.SQL(
+    "SELECT id, family, name, kecamatan, lat, lon, interval_s, river, river_km, road, "
+    "road_class, downstream, travel_time_min, quality FROM sensors {} ORDER BY id"
+)
+_THRESHOLDS = sql.SQL(
+    "SELECT sensor_id, valid_from, waspada, siaga, awas FROM flood_thresholds {} "
+    "ORDER BY sensor_id, valid_from"
+)
+
+
+def registered_sensors(
+    conn: psycopg.Connection, *, sensor_id: str | None = None
+) -> dict[str, RegisteredSensor]:
+    """Every registered sensor (or only ``sensor_id``) by id, in id order, with its threshold
+    history: what the alert service, the API and the operator routes read of the registry."""
+    params = {} if sensor_id is None else {"id": sensor_id}
+    only = sql.SQL("") if sensor_id is None else sql.SQL("WHERE {} = %(id)s")
+    versions: dict[str, list[tuple[datetime, Thresholds]]] = {}
+    sensors: dict[str, RegisteredSensor] = {}
+    with conn.cursor(row_factory=tuple_row) as cur:
+        for sid, valid_from, waspada, siaga, awas in cur.execute(
+            _THRESHOLDS.format(only.format(sql.Identifier("sensor_id"))), params
+        ):
+            versions.setdefault(sid, []).append(
+                (valid_from, Thresholds(waspada=waspada, siaga=siaga, awas=awas))
+            )
+        for row in cur.execute(_SENSORS.format(only.format(sql.Identifier("id"))), params):
+            (sid, family, name, kecamatan, lat, lon, interval_s, river, river_km, road,
+             road_class, downstream, travel_time_min, quality) = row  # fmt: skip
+            sensors[sid] = RegisteredSensor(
+                id=sid, family=Family(family), name=name, kecamatan=kecamatan, lat=lat,
+                lon=lon, interval_s=interval_s, river=river, river_km=river_km, road=road,
+                road_class=road_class, downstream=tuple(downstream or ()),
+                travel_time_min=travel_time_min, quality=quality,
+                thresholds=tuple(versions.get(sid, ())),
+            )  # fmt: skip
+    return sensors

@@ -142,7 +142,7 @@ class RejectedPayload:
     rejection: Rejection
 
 
-def payload_digest(topic: str, payload: bytes) -> bytes:
+def message_digest(topic: str, payload: bytes) -> bytes:
     """Identity of a raw message, for deduplicating rejections."""
     return hashlib.sha256(topic.encode() + b"\0" + payload).digest()
 
@@ -191,7 +191,7 @@ def store(
                     _REJECT,
                     [
                         (
-                            payload_digest(item.topic, item.payload),
+                            message_digest(item.topic, item.payload),
                             item.rejection.reason.value,
                             item.topic,
                             item.rejection.detail,

@@ -17,8 +17,8 @@ import psycopg
 from prometheus_client import CollectorRegistry
 
 from alerts.notify import WATERMARK_KEY, Batch, Links, Notifier, build
-from pantau.services import PrivateAlertmanager, wait_until
 from pantau.settings import NotifySettings, Settings
+from pantau.tools.services import PrivateAlertmanager, wait_until
 from tests.fixtures.alertmanager import AlertmanagerFactory, Inbox, Receivers, amtool
 from tests.fixtures.operators import T0, AddAlert, add_event
 

@@ -19,8 +19,8 @@ import psycopg
 import pytest
 
 from pantau.city import City
-from pantau.services import PrivateMosquitto, wait_until
 from pantau.settings import MqttSettings
+from pantau.tools.services import PrivateMosquitto, wait_until
 from simulators.config import RunConfig
 from simulators.runner import Simulation
 from tests.fixtures.alertmanager import AlertmanagerFactory, Inbox, Receivers, amtool

@@ -13,8 +13,8 @@ from alerts.publisher import Publisher
 from alerts.service import settle
 from alerts.source import AlertSession
 from alerts.store import AlertStore
-from pantau.services import wait_until
 from pantau.settings import MqttSettings
+from pantau.tools.services import wait_until
 from tests.alerts.test_store import WALL_US, _evaluator, _flood, _store
 from tests.fixtures.alerts import AlertWatcher
 

@@ -16,8 +16,8 @@ import pytest
 from pantau.catalogue import Family
 from pantau.city import City
 from pantau.db import registry
-from pantau.services import PrivateMosquitto, wait_until
 from pantau.settings import AlertSettings, MqttSettings
+from pantau.tools.services import PrivateMosquitto, wait_until
 from simulators.config import RunConfig
 from simulators.faults import FaultConfig
 from simulators.fleet import Fleet

@@ -18,8 +18,8 @@ from pantau.city import City, CityFileError, load_city
 from pantau.db import registry
 from pantau.db import store as db_store
 from pantau.payload import Reading
-from pantau.services import free_port
 from pantau.settings import AlertSettings
+from pantau.tools.services import free_port
 from tests.fixtures.alerts import RULES_ONLY, alert_events
 from tests.fixtures.database import MINI_CITY
 from tests.fixtures.netproxy import FreezableProxy, through

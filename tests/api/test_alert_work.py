@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from pantau import keys
+from pantau.cli import keys
 from tests.fixtures.operators import AddAlert
 
 PROBLEM = "application/problem+json"

@@ -9,8 +9,8 @@ import httpx
 import psycopg
 from lxml import etree
 
-from pantau import keys
-from pantau.cap import ATOM_NS, CAP_NS
+from api.cap import ATOM_NS, CAP_NS
+from pantau.cli import keys
 from tests.fixtures.operators import T0, AddAlert
 
 NS = {"cap": CAP_NS, "atom": ATOM_NS}

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pantau.bench.api import ApiBenchConfig, run_api_bench, synthetic_city
 from pantau.catalogue import Family
+from pantau.tools.bench.api import ApiBenchConfig, run_api_bench, synthetic_city
 
 
 def test_synthetic_city_spreads_families_over_the_kecamatan() -> None:

@@ -18,7 +18,7 @@ import pytest
 from lxml import etree
 
 from alerts.evaluator import Evaluator
-from pantau.cap import ATOM_NS, CAP_NS
+from api.cap import ATOM_NS, CAP_NS
 from pantau.city import City
 from pantau.payload import Reading
 from pantau.settings import AlertSettings

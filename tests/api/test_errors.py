@@ -6,7 +6,7 @@ import httpx
 import pytest
 from psycopg.rows import dict_row
 
-from api.deps import connection, make_pool
+from api.pools import connection, make_pool
 from tests.fixtures.api import api_settings, serve
 
 PROBLEM = "application/problem+json"

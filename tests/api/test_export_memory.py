@@ -14,12 +14,12 @@ import httpx
 import psycopg
 import pytest
 
-from pantau.bench.api import api_process
 from pantau.city import City
 from pantau.db import registry
 from pantau.db.migrate import migrate, refresh_rollups
-from pantau.services import tree_memory_bytes
 from pantau.settings import StorageSettings
+from pantau.tools.bench.api import api_process
+from pantau.tools.services import tree_memory_bytes
 
 MIB = 1024 * 1024
 # What the server may grow by while streaming the whole export (the export is far larger).

@@ -13,8 +13,10 @@ import httpx
 import psycopg
 import pytest
 
-from api.deps import load_registry
-from api.routes.readings import export_session, export_sql, resolve, set_local
+from api.history.export import export_session, set_local
+from api.history.query import resolve
+from api.history.sql import export_sql
+from api.registry import load_registry
 from pantau.catalogue import Family
 
 WIB = ZoneInfo("Asia/Jakarta")

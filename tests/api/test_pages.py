@@ -15,15 +15,15 @@ import orjson
 import psycopg
 import pytest
 
-from pantau import keys
 from pantau.city import City, FloodLevel, Sensor
+from pantau.cli import keys
 from pantau.db import store
 from pantau.payload import Reading
 from pantau.settings import MqttSettings, NotifySettings
 from simulators.config import RunConfig
 from simulators.fleet import Fleet
 from simulators.runner import Simulation
-from simulators.scenarios import FloodScenario, flood_levels, get_scenario
+from simulators.scenarios import FloodScenario, get_scenario
 from tests.fixtures.alerts import AlertsFactory
 from tests.fixtures.api import api_settings, serve
 from tests.fixtures.browser import AXE, PageWatch
@@ -323,7 +323,7 @@ def _flood_hours_to_last_awas(city: City) -> float:
     last = 0.0
     for model in scenario.gauges(fleet):
         t = start
-        while flood_levels(model, t) is not FloodLevel.AWAS:
+        while model.thresholds.level(model.level(t)) is not FloodLevel.AWAS:
             t += 60.0
             assert t < start + 86_400, f"{model.sensor.id} never reaches Awas"
         last = max(last, t)

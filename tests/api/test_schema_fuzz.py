@@ -14,7 +14,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi import checks as openapi_checks
 
-from pantau.services import free_port
+from pantau.tools.services import free_port
 from tests.fixtures.api import api_settings, serve
 
 EXAMPLES_PER_OPERATION = 30

@@ -17,7 +17,7 @@ import httpx
 import psycopg
 import pytest
 
-from pantau.services import wait_until
+from pantau.tools.services import wait_until
 from tests.fixtures.api import api_settings, serve
 from tests.fixtures.operators import AddAlert
 

@@ -20,7 +20,7 @@ import pytest
 
 from pantau.db import store
 from pantau.payload import Reading
-from pantau.services import wait_until
+from pantau.tools.services import wait_until
 from tests.fixtures.api import api_settings, serve
 from tests.fixtures.operators import STREAM_SETTINGS, AddAlert, add_event
 

@@ -209,6 +209,8 @@ def _evaluate(name: str, args: list[str], ctx: QueryContext) -> str:
     }
     if name in needs_column and not args:
         raise MacroError(f"missing time column argument for macro {name}")
+    if name.startswith("__unixEpoch"):
+        return _unix_epoch_macro(name, args, ctx)
     match name:
         case "__time":
             return f'{args[0]} AS "time"'
@@ -228,6 +230,13 @@ def _evaluate(name: str, args: list[str], ctx: QueryContext) -> str:
             return f"floor(extract(epoch from {args[0]})/{step})*{step}"
         case "__timeGroupAlias":
             return _evaluate("__timeGroup", args, ctx) + ' AS "time"'
+        case _:
+            raise MacroError(f'unknown macro "{name}"')
+
+
+def _unix_epoch_macro(name: str, args: list[str], ctx: QueryContext) -> str:
+    """The macros on a column of epoch seconds (or nanoseconds)."""
+    match name:
         case "__unixEpochFilter":
             return f"{args[0]} >= {_epoch(ctx.time_from)} AND {args[0]} <= {_epoch(ctx.time_to)}"
         case "__unixEpochNanoFilter":

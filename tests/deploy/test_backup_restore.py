@@ -14,10 +14,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from pantau.cli.dbstatus import status
 from pantau.db.migrate import Mode, migrate
-from pantau.db.scratch import temporary_database
-from pantau.db.status import status
 from pantau.settings import StorageSettings
+from pantau.tools.scratch import temporary_database
 
 TABLES = ("kecamatan", "sensors", "flood_thresholds", "schema_migrations", "pantau_meta")
 

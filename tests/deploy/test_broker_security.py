@@ -17,7 +17,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from pantau.broker import (
+from pantau.cli.mosquitto import (
     BrokerConfigError,
     config_files,
     editing_password_file,
@@ -25,8 +25,8 @@ from pantau.broker import (
     render_config,
     verify_password,
 )
-from pantau.services import wait_until
 from pantau.settings import BrokerSettings, IngestSettings, MqttSettings, Settings
+from pantau.tools.services import wait_until
 from tests.fixtures.production_broker import (
     SERVICE_PASSWORDS,
     ProductionBroker,

@@ -34,11 +34,11 @@ from pydantic import BaseModel
 from typer.exceptions import TyperException
 from typer.testing import CliRunner
 
-from pantau import cli
+import pantau.cli.app as cli
 from pantau.alertmanager import write_config
-from pantau.broker import render_acl
-from pantau.services import wait_until
+from pantau.cli.mosquitto import render_acl
 from pantau.settings import Settings, get_settings
+from pantau.tools.services import wait_until
 from tests.fixtures.production_broker import ProductionBroker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,7 +81,7 @@ ONE_SHOT = {"broker-init", "migrate", "devices", "alertmanager-init"}
 INGEST_SERVICES = ("ingest-1", "ingest-2")
 # Services started by `pantau X` whose own command-line app is imported when called.
 DELEGATED = {"ingest": "ingest.cli", "simulate": "simulators.cli", "api": "api.cli",
-             "alerts": "alerts.cli", "bench": "pantau.bench.cli"}  # fmt: skip
+             "alerts": "alerts.cli", "bench": "pantau.tools.bench.cli"}  # fmt: skip
 DEPENDENCY_CONDITIONS = {
     "service_started",
     "service_healthy",

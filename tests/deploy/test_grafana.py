@@ -32,13 +32,13 @@ import yaml
 
 from pantau import ispu
 from pantau.city import City
+from pantau.cli.grafana import DASHBOARD_MOUNT, KECAMATAN_LAYER
 from pantau.db import registry
 from pantau.db.migrate import Mode, current_mode, migrate, refresh_rollups
-from pantau.db.scratch import temporary_database
 from pantau.db.store import RejectedPayload, prepare, store
-from pantau.grafana import DASHBOARD_MOUNT, KECAMATAN_LAYER
 from pantau.payload import Reading, Reason, Rejection
 from pantau.settings import StorageSettings
+from pantau.tools.scratch import temporary_database
 from simulators.fleet import Fleet
 from tests.deploy.grafana_macros import (
     MacroError,

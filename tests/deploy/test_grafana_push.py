@@ -26,11 +26,11 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 from typer.testing import CliRunner
 
-from pantau.cli import app
+from pantau.cli.app import app
+from pantau.cli.grafana import GRAFANA_DIR, load_bundle
 from pantau.db.migrate import Mode
-from pantau.db.scratch import temporary_database
-from pantau.grafana import GRAFANA_DIR, load_bundle
 from pantau.settings import get_settings
+from pantau.tools.scratch import temporary_database
 
 USER, PASSWORD, TOKEN = "admin", "s3cret", "glsa_test_token"
 READER_PASSWORD = "reader-pw"

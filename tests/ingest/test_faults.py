@@ -24,8 +24,8 @@ from pantau.catalogue import Family, metrics_of
 from pantau.city import City
 from pantau.db import registry
 from pantau.db.migrate import migrate
-from pantau.services import PrivateMosquitto, PrivatePostgres, wait_until
 from pantau.settings import MqttSettings, StorageSettings
+from pantau.tools.services import PrivateMosquitto, PrivatePostgres, wait_until
 from simulators.load import LoadResult, run_load
 from simulators.manifest import ManifestWriter, load_manifest
 from simulators.verify import VerifyReport, verify

@@ -8,18 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as mqtt
 import psycopg
-import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from pantau.feedback import (
-    FeedbackError,
-    FeedbackListener,
-    device_of,
-    feedback_topic,
-    payload_digest,
-)
-from pantau.services import wait_until
+from pantau.feedback import FeedbackError, FeedbackListener
 from pantau.settings import MqttSettings
+from pantau.tools.services import wait_until
+from pantau.topics import feedback_topic, payload_digest
 from tests.fixtures.ingest import IngestFactory
 from tests.fixtures.production_broker import ProductionBroker
 
@@ -42,16 +36,6 @@ def rejected_count(url: str) -> int:
         row = conn.execute("SELECT count(*) FROM rejected_payloads").fetchone()
     assert row is not None
     return int(row[0])
-
-
-@pytest.mark.parametrize(
-    ("topic", "device"),
-    [("pantau/up/fg-1", "fg-1"), ("a/b/up/gw", "gw"), ("pantau/up/", None),
-     ("pantau/up/x/y", None), ("other/up/fg-1", None), ("pantau/down/fg-1", None)],
-)  # fmt: skip
-def test_device_of_topic(topic: str, device: str | None) -> None:
-    root = "a/b" if topic.startswith("a/b") else "pantau"
-    assert device_of(topic, root) == device
 
 
 def test_rejections_reach_the_device_rate_limited(

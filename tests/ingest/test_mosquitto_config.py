@@ -15,8 +15,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from pantau.broker import editing_password_file, hash_password
-from pantau.services import wait_until
+from pantau.cli.mosquitto import editing_password_file, hash_password
+from pantau.tools.services import wait_until
 from tests.fixtures.production_broker import SERVICE_PASSWORDS, ProductionBroker
 
 STOCK_QUEUE_LIMIT = 1_000

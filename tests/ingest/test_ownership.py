@@ -11,8 +11,9 @@ import psycopg
 import pytest
 
 from pantau.db.migrate import set_login_password
-from pantau.feedback import FeedbackListener, payload_digest
-from pantau.services import wait_until
+from pantau.feedback import FeedbackListener
+from pantau.tools.services import wait_until
+from pantau.topics import payload_digest
 from tests.fixtures.alerts import AlertProcess, AlertsFactory
 from tests.fixtures.database import as_login
 from tests.fixtures.ingest import IngestFactory, IngestProcess

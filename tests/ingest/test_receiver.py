@@ -11,8 +11,8 @@ import pytest
 
 from ingest.receiver import ProcessSource
 from ingest.source import Inbound, SourceError
-from pantau.services import free_port, wait_until
 from pantau.settings import MqttSettings
+from pantau.tools.services import free_port, wait_until
 from tests.ingest.helpers import publish_all
 
 

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from pantau.services import wait_until
 from pantau.settings import MqttSettings
+from pantau.tools.services import wait_until
 from tests.fixtures.ingest import IngestFactory
 from tests.ingest.helpers import observations, publish_all, scalar
 

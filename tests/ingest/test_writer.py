@@ -24,8 +24,8 @@ from pantau.db import registry
 from pantau.db.migrate import migrate
 from pantau.db.store import RejectedPayload
 from pantau.payload import Reading, Reason, Rejection
-from pantau.services import PrivatePostgres, wait_until
 from pantau.settings import StorageSettings
+from pantau.tools.services import PrivatePostgres, wait_until
 from tests.ingest.helpers import inbound
 
 

@@ -13,7 +13,7 @@ import yaml
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from pantau import cli
+import pantau.cli.app as cli
 from pantau.alertmanager import (
     CONFIG_FILE,
     TEMPLATES_FILE,
@@ -24,8 +24,8 @@ from pantau.alertmanager import (
     render_config,
     write_config,
 )
-from pantau.services import alertmanager_binary
-from pantau.settings import NotifySettings
+from pantau.settings import NotifySettings, get_settings
+from pantau.tools.services import alertmanager_binary
 
 FULL = {
     "smtp_smarthost": "smtp.example.org:587",
@@ -177,7 +177,7 @@ def test_the_command_writes_the_files_secrets_private_and_checks_them(
     monkeypatch.setenv(
         "PANTAU_NOTIFY__RECEIVERS", '[{"name": "everyone", "telegram_chat_ids": [5]}]'
     )
-    cli.get_settings.cache_clear()
+    get_settings.cache_clear()
     runner = CliRunner()
     out = tmp_path / "am"
     try:
@@ -191,8 +191,8 @@ def test_the_command_writes_the_files_secrets_private_and_checks_them(
         config.write_text(config.read_text() + "# edited\n")
         assert runner.invoke(cli.app, check).exit_code == 1
         monkeypatch.setenv("PANTAU_NOTIFY__RECEIVERS", '[{"name": "x", "emails": ["a@b.org"]}]')
-        cli.get_settings.cache_clear()
+        get_settings.cache_clear()
         failed = runner.invoke(cli.app, ["alertmanager", "config", "--out", str(out)])
         assert failed.exit_code == 2 and "SMTP_SMARTHOST" in failed.output
     finally:
-        cli.get_settings.cache_clear()
+        get_settings.cache_clear()

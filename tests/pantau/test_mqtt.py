@@ -9,8 +9,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from pantau.mqtt import message_topic, mqtt_client, persistent_session, send_pubacks
-from pantau.services import wait_until
 from pantau.settings import MqttSettings
+from pantau.tools.services import wait_until
 from tests.ingest.helpers import publish_all
 
 

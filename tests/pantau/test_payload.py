@@ -21,7 +21,6 @@ from pantau.payload import (
     Reading,
     Reason,
     decode,
-    device_from_topic,
     from_micros,
     iter_reasons,
     to_micros,
@@ -166,14 +165,6 @@ def test_senml_base_value_is_added() -> None:
 def test_callable_lookup() -> None:
     decoded = run({"values": {"water_level": 1.0}}, sensors=SENSORS.get)
     assert len(decoded.readings) == 1
-
-
-def test_device_from_topic() -> None:
-    assert device_from_topic("r/up/fg-1", "r") == "fg-1"
-    assert device_from_topic("r/down/fg-1", "r") is None
-    assert device_from_topic("r/up/fg-1/x", "r") is None
-    assert device_from_topic("r/up/", "r") is None
-    assert device_from_topic("other/up/fg-1", "r") is None
 
 
 # ---------------------------------------------------------------------------- every reason code

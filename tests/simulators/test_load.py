@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 
 from pantau.city import City
-from pantau.devices import load_gateway_id
 from pantau.payload import decode
 from pantau.settings import MqttSettings
-from simulators.load import LoadError, run_load
+from simulators.load import LoadError, load_gateway_id, run_load
 from simulators.manifest import load_manifest
 from simulators.verify import verify
 from tests.fixtures.simulator import Collector, store_messages

@@ -15,8 +15,8 @@ import psycopg
 import pytest
 
 from pantau.city import City
-from pantau.services import wait_until
 from pantau.settings import MqttSettings
+from pantau.tools.services import wait_until
 from simulators.config import RunConfig
 from simulators.faults import FaultConfig
 from simulators.manifest import load_manifest

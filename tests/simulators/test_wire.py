@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pantau.services import PrivateMosquitto, free_port, wait_until
 from pantau.settings import MqttSettings
+from pantau.tools.services import PrivateMosquitto, free_port, wait_until
 from simulators.publisher import PublishError
 from simulators.wire import WirePublisher, _varint
 from tests.fixtures.simulator import Collector

@@ -17,8 +17,8 @@ import psycopg
 import pytest
 
 from pantau.db.migrate import LATEST_VERSION, MigrationError, Mode, current_mode, migrate
-from pantau.services import PrivatePostgres
 from pantau.settings import StorageSettings
+from pantau.tools.services import PrivatePostgres
 
 pytestmark = pytest.mark.timescaledb
 

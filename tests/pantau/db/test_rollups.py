@@ -26,8 +26,8 @@ from pantau.db.migrate import Mode, maintain, refresh_rollups
 from pantau.db.store import prepare, store
 from pantau.db.timescaledb import BUCKET_WIDTH
 from pantau.payload import Reading
-from pantau.services import wait_until
 from pantau.settings import StorageSettings
+from pantau.tools.services import wait_until
 
 ROLLUPS = tuple(BUCKET_WIDTH)
 # The rollups' buckets, written out independently of either mode's implementation: UTC minutes

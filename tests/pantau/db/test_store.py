@@ -16,7 +16,7 @@ from pantau.db.store import (
     RejectedPayload,
     StagedReadings,
     StoreResult,
-    payload_digest,
+    message_digest,
     prepare,
     store,
 )
@@ -203,7 +203,7 @@ def test_rejected_payload_is_upserted(conn: psycopg.Connection) -> None:
         "FROM rejected_payloads"
     ).fetchall()
     assert rows == [
-        (payload_digest(topic, payload), "out_of_range", topic, payload, first_seen, later, 2)
+        (message_digest(topic, payload), "out_of_range", topic, payload, first_seen, later, 2)
     ]
     # Another reason for the same payload, or the same payload on another topic: new rows.
     store(
@@ -243,13 +243,13 @@ def test_empty_batch_and_repeated_prepare(conn: psycopg.Connection) -> None:
 
 
 def test_payload_digest() -> None:
-    digest = payload_digest("a/up/x", b"{}")
+    digest = message_digest("a/up/x", b"{}")
     assert len(digest) == 32
-    assert digest == payload_digest("a/up/x", b"{}")
-    assert digest != payload_digest("a/up/y", b"{}")
-    assert digest != payload_digest("a/up/x", b"{} ")
+    assert digest == message_digest("a/up/x", b"{}")
+    assert digest != message_digest("a/up/y", b"{}")
+    assert digest != message_digest("a/up/x", b"{} ")
     # The separator keeps topic and payload apart.
-    assert payload_digest("a", b"b/c") != payload_digest("a/b", b"/c")
+    assert message_digest("a", b"b/c") != message_digest("a/b", b"/c")
 
 
 WIB = timedelta(hours=7)
