@@ -21,6 +21,9 @@ from datetime import datetime
 
 UP = "up"
 DOWN = "down"
+ALERTS = "alerts"
+STATUS = "status"
+WARNING = "warning"
 
 
 def uplink_topic(root: str, device_id: str) -> str:
@@ -36,6 +39,16 @@ def uplink_filter(root: str) -> str:
 def shared_filter(group: str, topic_filter: str) -> str:
     """``topic_filter`` as a shared subscription of ``group``: each message goes to one member."""
     return f"$share/{group}/{topic_filter}"
+
+
+def branch_filter(root: str, branch: str) -> str:
+    """The topic filter covering one branch of the tree (``ROOT/BRANCH/#``), as the ACL grants it."""
+    return f"{root}/{branch}/#"
+
+
+def downlink_filter(root: str, device_id: str) -> str:
+    """The topic filter covering everything sent down to one device."""
+    return f"{root}/{DOWN}/{device_id}/#"
 
 
 def uplink_device(topic: str, root: str) -> str | None:
@@ -54,17 +67,17 @@ def feedback_topic(root: str, device_id: str) -> str:
 
 def events_topic(root: str) -> str:
     """The alert service's stream of alert changes."""
-    return f"{root}/alerts/events"
+    return f"{root}/{ALERTS}/events"
 
 
 def status_topic(root: str, sensor_id: str) -> str:
     """A sensor's current alert status (retained)."""
-    return f"{root}/status/{sensor_id}"
+    return f"{root}/{STATUS}/{sensor_id}"
 
 
 def warning_topic(root: str, gauge_id: str) -> str:
     """The command to the warning posts that follow a gauge (retained)."""
-    return f"{root}/warning/{gauge_id}"
+    return f"{root}/{WARNING}/{gauge_id}"
 
 
 def payload_digest(payload: bytes) -> str:

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pantau import topics
 from pantau.settings import Settings
 
 # What mosquitto_passwd 2.0 uses: 12 random salt bytes, 101 rounds of PBKDF2-HMAC-SHA512.
@@ -70,26 +71,31 @@ def render_acl(settings: Settings) -> str:
     """The ACL: devices keep to their own topics; each service gets exactly what it needs."""
     root = settings.mqtt.topic_root
     broker = settings.broker
+
+    def branch(name: str) -> str:
+        return topics.branch_filter(root, name)
+
+    # Mosquitto substitutes %u with the client's user name: a device's login is its id.
     lines = [
         GENERATED_HEADER.rstrip("\n"),
         f"# Topic root: {root} (PANTAU_MQTT__TOPIC_ROOT). Mosquitto re-reads this file on SIGHUP.",
         "",
         "# Devices log in with their own id as user name: each publishes only to its own uplink",
         "# and reads only its own downlink (commands, feedback on rejected payloads).",
-        f"pattern write {root}/up/%u",
-        f"pattern read {root}/down/%u/#",
+        f"pattern write {topics.uplink_topic(root, '%u')}",
+        f"pattern read {topics.downlink_filter(root, '%u')}",
         "",
         "# Ingest (PANTAU_BROKER__INGEST_USER): every uplink, and feedback to the devices.",
         f"user {broker.ingest_user}",
-        f"topic read {root}/up/#",
-        f"topic write {root}/down/#",
+        f"topic read {branch(topics.UP)}",
+        f"topic write {branch(topics.DOWN)}",
         "",
         "# The alert service: every uplink; sensor status, alert events, warning-post commands.",
         f"user {broker.alerts_user}",
-        f"topic read {root}/up/#",
-        f"topic write {root}/status/#",
-        f"topic write {root}/alerts/#",
-        f"topic write {root}/warning/#",
+        f"topic read {branch(topics.UP)}",
+        f"topic write {branch(topics.STATUS)}",
+        f"topic write {branch(topics.ALERTS)}",
+        f"topic write {branch(topics.WARNING)}",
     ]
     # Read-only accounts whose password is shared widely: an explicit deny comes before the
     # device patterns, which would otherwise let them publish under their own name.
@@ -97,7 +103,7 @@ def render_acl(settings: Settings) -> str:
         (
             "Village early-warning posts: the warning commands only.",
             name,
-            [f"{root}/warning/#"],
+            [branch(topics.WARNING)],
         )
         for name in broker.warning_users
     ]
@@ -105,13 +111,13 @@ def render_acl(settings: Settings) -> str:
         (
             "The public read-only account: sensor status and alert events only.",
             broker.public_user,
-            [f"{root}/status/#", f"{root}/alerts/#"],
+            [branch(topics.STATUS), branch(topics.ALERTS)],
         )
     )
-    for comment, name, topics in read_only:
+    for comment, name, readable in read_only:
         lines += ["", f"# {comment}", f"user {name}"]
-        lines += [f"topic read {topic}" for topic in topics]
-        lines += [f"topic deny {root}/up/#", f"topic deny {root}/down/#"]
+        lines += [f"topic read {topic}" for topic in readable]
+        lines += [f"topic deny {branch(topics.UP)}", f"topic deny {branch(topics.DOWN)}"]
     return "\n".join(lines) + "\n"
 
 

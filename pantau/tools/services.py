@@ -278,51 +278,75 @@ def mosquitto_config(*, port: int, directory: Path, max_inflight: int = 0) -> st
 
 
 @dataclass(kw_only=True)
-class PrivateMosquitto:
-    """A Mosquitto broker of our own, with persistence in ``directory``."""
+class _PrivateServer:
+    """A server process of our own on 127.0.0.1:``port``, its files in ``directory``.
+
+    Subclasses say how to prepare its files, its command line, where it logs and what "ready"
+    means; starting, the exit check and stopping are the same for every one.
+    """
 
     directory: Path
     port: int = 0
     start_timeout_s: float = 20.0
 
+    name = "server"
+    scheme = "tcp"
+
     def __post_init__(self) -> None:
         self.directory = self.directory.resolve()
         self.port = self.port or free_port()
-        self.binary = mosquitto_binary()
+        self.binary = self._binary()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        """Where the process's standard error goes (kept across restarts)."""
+        return self.directory / f"{self.name.lower()}.log"
+
+    def _binary(self) -> str:
+        raise NotImplementedError
+
+    def _prepare(self) -> None:
+        """Write what the server reads at start."""
+
+    def _argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def _answers(self) -> bool:
+        """Whether the running process answers on its port."""
+        return port_open("127.0.0.1", self.port)
+
+    def ready(self) -> bool:
+        """Whether it answers (raises if the process exited, with the end of its log)."""
+        if self.process is None or self.process.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-800:] if self.log.exists() else ""
+            raise RuntimeError(f"{self.name} exited: {tail}")
+        return self._answers()
 
     def start(self) -> str:
+        """Start the process and wait until it answers; returns its URL."""
         if port_open("127.0.0.1", self.port):
             # Otherwise the readiness probe would see the other server and report success.
-            raise RuntimeError(f"cannot start Mosquitto: port {self.port} is already in use")
+            raise RuntimeError(f"cannot start {self.name}: port {self.port} is already in use")
         self.directory.mkdir(parents=True, exist_ok=True)
-        config = self.directory / "mosquitto.conf"
-        config.write_text(mosquitto_config(port=self.port, directory=self.directory))
+        self._prepare()
         self.process = subprocess.Popen(
-            [self.binary, "-c", str(config)],
+            self._argv(),
             stdout=subprocess.DEVNULL,
-            stderr=(self.directory / "stderr.log").open("ab"),
+            stderr=self.log.open("ab"),
             start_new_session=True,
         )
         wait_until(
-            lambda: self._alive() and port_open("127.0.0.1", self.port),
-            timeout_s=self.start_timeout_s,
-            what=f"Mosquitto on port {self.port}",
+            self.ready, timeout_s=self.start_timeout_s, what=f"{self.name} on port {self.port}"
         )
         return self.url
 
-    def _alive(self) -> bool:
-        if self.process is None or self.process.poll() is not None:
-            log = (self.directory / "stderr.log").read_text(errors="replace")[-500:]
-            raise RuntimeError(f"mosquitto exited: {log}")
-        return True
-
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
-        """Stop the broker; SIGTERM saves its persistence file first."""
+        """Stop it; SIGTERM lets it save its state (persistence, notification log) first."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(sig)
             try:
@@ -331,6 +355,28 @@ class PrivateMosquitto:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+
+@dataclass(kw_only=True)
+class PrivateMosquitto(_PrivateServer):
+    """A Mosquitto broker of our own, with persistence in ``directory``."""
+
+    name = "Mosquitto"
+    scheme = "mqtt"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "stderr.log"
+
+    def _binary(self) -> str:
+        return mosquitto_binary()
+
+    def _prepare(self) -> None:
+        config = self.directory / "mosquitto.conf"
+        config.write_text(mosquitto_config(port=self.port, directory=self.directory))
+
+    def _argv(self) -> list[str]:
+        return [self.binary, "-c", str(self.directory / "mosquitto.conf")]
 
 
 def alertmanager_binary() -> str:
@@ -343,30 +389,19 @@ def alertmanager_binary() -> str:
 
 
 @dataclass(kw_only=True)
-class PrivateAlertmanager:
+class PrivateAlertmanager(_PrivateServer):
     """An Alertmanager of our own on 127.0.0.1:``port``, clustering off, its configuration
     ``files`` (name: text, as :func:`pantau.alertmanager.config_files` gives them) and its
     state (notification log, silences) in ``directory``, kept across restarts."""
 
-    directory: Path
     files: dict[str, str]
-    port: int = 0
     external_url: str | None = None
-    start_timeout_s: float = 20.0
 
-    def __post_init__(self) -> None:
-        self.directory = self.directory.resolve()
-        self.port = self.port or free_port()
-        self.binary = alertmanager_binary()
-        self.process: subprocess.Popen[bytes] | None = None
+    name = "Alertmanager"
+    scheme = "http"
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log(self) -> Path:
-        return self.directory / "alertmanager.log"
+    def _binary(self) -> str:
+        return alertmanager_binary()
 
     def write(self) -> None:
         """Write the configuration files (before a start, or before :meth:`reload`)."""
@@ -376,10 +411,10 @@ class PrivateAlertmanager:
             path.write_text(text, encoding="utf-8")
             path.chmod(0o600)  # it may hold an SMTP password or a bot token
 
-    def start(self) -> str:
-        if port_open("127.0.0.1", self.port):
-            raise RuntimeError(f"cannot start Alertmanager: port {self.port} is already in use")
+    def _prepare(self) -> None:
         self.write()
+
+    def _argv(self) -> list[str]:
         argv = [
             self.binary,
             f"--config.file={self.directory / 'alertmanager.yml'}",
@@ -389,20 +424,9 @@ class PrivateAlertmanager:
         ]
         if self.external_url:
             argv.append(f"--web.external-url={self.external_url}")
-        self.process = subprocess.Popen(
-            argv,
-            stdout=subprocess.DEVNULL,
-            stderr=self.log.open("ab"),
-            start_new_session=True,
-        )
-        wait_until(self.ready, timeout_s=self.start_timeout_s, what=f"Alertmanager on {self.port}")
-        return self.url
+        return argv
 
-    def ready(self) -> bool:
-        """Answers ``/-/ready`` (raises if the process exited)."""
-        if self.process is None or self.process.poll() is not None:
-            tail = self.log.read_text(errors="replace")[-800:] if self.log.exists() else ""
-            raise RuntimeError(f"alertmanager exited: {tail}")
+    def _answers(self) -> bool:
         try:
             with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as answer:
                 return bool(answer.status == 200)
@@ -415,17 +439,6 @@ class PrivateAlertmanager:
         request = urllib.request.Request(f"{self.url}/-/reload", method="POST")
         with urllib.request.urlopen(request, timeout=5):
             pass
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
-        """Stop it; SIGTERM first saves its notification log and silences."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
 
 
 @contextmanager

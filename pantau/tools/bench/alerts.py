@@ -51,6 +51,7 @@ from pantau.tools.services import (
     free_port,
     wait_until,
 )
+from pantau.topics import events_topic
 
 PROBE_PREFIX = "fg-bench-probe-"
 TARGET_P99_S = 1.0
@@ -165,7 +166,7 @@ class _Probe:
             protocol=mqtt.MQTTv5,
         )
         self.client.on_connect = lambda client, *args: client.subscribe(
-            f"{settings.topic_root}/alerts/events", qos=1
+            events_topic(settings.topic_root), qos=1
         )
         self.client.on_subscribe = lambda *args: self._ready.set()
         self.client.on_message = self._on_message

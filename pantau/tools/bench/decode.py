@@ -21,6 +21,7 @@ from pantau.catalogue import Family, metrics_of
 from pantau.city import load_city
 from pantau.db.store import StagedReadings
 from pantau.payload import DecodeLimits, NameCache, decode
+from pantau.topics import uplink_topic
 
 PACK_SIZE = 50
 _ROOT = "bench"
@@ -68,14 +69,14 @@ def _payloads(
                     record = {"bn": f"{sensor}/", **record}
                     previous = sensor
                 records.append(record)
-            out.append((f"{_ROOT}/up/{_GATEWAY}", orjson.dumps(records)))
+            out.append((uplink_topic(_ROOT, _GATEWAY), orjson.dumps(records)))
         else:
             sensor, family = sensors[cursor % len(sensors)]
             cursor += 1
             name, metric = names[family][0]
             ts = datetime.fromtimestamp((start_us + number) / 1_000_000, tz=UTC).isoformat()
             body = {"ts": ts, "seq": number, "values": {name: float(metric.minimum)}}
-            out.append((f"{_ROOT}/up/{sensor}", orjson.dumps(body)))
+            out.append((uplink_topic(_ROOT, sensor), orjson.dumps(body)))
     return out, registry
 
 

@@ -48,6 +48,7 @@ from pantau.settings import DEFAULT_CITY_FILE, StorageSettings
 from pantau.tools.bench._common import READY, scrape, service_env
 from pantau.tools.scratch import temporary_database
 from pantau.tools.services import PrivateMosquitto, free_port, tree_memory_bytes, wait_until
+from pantau.topics import uplink_filter
 from simulators.load import load_gateway_id
 
 PACK_SIZE = 50
@@ -361,7 +362,7 @@ def _subscriber(
     row = Row(key=key, name=name)
     root = f"bench-{key}-{uuid.uuid4().hex[:6]}"
     base = [
-        "-m", module, "--url", broker.url, "--filter", f"{root}/up/+", "--client-id", f"bench-{root}",
+        "-m", module, "--url", broker.url, "--filter", uplink_filter(root), "--client-id", f"bench-{root}",
     ]  # fmt: skip
     if database is not None:
         base += ["--database", database]
