@@ -125,48 +125,61 @@ class AlertService:
         committed_clock = snapshot.clock_us
         try:
             while not self._stop.is_set():
-                self.store.lock.keep()
-                if time.monotonic() - self._registry_loaded >= s.registry_refresh_s:
-                    evaluator.sensors = self.store.load_sensors()
-                    self._use_sensors(evaluator)
-                batch = self._collect(session)
-                self._evaluate(evaluator, batch)
-                outcome = evaluator.take()
-                published = publisher.published_through() or self._published
-                if (
-                    not batch
-                    and outcome.empty
-                    and outcome.clock_us == committed_clock
-                    and published == self._published
-                ):
-                    continue  # nothing to record
-                self._published = published
-                started = time.perf_counter()
-                stored = self.store.commit(outcome, published_event_id=self._published)
-                self.metrics.commit_seconds.observe(time.perf_counter() - started)
-                committed_clock = outcome.clock_us
-                # Nothing goes out once the lease has ended: a standby may hold the lock by then.
-                self.store.lock.ensure()
-                session.ack(batch)
-                causes = settle(evaluator, stored)
-                if stored:
-                    if notifier is not None:
-                        notifier.poke()
-                    events = [transition_json(t) for t in stored]
-                    publisher.events(events)
-                    publisher.sensors(evaluator, set(causes), causes)
-                    for t in stored:
-                        self.metrics.transitions.labels(
-                            rule=t.rule.value, change=t.change.value
-                        ).inc()
-                self.metrics.count_quality(outcome.suspects, outcome.settled)
-                self.metrics.open_alerts.set(len(evaluator.open))
-                self.metrics.clock.set(evaluator.clock_us / US)
+                committed_clock = self._round(
+                    evaluator, session, publisher, notifier, committed_clock
+                )
         finally:
             session.stop()
             if notifier is not None:
                 notifier.stop()
         return 0
+
+    def _round(
+        self,
+        evaluator: Evaluator,
+        session: AlertSession,
+        publisher: Publisher,
+        notifier: Notifier | None,
+        committed_clock: int,
+    ) -> int:
+        """One batch: collected, evaluated and committed, then acknowledged and published.
+
+        Returns the clock the database now holds.
+        """
+        self.store.lock.keep()
+        if time.monotonic() - self._registry_loaded >= self.settings.alerts.registry_refresh_s:
+            evaluator.sensors = self.store.load_sensors()
+            self._use_sensors(evaluator)
+        batch = self._collect(session)
+        self._evaluate(evaluator, batch)
+        outcome = evaluator.take()
+        published = publisher.published_through() or self._published
+        if (
+            not batch
+            and outcome.empty
+            and outcome.clock_us == committed_clock
+            and published == self._published
+        ):
+            return committed_clock  # nothing to record
+        self._published = published
+        started = time.perf_counter()
+        stored = self.store.commit(outcome, published_event_id=self._published)
+        self.metrics.commit_seconds.observe(time.perf_counter() - started)
+        # Nothing goes out once the lease has ended: a standby may hold the lock by then.
+        self.store.lock.ensure()
+        session.ack(batch)
+        causes = settle(evaluator, stored)
+        if stored:
+            if notifier is not None:
+                notifier.poke()
+            publisher.events([transition_json(t) for t in stored])
+            publisher.sensors(evaluator, set(causes), causes)
+            for t in stored:
+                self.metrics.transitions.labels(rule=t.rule.value, change=t.change.value).inc()
+        self.metrics.count_quality(outcome.suspects, outcome.settled)
+        self.metrics.open_alerts.set(len(evaluator.open))
+        self.metrics.clock.set(evaluator.clock_us / US)
+        return outcome.clock_us
 
     def _collect(self, session: AlertSession) -> list[Message]:
         """Messages for one batch: up to its size or age, or none after a quiet tick."""

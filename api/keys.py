@@ -1,22 +1,13 @@
-"""Operator API keys as the API checks them (`pantau keys` makes, lists and revokes them).
-
-A key is ``pantau_`` followed by 32 random bytes (URL-safe base64). Only its SHA-256 digest is
-stored. A slow password hash (scrypt, argon2) protects guessable secrets against a stolen
-table; 256 random bits are not guessable, so a fast digest is as safe here and lets each request
-find its key with one index lookup instead of trying every stored hash. The key is printed once;
-a lost key is revoked and replaced.
-"""
+"""Operator API keys as the API checks them (their form: :mod:`pantau.keys`)."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import psycopg
 from psycopg.rows import tuple_row
 
-KEY_PREFIX = "pantau_"
-HOLDER_MAX_CHARS = 100
+from pantau.keys import digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,11 +23,6 @@ class Operator:
         """Who acted, as acknowledgements and the alert trail record it: the key's holder, else
         the key's name."""
         return self.holder or self.name
-
-
-def digest(key: str) -> bytes:
-    """The stored form of a key."""
-    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
 
 
 @dataclass(frozen=True, slots=True)

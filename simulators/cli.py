@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pantau import logs
+from pantau import logs, stack
 from pantau.cli_support import city_or_exit
 from pantau.settings import MqttSettings, Settings, SettingsError, get_settings
 from simulators.config import SHAPES, RunConfig, parse_duration, parse_time
@@ -44,12 +44,7 @@ def _settings() -> Settings:
     except SettingsError as error:
         err.print(f"[red]{error}[/red]")
         raise typer.Exit(2) from None
-    # The stack `pantau up` runs from this directory, where no database or broker is configured
-    # (only where the developer tools are installed: the production image has none).
-    try:
-        from pantau.tools import stack
-    except ImportError:
-        return settings
+    # The stack `pantau up` runs from this directory, where no database or broker is configured.
     return stack.adopt(
         settings,
         announce=lambda line: err.print(line, style="dim", highlight=False, soft_wrap=True),

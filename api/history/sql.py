@@ -25,6 +25,78 @@ def _series_filter(query: HistoryQuery) -> tuple[sql.Composable, dict[str, Any]]
     return clause, {"sensors": ids, "metrics": list(query.metrics)}
 
 
+def _raw_body(
+    where: sql.Composable, keyset: sql.Composable, *, cursor: bool, desc: bool
+) -> sql.Composable:
+    """Readings as stored."""
+    if cursor:
+        # Redundant with the row comparison, but usable by the index: no rescan of the
+        # pages already served.
+        keyset = sql.Composed([keyset, sql.SQL(" AND time {} %(ct)s").format(
+            sql.SQL("<=" if desc else ">="))])  # fmt: skip
+    return sql.SQL(
+        "SELECT time, sensor_id, metric, value FROM readings "
+        "WHERE {where} AND time >= %(start)s AND time < %(end)s{keyset}"
+    ).format(where=where, keyset=keyset)
+
+
+def _rollup_body(
+    resolution: str,
+    where: sql.Composable,
+    keyset: sql.Composable,
+    *,
+    cursor: bool,
+    desc: bool,
+) -> sql.Composable:
+    """Buckets of one rollup (``readings_1m``, ``readings_1h`` or ``readings_1d``) as they are."""
+    bucket_keyset: sql.Composable = sql.SQL("")
+    if cursor:
+        bucket_keyset = sql.SQL(" AND bucket {} %(ct)s").format(sql.SQL("<=" if desc else ">="))
+    return sql.SQL(
+        "SELECT * FROM (SELECT bucket AS time, sensor_id, metric, value_avg, value_min, "
+        "value_max, value_count, value_last FROM {table} WHERE {where} "
+        "AND bucket >= %(start)s AND bucket < %(end)s{bucket_keyset}) b WHERE true{keyset}"
+    ).format(
+        table=sql.Identifier(f"readings_{resolution}"),
+        where=where,
+        bucket_keyset=bucket_keyset,
+        keyset=keyset,
+    )
+
+
+def _combined_body(
+    query: HistoryQuery,
+    where: sql.Composable,
+    keyset: sql.Composable,
+    params: dict[str, Any],
+    *,
+    cursor: bool,
+    desc: bool,
+) -> sql.Composable:
+    """Buckets of 5 or 15 minutes, combined from ``readings_1m`` (adds their parameters)."""
+    params["step"] = STEP[query.resolution]
+    # Whole buckets: the last one takes its minutes past `end` too, as 1h and 1d do.
+    last_start = floor_bucket(query.end - timedelta(microseconds=1), query.resolution)
+    params["inner_end"] = last_start + STEP[query.resolution]
+    inner_keyset: sql.Composable = sql.SQL("")
+    if cursor:
+        inner_keyset = sql.SQL(
+            " AND bucket < %(ct)s::timestamptz + %(step)s" if desc else " AND bucket >= %(ct)s"
+        )
+    # Combining minutes gives what raw readings would: the average weighted by the counts, the
+    # last value of the newest minute.
+    return sql.SQL(
+        "SELECT * FROM (SELECT date_bin(%(step)s, bucket, TIMESTAMPTZ '2000-01-01Z') "
+        "AS time, sensor_id, metric, "
+        "sum(value_avg * value_count) / sum(value_count) AS value_avg, "
+        "min(value_min) AS value_min, max(value_max) AS value_max, "
+        "sum(value_count)::bigint AS value_count, "
+        "(array_agg(value_last ORDER BY last_time DESC))[1] AS value_last "
+        "FROM readings_1m WHERE {where} AND bucket >= %(start)s AND bucket < %(inner_end)s"
+        "{inner_keyset} GROUP BY 1, 2, 3) b WHERE true{keyset}"
+    ).format(where=where, inner_keyset=inner_keyset, keyset=keyset)
+
+
 def build_sql(
     query: HistoryQuery,
     *,
@@ -41,69 +113,29 @@ def build_sql(
     where, params = _series_filter(query)
     params |= {"start": query.start, "end": query.end}
     desc = query.order == "desc"
-    direction = sql.SQL("DESC" if desc else "ASC")
     keyset: sql.Composable = sql.SQL("")
     if cursor is not None:
         params |= {"ct": cursor[0], "cs": cursor[1], "cm": cursor[2]}
         keyset = sql.SQL(" AND (time, sensor_id, metric) {} (%(ct)s, %(cs)s, %(cm)s)").format(
             sql.SQL("<" if desc else ">")
         )
+    paged = cursor is not None
+    columns: tuple[str, ...]
     if query.raw:
-        columns: tuple[str, ...] = ("value",)
-        if cursor is not None:
-            # Redundant with the row comparison, but usable by the index: no rescan of the
-            # pages already served.
-            keyset = sql.Composed([keyset, sql.SQL(" AND time {} %(ct)s").format(
-                sql.SQL("<=" if desc else ">="))])  # fmt: skip
-        source = sql.SQL(
-            "SELECT time, sensor_id, metric, value FROM readings "
-            "WHERE {where} AND time >= %(start)s AND time < %(end)s{keyset}"
-        ).format(where=where, keyset=keyset)
-        body: sql.Composable = source
+        columns = ("value",)
+        body = _raw_body(where, keyset, cursor=paged, desc=desc)
+    elif query.resolution in ("1m", "1h", "1d"):
+        columns = ROLLUP_COLUMNS
+        body = _rollup_body(query.resolution, where, keyset, cursor=paged, desc=desc)
     else:
         columns = ROLLUP_COLUMNS
-        if query.resolution in ("1m", "1h", "1d"):
-            table = sql.Identifier(f"readings_{query.resolution}")
-            bucket_keyset: sql.Composable = sql.SQL("")
-            if cursor is not None:
-                bucket_keyset = sql.SQL(" AND bucket {} %(ct)s").format(
-                    sql.SQL("<=" if desc else ">=")
-                )
-            body = sql.SQL(
-                "SELECT * FROM (SELECT bucket AS time, sensor_id, metric, value_avg, value_min, "
-                "value_max, value_count, value_last FROM {table} WHERE {where} "
-                "AND bucket >= %(start)s AND bucket < %(end)s{bucket_keyset}) b WHERE true{keyset}"
-            ).format(table=table, where=where, bucket_keyset=bucket_keyset, keyset=keyset)
-        else:
-            params["step"] = STEP[query.resolution]
-            # Whole buckets: the last one takes its minutes past `end` too, as 1h and 1d do.
-            last_start = floor_bucket(query.end - timedelta(microseconds=1), query.resolution)
-            params["inner_end"] = last_start + STEP[query.resolution]
-            inner_keyset: sql.Composable = sql.SQL("")
-            if cursor is not None:
-                inner_keyset = sql.SQL(
-                    " AND bucket < %(ct)s::timestamptz + %(step)s"
-                    if desc
-                    else " AND bucket >= %(ct)s"
-                )
-            # Combining minutes gives what raw readings would: the average weighted by the
-            # counts, the last value of the newest minute.
-            body = sql.SQL(
-                "SELECT * FROM (SELECT date_bin(%(step)s, bucket, TIMESTAMPTZ '2000-01-01Z') "
-                "AS time, sensor_id, metric, "
-                "sum(value_avg * value_count) / sum(value_count) AS value_avg, "
-                "min(value_min) AS value_min, max(value_max) AS value_max, "
-                "sum(value_count)::bigint AS value_count, "
-                "(array_agg(value_last ORDER BY last_time DESC))[1] AS value_last "
-                "FROM readings_1m WHERE {where} AND bucket >= %(start)s AND bucket < %(inner_end)s"
-                "{inner_keyset} GROUP BY 1, 2, 3) b WHERE true{keyset}"
-            ).format(where=where, inner_keyset=inner_keyset, keyset=keyset)
+        body = _combined_body(query, where, keyset, params, cursor=paged, desc=desc)
     order = (
         "{body} ORDER BY sensor_id, metric, time {d}"
         if by_series
         else "{body} ORDER BY time {d}, sensor_id {d}, metric {d}"
     )
-    ordered: sql.Composed = sql.SQL(order).format(body=body, d=direction)
+    ordered: sql.Composed = sql.SQL(order).format(body=body, d=sql.SQL("DESC" if desc else "ASC"))
     if limit is not None:
         ordered = sql.SQL("{} LIMIT %(limit)s").format(ordered)
         params["limit"] = limit
@@ -154,4 +186,19 @@ def export_sql(query: HistoryQuery, value: str) -> tuple[sql.Composed, dict[str,
     outer = sql.SQL(
         "SELECT {time} AS time, sensor_id, metric, {unit} AS unit, {value} AS value FROM ({q}) r"
     ).format(time=time_sql(), unit=_unit_sql(query), value=sql.Identifier(value), q=statement)
+    return outer, params
+
+
+def series_export_sql(query: HistoryQuery, unit: str) -> tuple[sql.Composed, dict[str, Any]]:
+    """One sensor's metric for CSV, by series: every aggregate of each bucket (or the raw value),
+    named for the file's header."""
+    statement, params, columns = build_sql(query, cursor=None, limit=None, by_series=True)
+    names = ("value",) if query.resolution == "raw" else ("avg", "min", "max", "count", "last")
+    values = sql.SQL(", ").join(
+        sql.SQL("{} AS {}").format(sql.Identifier(c), sql.Identifier(n))
+        for c, n in zip(columns, names, strict=True)
+    )
+    outer = sql.SQL(
+        "SELECT sensor_id, metric, {unit} AS unit, {time} AS time, {values} FROM ({q}) r"
+    ).format(unit=sql.Literal(unit), time=time_sql(), values=values, q=statement)
     return outer, params

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from api.deps import ConnDep
 from api.errors import Problem
-from api.keys import HOLDER_MAX_CHARS, Operator
+from api.keys import Operator
 from api.routes.alerts import (
     Alert,
     AlertDetail,
@@ -32,6 +32,7 @@ from api.routes.alerts import (
 from api.security import AUTH_RESPONSES, OperatorDep
 from pantau import levels
 from pantau.db.events import lock_event_order
+from pantau.keys import HOLDER_MAX_CHARS
 
 router = APIRouter(tags=["alerts"], responses=AUTH_RESPONSES)
 

@@ -14,13 +14,11 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from psycopg import sql
-from psycopg.rows import tuple_row
-from psycopg_pool import AsyncConnectionPool
 
 from api.deps import CacheDep, RegistryDep, SettingsDep
 from api.errors import Problem, bad_request
 from api.history.export import csv_response
+from api.history.pages import fetch_page, fetch_page_json
 from api.history.query import (
     AGG_COLUMN,
     ZONES,
@@ -30,89 +28,12 @@ from api.history.query import (
     cache_period_s,
     resolve,
 )
-from api.history.sql import build_sql, decode_cursor, encode_cursor, export_sql, time_sql
-from api.pools import async_connection
+from api.history.sql import encode_cursor, export_sql, series_export_sql
 from api.responses import Answer, Body, DownloadResponse, answer_key, json_response
 from api.schemas import CSV, ReadingsPage, SensorReadings, alternatives, text_schema
 from pantau.catalogue import Family, find_metric
 
 router = APIRouter(tags=["readings"])
-
-
-async def _query(
-    pool: AsyncConnectionPool, timeout_s: float, statement: sql.Composed, params: dict[str, Any]
-) -> list[tuple[Any, ...]]:
-    async with (
-        async_connection(pool, timeout_s) as conn,
-        conn.cursor(row_factory=tuple_row) as cur,
-    ):
-        # Prepared, with the pool's generic plans (see make_async_pool); binary rows: times
-        # and floats arrive without being parsed from text.
-        await cur.execute(statement, params, prepare=True, binary=True)
-        return await cur.fetchall()
-
-
-async def fetch_page(
-    pool: AsyncConnectionPool,
-    timeout_s: float,
-    query: HistoryQuery,
-    cursor: str | None,
-    limit: int,
-) -> tuple[list[tuple[Any, ...]], tuple[str, ...], bool]:
-    """One page of rows (time, sensor, metric, values...), and whether more follow."""
-    after = decode_cursor(cursor) if cursor else None
-    statement, params, columns = build_sql(query, cursor=after, limit=limit + 1)
-    rows = await _query(pool, timeout_s, statement, params)
-    more = len(rows) > limit
-    return rows[:limit], columns, more
-
-
-# The time of a reading in the answer's zone, with its offset (both zones offered have a fixed
-# one): UTC is the connections' zone.
-_TIME_IN = {
-    "UTC": "r.time",
-    "Asia/Jakarta": "(to_json(r.time AT TIME ZONE 'Asia/Jakarta') #>> '{}') || '+07:00'",
-}
-
-
-async def fetch_page_json(
-    pool: AsyncConnectionPool,
-    timeout_s: float,
-    query: HistoryQuery,
-    *,
-    cursor: str | None,
-    limit: int,
-    value: str,
-    tz: str,
-) -> tuple[bytes, int, tuple[datetime, str, str] | None]:
-    """One page as a JSON array of readings (time, sensor_id, metric and the ``value``
-    column), its length, and where the next page starts after (None: this is the last).
-
-    The database writes the JSON: a page then crosses into Python as one string, not as an
-    object per reading, and the work runs in the database's processes instead of the one
-    event loop that answers every client.
-    """
-    after = decode_cursor(cursor) if cursor else None
-    statement, params, _ = build_sql(query, cursor=after, limit=limit + 1)
-    d = sql.SQL("DESC" if query.order == "desc" else "ASC")
-    # The extra row says whether more follow; the last row of the page is the cursor's.
-    wrapped = sql.SQL(
-        "SELECT count(*), coalesce(json_agg(x ORDER BY r.n) FILTER (WHERE r.n <= %(page)s), "
-        "'[]')::text, max(r.time) FILTER (WHERE r.n = %(page)s), "
-        "max(r.sensor_id) FILTER (WHERE r.n = %(page)s), "
-        "max(r.metric) FILTER (WHERE r.n = %(page)s) "
-        "FROM (SELECT p.*, row_number() OVER (ORDER BY time {d}, sensor_id {d}, metric {d}) "
-        "AS n FROM ({statement}) p) r, "
-        "LATERAL (SELECT {time} AS time, r.sensor_id, r.metric, r.{value} AS value) x"
-    ).format(d=d, statement=statement, time=sql.SQL(_TIME_IN[tz]), value=sql.Identifier(value))
-    params["page"] = limit
-    # One row: an aggregate always gives one. The JSON comes as text, passed through unparsed.
-    [(rows, readings, last_time, last_sensor, last_metric)] = await _query(
-        pool, timeout_s, wrapped, params
-    )
-    more = rows > limit
-    following = (last_time, last_sensor, last_metric) if more else None
-    return readings.encode(), min(rows, limit), following
 
 
 def _next_link(request: Request, query: HistoryQuery, last: tuple[datetime, str, str]) -> str:
@@ -123,6 +44,26 @@ def _next_link(request: Request, query: HistoryQuery, last: tuple[datetime, str,
             end=query.end.isoformat(),
         )
     )
+
+
+def _page_body(
+    query: HistoryQuery, *, agg: Agg, tz: str, count: int, following: str | None
+) -> dict[str, Any]:
+    """A page's description of itself: what was asked, in the answer's zone, and what follows."""
+    zone = ZONES[tz]
+    return {
+        "resolution": query.resolution,
+        "agg": None if query.resolution == "raw" else agg,
+        "order": query.order,
+        "tz": tz,
+        "bucket_timezone": "Asia/Jakarta" if query.resolution == "1d" else None,
+        "start": query.start.astimezone(zone),
+        "end": query.end.astimezone(zone),
+        "series": [{"sensor_id": s.id, "metric": m, "unit": u} for s, m, u in query.series],
+        "count": count,
+        "truncated": following is not None,
+        "next": following,
+    }
 
 
 SensorQuery = Annotated[
@@ -264,22 +205,9 @@ async def readings(
             value=value,
             tz=tz,
         )
-        zone = ZONES[tz]
         following = _next_link(request, query, after) if after is not None else None
-        body = {
-            "resolution": resolution,
-            "agg": None if resolution == "raw" else agg,
-            "order": order,
-            "tz": tz,
-            "bucket_timezone": "Asia/Jakarta" if resolution == "1d" else None,
-            "start": query.start.astimezone(zone),
-            "end": query.end.astimezone(zone),
-            "series": [{"sensor_id": s.id, "metric": m, "unit": u} for s, m, u in query.series],
-            "count": count,
-            "truncated": after is not None,
-            "next": following,
-            "readings": orjson.Fragment(readings),
-        }
+        body = _page_body(query, agg=agg, tz=tz, count=count, following=following)
+        body["readings"] = orjson.Fragment(readings)
         return Answer(
             Body.of(body),
             max_age_s=period,
@@ -333,18 +261,10 @@ async def sensor_readings(
         resolution=resolution, order=order,
     )  # fmt: skip
     if format == "csv":
-        statement, params, columns = build_sql(query, cursor=None, limit=None, by_series=True)
-        names = ("value",) if resolution == "raw" else ("avg", "min", "max", "count", "last")
-        values = sql.SQL(", ").join(
-            sql.SQL("{} AS {}").format(sql.Identifier(c), sql.Identifier(n))
-            for c, n in zip(columns, names, strict=True)
-        )
-        outer = sql.SQL(
-            "SELECT sensor_id, metric, {unit} AS unit, {time} AS time, {values} FROM ({q}) r"
-        ).format(unit=sql.Literal(found.unit), time=time_sql(), values=values, q=statement)
+        outer, params = series_export_sql(query, found.unit)
         return await run_in_threadpool(csv_response, request, query, outer, params, tz)
     limit = _limit(settings, limit)
-    rows, columns, more = await fetch_page(
+    rows, _, more = await fetch_page(
         request.app.state.async_pool, settings.api.pool_timeout_s, query, cursor, limit
     )
     zone = ZONES[tz]

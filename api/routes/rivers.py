@@ -10,25 +10,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CacheDep, RegistryDep, SettingsDep
 from api.errors import Problem
-from api.history.query import resolve
+from api.history.pages import fetch_page
+from api.history.query import HistoryQuery, resolve
 from api.pools import async_connection
 from api.registry import SensorInfo
 from api.responses import Answer, Body, answer_key, cached_json
-from api.routes.readings import fetch_page
 from api.schemas import GEOJSON, PointGeometry, ThresholdsOut, alternatives
 from pantau import freshness
 from pantau.catalogue import Family
 from pantau.city import FloodLevel
 from pantau.levels import level_label
+from pantau.settings import Settings
 
 router = APIRouter(tags=["city"])
 
@@ -247,6 +250,101 @@ def _fit_line(forecast: list[dict[str, Any]], rate: float, window_s: float) -> l
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class _GaugeRows:
+    """What the gauge view is drawn from, as the database gave it."""
+
+    series: list[tuple[Any, ...]]  # rollup rows of water level and rainfall
+    status: dict[str, Any] | None
+    forecast: list[dict[str, Any]]
+    marks: list[dict[str, Any]]
+    latest: dict[str, Any] | None
+
+
+async def _fetch_gauge(
+    pool: AsyncConnectionPool, settings: Settings, query: HistoryQuery, end: datetime, hours: int
+) -> _GaugeRows:
+    timeout_s = settings.api.pool_timeout_s
+    # Two series (level and rain), one row a bucket, with room for the partial ends.
+    buckets = 2 * (hours * 3600 // _BUCKET_S[query.resolution] + 2)
+    series, _, _ = await fetch_page(pool, timeout_s, query, None, buckets)
+    params = {"id": query.sensors[0].id, "start": query.start, "end": end}
+    async with async_connection(pool, timeout_s) as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        return _GaugeRows(
+            series=series,
+            status=await (await cur.execute(_STATUS, params)).fetchone(),
+            forecast=await (await cur.execute(_FORECAST, params)).fetchall(),
+            marks=await (await cur.execute(_MARKS, params)).fetchall(),
+            latest=await (await cur.execute(_LATEST, params)).fetchone(),
+        )
+
+
+def _gauge_state(status: dict[str, Any] | None) -> GaugeState | None:
+    if status is None:
+        return None
+    nxt = status["next_level"]
+    return GaugeState(
+        **status,
+        level_label=FloodLevel(status["level"]).label,
+        next_level_label=None if nxt is None else FloodLevel(nxt).label,
+    )
+
+
+def _gauge_view(
+    sensor: SensorInfo, settings: Settings, query: HistoryQuery, end: datetime, found: _GaugeRows
+) -> GaugeView:
+    status, forecast, latest = found.status, found.forecast, found.latest
+    thresholds = sensor.current_thresholds
+    return GaugeView(
+        sensor=SensorBrief(
+            id=sensor.id,
+            name=sensor.name,
+            kecamatan=sensor.kecamatan,
+            river=sensor.river,
+            river_km=sensor.river_km,
+            interval_s=sensor.interval_s,
+        ),
+        start=query.start,
+        end=end,
+        resolution=query.resolution,
+        thresholds=None if thresholds is None else ThresholdsOut(**thresholds.model_dump()),
+        water_level=GaugeSeries(
+            unit="m",
+            points=[
+                LevelPoint(time=r[0], avg=r[3], min=r[4], max=r[5], last=r[7])
+                for r in found.series
+                if r[2] == "water_level"
+            ],
+        ),
+        rainfall=RainSeries(
+            unit="mm",
+            points=[
+                RainPoint(time=r[0], mm=r[3] * r[6]) for r in found.series if r[2] == "rainfall"
+            ],
+        ),
+        latest=None if latest is None else ChartPoint(**latest),
+        stale=latest is None
+        or not freshness.is_current(
+            latest["time"],
+            end,
+            interval_s=sensor.interval_s,
+            intervals_k=settings.alerts.offline_intervals_k,
+        ),
+        status=_gauge_state(status),
+        fit=(
+            _fit_line(forecast, status["rate_m_per_h"], settings.alerts.rise_window_s)
+            if forecast and status is not None
+            else []
+        ),
+        forecast=[ChartPoint(**f) for f in forecast],
+        alerts=[
+            AlertMark(**m, level_label=level_label(m["rule"], m["level"], "id"))
+            for m in found.marks
+        ],
+    )
+
+
 @router.get(
     "/gauges/{sensor_id}",
     response_model=GaugeView,
@@ -280,66 +378,8 @@ async def gauge_view(
             start=(end - timedelta(hours=hours)).isoformat(), end=end.isoformat(),
             resolution=resolution, order="asc",
         )  # fmt: skip
-        buckets = 2 * (hours * 3600 // _BUCKET_S[resolution] + 2)
-        pool = request.app.state.async_pool
-        rows, _, _ = await fetch_page(pool, settings.api.pool_timeout_s, query, None, buckets)
-        params = {"id": sensor.id, "start": query.start, "end": end}
-        async with async_connection(pool, settings.api.pool_timeout_s) as conn:
-            cur = conn.cursor(row_factory=dict_row)
-            status = await (await cur.execute(_STATUS, params)).fetchone()
-            forecast = await (await cur.execute(_FORECAST, params)).fetchall()
-            marks = await (await cur.execute(_MARKS, params)).fetchall()
-            latest = await (await cur.execute(_LATEST, params)).fetchone()
-        levels = [
-            LevelPoint(time=r[0], avg=r[3], min=r[4], max=r[5], last=r[7])
-            for r in rows
-            if r[2] == "water_level"
-        ]
-        rain = [RainPoint(time=r[0], mm=r[3] * r[6]) for r in rows if r[2] == "rainfall"]
-        state = None
-        if status is not None:
-            nxt = status["next_level"]
-            state = GaugeState(
-                **status,
-                level_label=FloodLevel(status["level"]).label,
-                next_level_label=None if nxt is None else FloodLevel(nxt).label,
-            )
-        fit = (
-            _fit_line(forecast, status["rate_m_per_h"], settings.alerts.rise_window_s)
-            if forecast and status is not None
-            else []
-        )
-        thresholds = sensor.current_thresholds
-        view = GaugeView(
-            sensor=SensorBrief(
-                id=sensor.id,
-                name=sensor.name,
-                kecamatan=sensor.kecamatan,
-                river=sensor.river,
-                river_km=sensor.river_km,
-                interval_s=sensor.interval_s,
-            ),
-            start=query.start,
-            end=end,
-            resolution=resolution,
-            thresholds=None if thresholds is None else ThresholdsOut(**thresholds.model_dump()),
-            water_level=GaugeSeries(unit="m", points=levels),
-            rainfall=RainSeries(unit="mm", points=rain),
-            latest=None if latest is None else ChartPoint(**latest),
-            stale=latest is None
-            or not freshness.is_current(
-                latest["time"],
-                end,
-                interval_s=sensor.interval_s,
-                intervals_k=settings.alerts.offline_intervals_k,
-            ),
-            status=state,
-            fit=fit,
-            forecast=[ChartPoint(**f) for f in forecast],
-            alerts=[
-                AlertMark(**m, level_label=level_label(m["rule"], m["level"], "id")) for m in marks
-            ],
-        )
+        found = await _fetch_gauge(request.app.state.async_pool, settings, query, end, hours)
+        view = _gauge_view(sensor, settings, query, end, found)
         return Answer(
             Body.of(view.model_dump(mode="json")),
             max_age_s=settings.api.cache_ttl_s,

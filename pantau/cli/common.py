@@ -4,16 +4,13 @@ nothing is configured), the database URL, and the consoles."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
-from pantau import logs
+from pantau import logs, stack
 from pantau.settings import Settings, SettingsError, get_settings
-
-if TYPE_CHECKING:
-    from pantau.tools.stack import StackRecord
+from pantau.stack import StackRecord
 
 console = Console()
 err = Console(stderr=True)
@@ -27,21 +24,12 @@ def announce(line: str) -> None:
 
 
 def running_stack(settings: Settings) -> StackRecord | None:
-    """The record of the `pantau up` stack running from the state directory, if any (never one
-    where the developer tools are not installed, as in the production image)."""
-    try:
-        from pantau.tools import stack
-    except ImportError:
-        return None
+    """The record of the `pantau up` stack running from the state directory, if any."""
     return stack.running(settings.state_dir.resolve())
 
 
 def adopt_stack(settings: Settings, *, say: Callable[[str], None] = announce) -> Settings:
     """``settings`` with the running stack's database and broker where none is configured."""
-    try:
-        from pantau.tools import stack
-    except ImportError:
-        return settings
     return stack.adopt(settings, announce=say)
 
 

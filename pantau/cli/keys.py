@@ -1,11 +1,5 @@
-"""`pantau keys`: operator API keys made, listed and revoked (the API checks them: api.keys).
-
-A key is ``pantau_`` followed by 32 random bytes (URL-safe base64). Only its SHA-256 digest is
-stored. A slow password hash (scrypt, argon2) protects guessable secrets against a stolen
-table; 256 random bits are not guessable, so a fast digest is as safe here and lets each request
-find its key with one index lookup instead of trying every stored hash. The key is printed once;
-a lost key is revoked and replaced.
-"""
+"""`pantau keys`: operator API keys made, listed and revoked (their form: :mod:`pantau.keys`;
+the API checks them in api.keys)."""
 
 from __future__ import annotations
 
@@ -21,7 +15,7 @@ from psycopg.rows import class_row
 from rich.console import Console
 from rich.table import Table
 
-from api.keys import HOLDER_MAX_CHARS, KEY_PREFIX, digest
+from pantau.keys import HOLDER_MAX_CHARS, KEY_PREFIX, digest
 from pantau.settings import SettingsError, get_settings
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")

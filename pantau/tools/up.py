@@ -4,7 +4,7 @@ Where no database or broker is configured it starts private ones under the state
 (and an Alertmanager for the notifications, where one is installed and none is configured),
 then migrates, loads the city file, and supervises ingest, the API, the alert service and a
 city simulator until Ctrl-C. One stack runs per state directory (a lock file says so); its
-addresses are recorded in ``STATE_DIR/stack.json`` (:mod:`pantau.tools.stack`) for the other commands.
+addresses are recorded in ``STATE_DIR/stack.json`` (:mod:`pantau.stack`) for the other commands.
 A stack with another state directory takes free ports for everything.
 """
 
@@ -31,12 +31,12 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
+from pantau import stack
 from pantau.alertmanager import AlertmanagerConfigError, config_files
 from pantau.city import City, CityFileError, load_city
 from pantau.db import registry
 from pantau.db.migrate import MigrationError, migrate
 from pantau.settings import Settings
-from pantau.tools import stack
 from pantau.tools.services import (
     MissingProgramError,
     PrivateAlertmanager,

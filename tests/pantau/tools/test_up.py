@@ -18,9 +18,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from pantau import stack
 from pantau.db.migrate import LATEST_VERSION
 from pantau.settings import Settings
-from pantau.tools import services, stack
+from pantau.tools import services
 from pantau.tools.services import MissingProgramError, alertmanager_binary, port_open, wait_until
 from pantau.tools.up import _alertmanager
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from pantau import stack
 from pantau.settings import MqttSettings, Settings
-from pantau.tools import stack
 from pantau.tools.up import Child, unreachable_by
 
 
