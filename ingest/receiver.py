@@ -206,6 +206,55 @@ class ProcessSource(SourceBase):
 # -- the child ------------------------------------------------------------------------------------
 
 
+class _Forwarder:
+    """The child's side of the pipe: received messages go to the parent in batches, in the
+    order they came; state changes follow the messages of the connection they end."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._send_lock = threading.Lock()
+        self._pending: list[Inbound] = []
+        self._pending_lock = threading.Lock()
+        self._oldest = 0.0  # when the first message now pending was received (monotonic)
+
+    def send(self, item: tuple[Any, ...]) -> None:
+        with self._send_lock:
+            self._conn.send(item)
+
+    def deliver(self, message: Inbound) -> None:
+        # paho's network thread forwards what is due itself. Handing the interpreter lock to a
+        # forwarding thread hundreds of times a second cost it more time than the work.
+        with self._pending_lock:
+            pending = self._pending
+            if not pending:
+                self._oldest = message.received_mono
+            pending.append(message)
+            due = (
+                len(pending) >= _FORWARD_BATCH
+                or message.received_mono - self._oldest >= _FORWARD_EVERY_S
+            )
+        if due:
+            self.forward()
+
+    def forward(self, min_age_s: float = 0.0) -> None:
+        # Taken and sent under one lock, so batches cross the pipe in the order their messages
+        # came, which acknowledgements must follow.
+        with self._send_lock:
+            with self._pending_lock:
+                if not self._pending or time.monotonic() - self._oldest < min_age_s:
+                    return
+                batch = self._pending[:]
+                self._pending.clear()
+            # Should the parent be gone, the main loop sees the pipe close and leaves.
+            with contextlib.suppress(OSError):
+                self._conn.send(("messages", batch))
+
+    def flush_while(self, stopping: threading.Event) -> None:
+        """What a quiet broker leaves pending goes once it is due, until ``stopping``."""
+        while not stopping.wait(_FORWARD_EVERY_S):
+            self.forward(min_age_s=_FORWARD_EVERY_S)
+
+
 def _child_main(
     settings: MqttSettings,
     receive_maximum: int,
@@ -218,67 +267,29 @@ def _child_main(
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent()
     logs.configure(log_level, json=log_json)
-    send_lock = threading.Lock()
-    pending: list[Inbound] = []
-    pending_lock = threading.Lock()
-    oldest = 0.0  # when the first message now pending was received (monotonic)
-
-    def send(item: tuple[Any, ...]) -> None:
-        with send_lock:
-            conn.send(item)
-
-    def deliver(message: Inbound) -> None:
-        # paho's network thread forwards what is due itself. Handing the interpreter lock to a
-        # forwarding thread hundreds of times a second cost it more time than the work.
-        nonlocal oldest
-        with pending_lock:
-            if not pending:
-                oldest = message.received_mono
-            pending.append(message)
-            due = (
-                len(pending) >= _FORWARD_BATCH or message.received_mono - oldest >= _FORWARD_EVERY_S
-            )
-        if due:
-            forward()
+    forwarder = _Forwarder(conn)
 
     def state(up: bool) -> None:
-        forward()  # messages of the old connection go first, then the change
-        send(("state", up, source.generation))
-
-    def forward(min_age_s: float = 0.0) -> None:
-        # Taken and sent under one lock, so batches cross the pipe in the order their messages
-        # came, which acknowledgements must follow.
-        with send_lock:
-            with pending_lock:
-                if not pending or time.monotonic() - oldest < min_age_s:
-                    return
-                batch = pending[:]
-                pending.clear()
-            # Should the parent be gone, the main loop sees the pipe close and leaves.
-            with contextlib.suppress(OSError):
-                conn.send(("messages", batch))
+        forwarder.forward()  # messages of the old connection go first, then the change
+        forwarder.send(("state", up, source.generation))
 
     source = MqttSource(
         settings=settings,
         receive_maximum=receive_maximum,
-        deliver=deliver,
+        deliver=forwarder.deliver,
         on_state=state,
         first_generation=first_generation,
     )
     try:
         source.start()
     except SourceError as error:
-        send(("failed", str(error)))
+        forwarder.send(("failed", str(error)))
         return
-    send(("started",))
+    forwarder.send(("started",))
     stopping = threading.Event()
-
-    def forwarder() -> None:
-        # What a quiet broker leaves pending goes once it is due.
-        while not stopping.wait(_FORWARD_EVERY_S):
-            forward(min_age_s=_FORWARD_EVERY_S)
-
-    thread = threading.Thread(target=forwarder, name="ingest-mqtt-forward", daemon=True)
+    thread = threading.Thread(
+        target=forwarder.flush_while, args=(stopping,), name="ingest-mqtt-forward", daemon=True
+    )
     thread.start()
     while True:
         try:

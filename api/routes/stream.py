@@ -305,6 +305,47 @@ def _advance(position: Position, event: Event) -> Position:
     )
 
 
+async def _events(
+    broadcaster: Broadcaster, client: Client, resume: Position | None
+) -> AsyncIterator[ServerSentEvent]:
+    """What one client is sent: the events since ``resume`` (when it resumes), then live ones."""
+    # Joined before catching up, so nothing committed meanwhile is missed; what both
+    # deliver is sent once.
+    live = await broadcaster.subscribe(client)
+    position = resume or live
+    # Tells the client it is subscribed (and pushes the headers through any proxy).
+    yield ServerSentEvent(comment="ready")
+    sent_keys: set[tuple[str, str, int]] = set()
+    try:
+        # However long catching up takes, the live events are not queued for the client
+        # meanwhile (its queue would overflow): once it has caught up, they are, and what
+        # came in between is read once more.
+        for caught_up in (False, True) if resume is not None else ():
+            client.catching_up = not caught_up
+            async for event in _catch_up(broadcaster, position):
+                if not client.wants(event):
+                    continue
+                if event.key is not None:
+                    if event.key in sent_keys:
+                        continue
+                    sent_keys.add(event.key)
+                if event.kind == "alert" and event.alert_id <= client.sent_alert_id:
+                    continue
+                client.sent_alert_id = max(client.sent_alert_id, event.alert_id)
+                position = _advance(position, event)
+                yield _sse(event, position)
+        while not (client.overflowed and client.queue.empty()):
+            event = await client.queue.get()
+            if event.kind == "alert" and event.alert_id <= client.sent_alert_id:
+                continue
+            if event.key is not None and event.key in sent_keys:
+                continue
+            position = _advance(position, event)
+            yield _sse(event, position)
+    finally:
+        broadcaster.unsubscribe(client)
+
+
 @router.get(
     "/stream",
     summary="Live readings and alert changes (Server-Sent Events)",
@@ -363,45 +404,8 @@ async def stream(
         catching_up=resume is not None,
     )
 
-    async def events() -> AsyncIterator[ServerSentEvent]:
-        # Joined before catching up, so nothing committed meanwhile is missed; what both
-        # deliver is sent once.
-        live = await broadcaster.subscribe(client)
-        position = resume or live
-        # Tells the client it is subscribed (and pushes the headers through any proxy).
-        yield ServerSentEvent(comment="ready")
-        sent_keys: set[tuple[str, str, int]] = set()
-        try:
-            # However long catching up takes, the live events are not queued for the client
-            # meanwhile (its queue would overflow): once it has caught up, they are, and what
-            # came in between is read once more.
-            for caught_up in (False, True) if resume is not None else ():
-                client.catching_up = not caught_up
-                async for event in _catch_up(broadcaster, position):
-                    if not client.wants(event):
-                        continue
-                    if event.key is not None:
-                        if event.key in sent_keys:
-                            continue
-                        sent_keys.add(event.key)
-                    if event.kind == "alert" and event.alert_id <= client.sent_alert_id:
-                        continue
-                    client.sent_alert_id = max(client.sent_alert_id, event.alert_id)
-                    position = _advance(position, event)
-                    yield _sse(event, position)
-            while not (client.overflowed and client.queue.empty()):
-                event = await client.queue.get()
-                if event.kind == "alert" and event.alert_id <= client.sent_alert_id:
-                    continue
-                if event.key is not None and event.key in sent_keys:
-                    continue
-                position = _advance(position, event)
-                yield _sse(event, position)
-        finally:
-            broadcaster.unsubscribe(client)
-
     return _AdmittedStream(
-        events(),
+        _events(broadcaster, client, resume),
         release=broadcaster.release,
         ping=settings.stream_keepalive_s,
         send_timeout=settings.stream_send_timeout_s,
