@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alerts import quality, rules
-from alerts.fit import Window
+from alerts.fit import Fit, Window
 from alerts.model import (
     Change,
     Flag,
@@ -28,6 +28,7 @@ from alerts.model import (
 )
 from pantau import freshness
 from pantau.catalogue import Family
+from pantau.city import Thresholds
 from pantau.payload import Reading
 from pantau.settings import AlertSettings
 
@@ -89,10 +90,9 @@ class Evaluator:
         # A restart resumes what the last instance saw, so a silence that began before it still
         # raises offline alerts by the wall clock, without waiting for a reading.
         self.live = live
-        span = int(settings.rise_window_s * US)
         self.windows: dict[str, Window] = {}
         for sensor_id, points in (windows or {}).items():
-            window = self.windows[sensor_id] = Window(span)
+            window = self._window(sensor_id)
             # Readings newer than the gauge's state were not evaluated yet: they come again
             # from the broker, in their order, and join the fit then.
             applied = self.states.get((sensor_id, Rule.FLOOD_LEVEL), (2**62, {}))[0]
@@ -309,16 +309,13 @@ class Evaluator:
         return verdict
 
     def _flood(self, sensor: SensorInfo, reading: Reading) -> None:
-        s = self.settings
         thresholds = sensor.thresholds_at(reading.time_us)
         if thresholds is None:
             return
         verdict = self._quality(sensor, reading)
         if not verdict.accepted:
             return  # stored as it came, recorded as suspect: it moves nothing
-        window = self.windows.get(sensor.id)
-        if window is None:
-            window = self.windows[sensor.id] = Window(int(s.rise_window_s * US))
+        window = self._window(sensor.id)
         # A late reading still feeds the fit, but never moves the gauge's state back in time.
         for time_us, value in verdict.believed:
             window.add(time_us, value)
@@ -326,6 +323,30 @@ class Evaluator:
         t, state = self._state(sensor.id, Rule.FLOOD_LEVEL)
         if reading.time_us <= t:
             return
+        earlier = [value for time_us, value in verdict.believed if time_us > t]
+        level = self._flood_level(sensor, reading, thresholds, state, earlier)
+        fit = window.fit(min_points=self.settings.rise_min_points)
+        rising = self._rising_fast(sensor, reading, thresholds, fit, level)
+        self._gauge_status(sensor, reading, thresholds, fit, level, state)
+        self._fold_upstream(sensor, reading, level)
+        self._signal_downstream(sensor, reading, level, rising)
+
+    def _window(self, sensor_id: str) -> Window:
+        window = self.windows.get(sensor_id)
+        if window is None:
+            window = self.windows[sensor_id] = Window(int(self.settings.rise_window_s * US))
+        return window
+
+    def _flood_level(
+        self,
+        sensor: SensorInfo,
+        reading: Reading,
+        thresholds: Thresholds,
+        state: dict[str, Any],
+        earlier: list[float],
+    ) -> int:
+        """The gauge's level after ``reading`` (``earlier``: believed readings not yet seen)."""
+        s = self.settings
         target = rules.flood_level(
             state,
             reading.time_us,
@@ -335,16 +356,25 @@ class Evaluator:
             margin_m=s.flood_step_down_margin_m,
             dwell_s=s.flood_min_dwell_s,
             confirm_readings=s.flood_confirm_readings,
-            earlier=[value for time_us, value in verdict.believed if time_us > t],
+            earlier=earlier,
         )
         self._save(sensor.id, Rule.FLOOD_LEVEL, reading.time_us, state)
         self._apply(sensor.id, Rule.FLOOD_LEVEL, target, reading.time_us)
-        level = target.level
+        return target.level
 
-        fit = window.fit(min_points=s.rise_min_points)
-        _, rise_state = self._state(sensor.id, Rule.RISING_FAST)
+    def _rising_fast(
+        self,
+        sensor: SensorInfo,
+        reading: Reading,
+        thresholds: Thresholds,
+        fit: Fit | None,
+        level: int,
+    ) -> int:
+        """The rising-fast rule's level after ``reading``."""
+        s = self.settings
+        _, state = self._state(sensor.id, Rule.RISING_FAST)
         rise = rules.rising_fast(
-            rise_state,
+            state,
             reading.time_us,
             reading.value,
             fit,
@@ -357,10 +387,22 @@ class Evaluator:
             clear_s=s.rising_fast_clear_s,
             confirm_readings=s.flood_confirm_readings,
         )
-        self._save(sensor.id, Rule.RISING_FAST, reading.time_us, rise_state)
+        self._save(sensor.id, Rule.RISING_FAST, reading.time_us, state)
         self._apply(sensor.id, Rule.RISING_FAST, rise, reading.time_us)
+        return rise.level
 
+    def _gauge_status(
+        self,
+        sensor: SensorInfo,
+        reading: Reading,
+        thresholds: Thresholds,
+        fit: Fit | None,
+        level: int,
+        state: dict[str, Any],
+    ) -> None:
+        """The gauge as the control room shows it: level, trend and the next level's time."""
         next_level, next_at, _ = rules.prediction(fit, level, thresholds)
+        rising = fit is not None and fit.rate_m_per_h > 0
         self.gauges[sensor.id] = self._outcome.gauges[sensor.id] = GaugeStatus(
             sensor_id=sensor.id,
             level=level,
@@ -368,11 +410,9 @@ class Evaluator:
             observed_us=reading.time_us,
             value=reading.value,
             rate_m_per_h=None if fit is None else round(fit.rate_m_per_h, 4),
-            next_level=next_level if fit is not None and fit.rate_m_per_h > 0 else None,
-            next_level_at_us=next_at if fit is not None and fit.rate_m_per_h > 0 else None,
+            next_level=next_level if rising else None,
+            next_level_at_us=next_at if rising else None,
         )
-        self._fold_upstream(sensor, reading, level)
-        self._signal_downstream(sensor, reading, level, rise.level)
 
     def _fold_upstream(self, sensor: SensorInfo, reading: Reading, level: int) -> None:
         """The gauge's own level against what its upstream advisory announces."""

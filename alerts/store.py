@@ -329,62 +329,19 @@ class AlertStore:
             )
 
     def _write(self, conn: psycopg.Connection[Any], t: Transition) -> bool:
+        """Store one transition (the alert's row, its event); False where stored before."""
+        alert_id = _open(conn, t) if t.change is Change.OPENED else _update(conn, t)
+        if alert_id is None:
+            return False  # already open (this opening was committed before), or none open
+        t.alert_id = alert_id
         target = t.target
-        observed = from_micros(t.observed_us)
-        if t.change is Change.OPENED:
-            row = conn.execute(
-                """
-                INSERT INTO alerts (sensor_id, rule, level, state, opened_at, updated_at, value,
-                                    predicted_level, predicted_at, message, message_en, details)
-                VALUES (%s, %s, %s, 'open', %s, %s, %s, %s, %s, %s, %s, %s)
-                ON CONFLICT (sensor_id, rule) WHERE state = 'open' DO NOTHING
-                RETURNING id
-                """,
-                [
-                    t.sensor_id, t.rule.value, t.level, observed, observed, target.value,
-                    target.predicted_level, _at(target.predicted_at_us), target.message,
-                    target.message_en, Jsonb(target.details),
-                ],
-            ).fetchone()  # fmt: skip
-            if row is None:
-                return False  # already open: this opening was committed before
-        else:
-            resolved = t.change is Change.RESOLVED
-            row = conn.execute(
-                """
-                UPDATE alerts SET level = %s, updated_at = %s, value = %s,
-                    predicted_level = %s, predicted_at = %s, message = %s, message_en = %s,
-                    details = %s,
-                    state = CASE WHEN %s THEN 'resolved' ELSE state END,
-                    resolved_at = CASE WHEN %s THEN %s ELSE resolved_at END
-                WHERE sensor_id = %s AND rule = %s AND state = 'open'
-                RETURNING id
-                """,
-                [
-                    t.level, observed, target.value, target.predicted_level,
-                    _at(target.predicted_at_us), target.message, target.message_en,
-                    Jsonb(target.details), resolved, resolved, observed, t.sensor_id,
-                    t.rule.value,
-                ],
-            ).fetchone()  # fmt: skip
-            if row is None:
-                return False
-        t.alert_id = int(row[0])
         event = conn.execute(
-            """
-            INSERT INTO alert_events (alert_id, sensor_id, rule, change, level, previous_level,
-                                      value, observed_at, predicted_level, predicted_at,
-                                      message, message_en, details)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-            ON CONFLICT (alert_id, change, observed_at) WHERE change <> 'acknowledged'
-                DO NOTHING
-            RETURNING id, recorded_at
-            """,
+            _RECORD_EVENT,
             [
                 t.alert_id, t.sensor_id, t.rule.value, t.change.value, t.level,
-                t.previous_level, target.value, observed, target.predicted_level,
-                _at(target.predicted_at_us), target.message, target.message_en,
-                Jsonb(target.details),
+                t.previous_level, target.value, from_micros(t.observed_us),
+                target.predicted_level, _at(target.predicted_at_us), target.message,
+                target.message_en, Jsonb(target.details),
             ],
         ).fetchone()  # fmt: skip
         if event is None:
@@ -437,6 +394,68 @@ class AlertStore:
                 """,
                 [orjson.dumps(gauges).decode()],
             )
+
+
+_OPEN = """
+INSERT INTO alerts (sensor_id, rule, level, state, opened_at, updated_at, value,
+                    predicted_level, predicted_at, message, message_en, details)
+VALUES (%s, %s, %s, 'open', %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (sensor_id, rule) WHERE state = 'open' DO NOTHING
+RETURNING id
+"""
+
+_UPDATE = """
+UPDATE alerts SET level = %s, updated_at = %s, value = %s,
+    predicted_level = %s, predicted_at = %s, message = %s, message_en = %s,
+    details = %s,
+    state = CASE WHEN %s THEN 'resolved' ELSE state END,
+    resolved_at = CASE WHEN %s THEN %s ELSE resolved_at END
+WHERE sensor_id = %s AND rule = %s AND state = 'open'
+RETURNING id
+"""
+
+# A redelivered transition finds its event recorded: it is neither stored nor published again.
+_RECORD_EVENT = """
+INSERT INTO alert_events (alert_id, sensor_id, rule, change, level, previous_level,
+                          value, observed_at, predicted_level, predicted_at,
+                          message, message_en, details)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (alert_id, change, observed_at) WHERE change <> 'acknowledged'
+    DO NOTHING
+RETURNING id, recorded_at
+"""
+
+
+def _open(conn: psycopg.Connection[Any], t: Transition) -> int | None:
+    """The new alert's id, or None where one is open already."""
+    target = t.target
+    observed = from_micros(t.observed_us)
+    row = conn.execute(
+        _OPEN,
+        [
+            t.sensor_id, t.rule.value, t.level, observed, observed, target.value,
+            target.predicted_level, _at(target.predicted_at_us), target.message,
+            target.message_en, Jsonb(target.details),
+        ],
+    ).fetchone()  # fmt: skip
+    return None if row is None else int(row[0])
+
+
+def _update(conn: psycopg.Connection[Any], t: Transition) -> int | None:
+    """The open alert's id after the change (resolving it if so), or None where none is open."""
+    target = t.target
+    observed = from_micros(t.observed_us)
+    resolved = t.change is Change.RESOLVED
+    row = conn.execute(
+        _UPDATE,
+        [
+            t.level, observed, target.value, target.predicted_level,
+            _at(target.predicted_at_us), target.message, target.message_en,
+            Jsonb(target.details), resolved, resolved, observed, t.sensor_id,
+            t.rule.value,
+        ],
+    ).fetchone()  # fmt: skip
+    return None if row is None else int(row[0])
 
 
 def _iso(micros: int | None) -> str | None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib import resources
 from typing import Any
 
@@ -75,6 +75,33 @@ def create_app(settings: Settings) -> FastAPI:
     metrics_registry = CollectorRegistry()
     pool_collector = PoolCollector()
     metrics_registry.register(pool_collector)
+    app = FastAPI(
+        title="Pantau open data",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=_lifespan(settings, pool_collector),
+        docs_url=None,
+        redoc_url=None,
+        license_info={"name": "Apache-2.0"},
+    )
+    app.state.settings = settings
+    app.state.cache = TtlCache(settings.api.cache_ttl_s)
+    app.state.metrics_registry = metrics_registry
+    errors.install(app)
+    _install_docs(app)
+    for module in (health, catalogue, sensors, latest, readings, city, rivers):
+        app.include_router(module.router)
+    for module in (alerts, alert_work, stream, operator, quality, sta, pages):
+        app.include_router(module.router)
+    _add_middleware(app, settings)
+    _document_problems(app)
+    return app
+
+
+def _lifespan(
+    settings: Settings, pool_collector: PoolCollector
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's pools, opened at startup (without waiting for the database) and closed after."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -97,25 +124,10 @@ def create_app(settings: Settings) -> FastAPI:
             pool.close()
             exports.pool.close()
 
-    app = FastAPI(
-        title="Pantau open data",
-        version=__version__,
-        description=DESCRIPTION,
-        lifespan=lifespan,
-        docs_url=None,
-        redoc_url=None,
-        license_info={"name": "Apache-2.0"},
-    )
-    app.state.settings = settings
-    app.state.cache = TtlCache(settings.api.cache_ttl_s)
-    app.state.metrics_registry = metrics_registry
-    errors.install(app)
-    _install_docs(app)
-    for module in (health, catalogue, sensors, latest, readings, city, rivers):
-        app.include_router(module.router)
-    for module in (alerts, alert_work, stream, operator, quality, sta, pages):
-        app.include_router(module.router)
+    return lifespan
 
+
+def _add_middleware(app: FastAPI, settings: Settings) -> None:
     # Added innermost first: the metrics see every answer, limits included.
     app.add_middleware(CachedAnswers, cache=app.state.cache)
     app.add_middleware(HeadAsGet)
@@ -135,11 +147,14 @@ def create_app(settings: Settings) -> FastAPI:
         expose_headers=["ETag", "Link", "Retry-After", "Content-Disposition"],
         max_age=3600,
     )
-    app.add_middleware(Metrics, registry=metrics_registry)
+    app.add_middleware(Metrics, registry=app.state.metrics_registry)
     # Outermost: everything inside (the rate limit, the access log, URLs of links) sees the
     # client a trusted proxy forwarded, not the proxy. The server's own is off (see api.cli).
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.api.trusted_proxies)
 
+
+def _document_problems(app: FastAPI) -> None:
+    """The OpenAPI document, built once: problem details for errors, and the alternative models."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -148,7 +163,6 @@ def create_app(settings: Settings) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    return app
 
 
 def _install_docs(app: FastAPI) -> None:

@@ -13,4 +13,5 @@ pytest_plugins = [
     "tests.fixtures.flood",
     "tests.fixtures.browser",
     "tests.fixtures.netproxy",
+    "tests.fixtures.logs",
 ]

@@ -249,6 +249,31 @@ def _storage_mode(database_url: str) -> Mode:
     return mode
 
 
+def _prepare(
+    url: str, database_url: str | None, database_address: str | None, grafana_dir: Path
+) -> tuple[Settings, Bundle, dict[str, Any]]:
+    """The settings, the files and the data source to push; raises on what the operator set."""
+    address = urlsplit(url)
+    if address.scheme not in {"http", "https"} or not address.hostname:
+        raise SettingsError(f"--url must be http(s)://[user:password@]host[:port]: {url!r}")
+    settings = adopt_stack(get_settings())
+    bundle = load_bundle(grafana_dir)
+    database = database_url or settings.require_database_url()
+    if settings.readonly_password is None:
+        raise SettingsError(
+            "PANTAU_READONLY_PASSWORD is not set: Grafana logs in as pantau_reader with it "
+            "(`pantau db migrate` with the same variable creates that login)"
+        )
+    source = datasource_body(
+        bundle.datasource,
+        database_url=database,
+        password=settings.readonly_password.get_secret_value(),
+        mode=_storage_mode(database),
+        address=database_address,
+    )
+    return settings, bundle, source
+
+
 def _default_api_url(settings: Settings) -> str:
     record = running_stack(settings)
     if record is not None:
@@ -297,24 +322,7 @@ def push_command(
         _error(INSTALL_HINT)
         raise typer.Exit(2) from None
     try:
-        address = urlsplit(url)
-        if address.scheme not in {"http", "https"} or not address.hostname:
-            raise SettingsError(f"--url must be http(s)://[user:password@]host[:port]: {url!r}")
-        settings = adopt_stack(get_settings())
-        bundle = load_bundle(grafana_dir)
-        database = database_url or settings.require_database_url()
-        if settings.readonly_password is None:
-            raise SettingsError(
-                "PANTAU_READONLY_PASSWORD is not set: Grafana logs in as pantau_reader with it "
-                "(`pantau db migrate` with the same variable creates that login)"
-            )
-        source = datasource_body(
-            bundle.datasource,
-            database_url=database,
-            password=settings.readonly_password.get_secret_value(),
-            mode=_storage_mode(database),
-            address=database_address,
-        )
+        settings, bundle, source = _prepare(url, database_url, database_address, grafana_dir)
     except (SettingsError, GrafanaFilesError) as error:
         _error(str(error))
         raise typer.Exit(2) from None

@@ -14,7 +14,7 @@ from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
 from pantau.catalogue import Family
-from pantau.city import City, Gateway, Thresholds
+from pantau.city import City, Gateway, Sensor, Thresholds
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,77 +35,74 @@ def load_city(conn: psycopg.Connection, city: City) -> LoadResult:
     """
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany(
-            """
-            INSERT INTO kecamatan (name, lat, lon, flood_prone, landslide_prone)
-            VALUES (%s, %s, %s, %s, %s)
-            ON CONFLICT (name) DO UPDATE SET lat = EXCLUDED.lat, lon = EXCLUDED.lon,
-                flood_prone = EXCLUDED.flood_prone, landslide_prone = EXCLUDED.landslide_prone
-            """,
+            _UPSERT_KECAMATAN,
             [(k.name, k.lat, k.lon, k.flood_prone, k.landslide_prone) for k in city.kecamatan],
         )
-        cur.executemany(
-            """
-            INSERT INTO sensors (id, family, name, kecamatan, lat, lon, interval_s,
-                                 river, river_km, road, road_class, downstream, travel_time_min,
-                                 quality)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-            ON CONFLICT (id) DO UPDATE SET family = EXCLUDED.family, name = EXCLUDED.name,
-                kecamatan = EXCLUDED.kecamatan, lat = EXCLUDED.lat, lon = EXCLUDED.lon,
-                interval_s = EXCLUDED.interval_s, river = EXCLUDED.river,
-                river_km = EXCLUDED.river_km, road = EXCLUDED.road,
-                road_class = EXCLUDED.road_class, downstream = EXCLUDED.downstream,
-                travel_time_min = EXCLUDED.travel_time_min, quality = EXCLUDED.quality,
-                updated_at = now()
-            WHERE (sensors.family, sensors.name, sensors.kecamatan, sensors.lat, sensors.lon,
-                   sensors.interval_s, sensors.river, sensors.river_km, sensors.road,
-                   sensors.road_class, sensors.downstream, sensors.travel_time_min,
-                   sensors.quality)
-                IS DISTINCT FROM
-                  (EXCLUDED.family, EXCLUDED.name, EXCLUDED.kecamatan, EXCLUDED.lat,
-                   EXCLUDED.lon, EXCLUDED.interval_s, EXCLUDED.river, EXCLUDED.river_km,
-                   EXCLUDED.road, EXCLUDED.road_class, EXCLUDED.downstream,
-                   EXCLUDED.travel_time_min, EXCLUDED.quality)
-            """,
-            [
-                (
-                    s.id,
-                    s.family.value,
-                    s.name,
-                    s.kecamatan,
-                    s.lat,
-                    s.lon,
-                    s.interval_s,
-                    s.river,
-                    s.river_km,
-                    s.road,
-                    s.road_class,
-                    list(s.downstream),
-                    s.travel_time_min,
-                    None if s.quality is None else Jsonb(s.quality.model_dump(exclude_none=True)),
-                )
-                for s in city.sensors
-            ],
-        )
-        changed = 0
-        for sensor in city.sensors:
-            if sensor.thresholds is None:
-                continue
-            t = sensor.thresholds
-            cur.execute(
-                """
-                INSERT INTO flood_thresholds (sensor_id, waspada, siaga, awas)
-                SELECT %(id)s, %(w)s, %(s)s, %(a)s
-                WHERE NOT EXISTS (
-                    SELECT 1 FROM current_flood_thresholds
-                    WHERE sensor_id = %(id)s AND waspada = %(w)s AND siaga = %(s)s
-                      AND awas = %(a)s)
-                """,
-                {"id": sensor.id, "w": t.waspada, "s": t.siaga, "a": t.awas},
-            )
-            changed += cur.rowcount
+        cur.executemany(_UPSERT_SENSOR, [_sensor_row(s) for s in city.sensors])
+        changed = sum(_version_thresholds(cur, s) for s in city.sensors)
         for gateway in city.gateways:
             _upsert_gateway(cur, gateway)
     return LoadResult(len(city.kecamatan), len(city.sensors), changed, len(city.gateways))
+
+
+_UPSERT_KECAMATAN = """
+INSERT INTO kecamatan (name, lat, lon, flood_prone, landslide_prone)
+VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (name) DO UPDATE SET lat = EXCLUDED.lat, lon = EXCLUDED.lon,
+    flood_prone = EXCLUDED.flood_prone, landslide_prone = EXCLUDED.landslide_prone
+"""
+
+# Only a sensor whose description changed is rewritten, so its updated_at tells when.
+_UPSERT_SENSOR = """
+INSERT INTO sensors (id, family, name, kecamatan, lat, lon, interval_s,
+                     river, river_km, road, road_class, downstream, travel_time_min,
+                     quality)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (id) DO UPDATE SET family = EXCLUDED.family, name = EXCLUDED.name,
+    kecamatan = EXCLUDED.kecamatan, lat = EXCLUDED.lat, lon = EXCLUDED.lon,
+    interval_s = EXCLUDED.interval_s, river = EXCLUDED.river,
+    river_km = EXCLUDED.river_km, road = EXCLUDED.road,
+    road_class = EXCLUDED.road_class, downstream = EXCLUDED.downstream,
+    travel_time_min = EXCLUDED.travel_time_min, quality = EXCLUDED.quality,
+    updated_at = now()
+WHERE (sensors.family, sensors.name, sensors.kecamatan, sensors.lat, sensors.lon,
+       sensors.interval_s, sensors.river, sensors.river_km, sensors.road,
+       sensors.road_class, sensors.downstream, sensors.travel_time_min,
+       sensors.quality)
+    IS DISTINCT FROM
+      (EXCLUDED.family, EXCLUDED.name, EXCLUDED.kecamatan, EXCLUDED.lat,
+       EXCLUDED.lon, EXCLUDED.interval_s, EXCLUDED.river, EXCLUDED.river_km,
+       EXCLUDED.road, EXCLUDED.road_class, EXCLUDED.downstream,
+       EXCLUDED.travel_time_min, EXCLUDED.quality)
+"""
+
+# A new version only when the gauge's thresholds differ from its current ones.
+_VERSION_THRESHOLDS = """
+INSERT INTO flood_thresholds (sensor_id, waspada, siaga, awas)
+SELECT %(id)s, %(w)s, %(s)s, %(a)s
+WHERE NOT EXISTS (
+    SELECT 1 FROM current_flood_thresholds
+    WHERE sensor_id = %(id)s AND waspada = %(w)s AND siaga = %(s)s
+      AND awas = %(a)s)
+"""
+
+
+def _sensor_row(s: Sensor) -> tuple[object, ...]:
+    quality = None if s.quality is None else Jsonb(s.quality.model_dump(exclude_none=True))
+    return (
+        s.id, s.family.value, s.name, s.kecamatan, s.lat, s.lon, s.interval_s,
+        s.river, s.river_km, s.road, s.road_class, list(s.downstream), s.travel_time_min,
+        quality,
+    )  # fmt: skip
+
+
+def _version_thresholds(cur: psycopg.Cursor, sensor: Sensor) -> int:
+    """1 where the sensor's thresholds became a new version, else 0."""
+    t = sensor.thresholds
+    if t is None:
+        return 0
+    cur.execute(_VERSION_THRESHOLDS, {"id": sensor.id, "w": t.waspada, "s": t.siaga, "a": t.awas})
+    return cur.rowcount
 
 
 def _upsert_gateway(cur: psycopg.Cursor, gateway: Gateway) -> None:

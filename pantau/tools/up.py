@@ -344,7 +344,29 @@ def _run(
     except TimeoutError as error:
         console.print(f"[yellow]{error}; see {logs / 'api.log'}[/yellow]")
 
-    record = stack.StackRecord(
+    record = _record(settings, state, database_url, mqtt_url, api, ports, processes)
+    stack.write(record)
+    exits.callback(stack.remove, state, pid=os.getpid())
+    banner = f"{record.database_url}  ({result.mode}, schema version {result.version})"
+    _print_banner(
+        settings, city, record, database=banner, notifications=notifications, logs=logs,
+        simulator=f"scenario {scenario!r} at {speed:g}x" if simulate else None,
+    )  # fmt: skip
+    _supervise(children, processes, record)
+    return 0
+
+
+def _record(
+    settings: Settings,
+    state: Path,
+    database_url: str,
+    mqtt_url: str,
+    api: str,
+    ports: _Ports,
+    processes: dict[str, tuple[int, str | None]],
+) -> stack.StackRecord:
+    """What other commands (``pantau db``, ``simulate``, ``grafana push``) find the stack by."""
+    return stack.StackRecord(
         state_dir=str(state),
         pid=os.getpid(),
         pid_started=stack.process_start(os.getpid()),
@@ -359,15 +381,6 @@ def _run(
         },
         processes=processes,
     )
-    stack.write(record)
-    exits.callback(stack.remove, state, pid=os.getpid())
-    banner = f"{record.database_url}  ({result.mode}, schema version {result.version})"
-    _print_banner(
-        settings, city, record, database=banner, notifications=notifications, logs=logs,
-        simulator=f"scenario {scenario!r} at {speed:g}x" if simulate else None,
-    )  # fmt: skip
-    _supervise(children, processes, record)
-    return 0
 
 
 def _service_env(

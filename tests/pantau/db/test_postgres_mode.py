@@ -198,7 +198,9 @@ def test_rollups_are_live_before_refresh_and_the_same_after(
 def test_late_readings_note_their_hours_and_are_refreshed(
     postgres_db: str, storage: StorageSettings, city_db: str
 ) -> None:
-    now = datetime.now(UTC)
+    # Mid-minute: the current readings a second or two before the clock stay in its open minute
+    # (above the watermark) whatever the second the test starts at.
+    now = datetime.now(UTC).replace(second=30, microsecond=0)
     _store_at(postgres_db, now - timedelta(hours=2))
     _refresh(postgres_db, storage, now)
     late = now - timedelta(hours=5)
