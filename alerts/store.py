@@ -330,7 +330,11 @@ class AlertStore:
 
     def _write(self, conn: psycopg.Connection[Any], t: Transition) -> bool:
         """Store one transition (the alert's row, its event); False where stored before."""
-        alert_id = _open(conn, t) if t.change is Change.OPENED else _update(conn, t)
+        observed = from_micros(t.observed_us)
+        if t.change is Change.OPENED:
+            alert_id = _open(conn, t, observed)
+        else:
+            alert_id = _update(conn, t, observed)
         if alert_id is None:
             return False  # already open (this opening was committed before), or none open
         t.alert_id = alert_id
@@ -339,7 +343,7 @@ class AlertStore:
             _RECORD_EVENT,
             [
                 t.alert_id, t.sensor_id, t.rule.value, t.change.value, t.level,
-                t.previous_level, target.value, from_micros(t.observed_us),
+                t.previous_level, target.value, observed,
                 target.predicted_level, _at(target.predicted_at_us), target.message,
                 target.message_en, Jsonb(target.details),
             ],
@@ -426,10 +430,9 @@ RETURNING id, recorded_at
 """
 
 
-def _open(conn: psycopg.Connection[Any], t: Transition) -> int | None:
+def _open(conn: psycopg.Connection[Any], t: Transition, observed: datetime) -> int | None:
     """The new alert's id, or None where one is open already."""
     target = t.target
-    observed = from_micros(t.observed_us)
     row = conn.execute(
         _OPEN,
         [
@@ -441,10 +444,9 @@ def _open(conn: psycopg.Connection[Any], t: Transition) -> int | None:
     return None if row is None else int(row[0])
 
 
-def _update(conn: psycopg.Connection[Any], t: Transition) -> int | None:
+def _update(conn: psycopg.Connection[Any], t: Transition, observed: datetime) -> int | None:
     """The open alert's id after the change (resolving it if so), or None where none is open."""
     target = t.target
-    observed = from_micros(t.observed_us)
     resolved = t.change is Change.RESOLVED
     row = conn.execute(
         _UPDATE,
